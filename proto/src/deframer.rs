@@ -1,0 +1,129 @@
+//! Streaming deframer: bytes in, in pieces of any size; verified frames out.
+
+use bytes::BytesMut;
+
+use crate::codec::{verify, Frame, Key};
+use crate::error::DecodeError;
+use crate::frame::{FixedHeader, Limits, FIXED_HEADER_LEN};
+
+/// Result of one [`Deframer::decode`] step.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A complete, verified frame, sharing the deframer's buffer.
+    Frame(Frame),
+    /// At least this many more bytes are needed before anything can be decided.
+    NeedMore(usize),
+}
+
+/// Splits a byte stream into frames.
+///
+/// The caller appends received bytes to [`buffer_mut`](Self::buffer_mut) (or lends the
+/// buffer to an ownership-passing read with [`take_buffer`](Self::take_buffer) /
+/// [`put_buffer`](Self::put_buffer)) and calls [`decode`](Self::decode) until it returns
+/// [`Decoded::NeedMore`]. As soon as a fixed header has passed its magic, version and
+/// length checks, the buffer is grown once to hold the whole frame, so the rest of a large
+/// frame is read straight into the memory the returned [`Frame`] points to: no second copy.
+/// Nothing is reserved for a frame whose fixed header fails those checks.
+#[derive(Debug, Default)]
+pub struct Deframer {
+    buf: BytesMut,
+    limits: Limits,
+    pending: Option<FixedHeader>,
+}
+
+impl Deframer {
+    /// A deframer enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            limits,
+            pending: None,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The receive buffer; append received bytes to it.
+    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Appends received bytes (for callers that read into their own buffer).
+    pub fn extend_from_slice(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Takes the receive buffer, e.g. to lend it to an ownership-passing read. Give it
+    /// back with [`put_buffer`](Self::put_buffer) before decoding again.
+    pub fn take_buffer(&mut self) -> BytesMut {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Returns the buffer taken with [`take_buffer`](Self::take_buffer), with any newly
+    /// read bytes appended after those it held.
+    pub fn put_buffer(&mut self, buf: BytesMut) {
+        debug_assert!(
+            self.buf.is_empty(),
+            "buffer put back while another is in place"
+        );
+        self.buf = buf;
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no partial frame is held, so the buffer can go back to a pool.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Length of the frame being received, once its fixed header has been checked.
+    pub fn pending_frame_len(&self) -> Option<usize> {
+        self.pending.map(|f| f.frame_len())
+    }
+
+    /// Decodes the next frame from the buffered bytes.
+    ///
+    /// After an error the stream is out of sync and the connection should be closed.
+    pub fn decode(&mut self, key: &Key) -> Result<Decoded, DecodeError> {
+        let fixed = match self.pending {
+            Some(f) => f,
+            None => match FixedHeader::parse(&self.buf, &self.limits)? {
+                None => return Ok(Decoded::NeedMore(FIXED_HEADER_LEN - self.buf.len())),
+                Some(f) => {
+                    // Limits were checked by `parse`; only now is memory reserved.
+                    let len = f.frame_len();
+                    if self.buf.capacity() < len {
+                        self.buf.reserve(len - self.buf.len());
+                    }
+                    self.pending = Some(f);
+                    f
+                }
+            },
+        };
+        let len = fixed.frame_len();
+        if self.buf.len() < len {
+            return Ok(Decoded::NeedMore(len - self.buf.len()));
+        }
+        self.pending = None;
+        let raw = self.buf.split_to(len).freeze();
+        verify(key, &fixed, raw).map(Decoded::Frame)
+    }
+
+    /// Call at end of input: an error if a partial frame is buffered.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let missing = match self.pending {
+            Some(f) => f.frame_len() - self.buf.len(),
+            None => FIXED_HEADER_LEN.saturating_sub(self.buf.len()).max(1),
+        };
+        Err(DecodeError::Truncated { missing })
+    }
+}

@@ -1,0 +1,29 @@
+//! `sockchat-proto`: the sockchat wire protocol without I/O.
+//!
+//! This crate encodes and decodes frames of the protocol spoken by the Python "Async
+//! Socket Chat" reference (a 64-byte binary header with CRC-32 and HMAC-SHA256, a JSON
+//! header, then the content), byte for byte, and drives sessions as state machines fed
+//! with bytes and the current time. It performs no I/O and never reads a clock: the
+//! caller passes `now` in, which is what makes sessions testable on a simulated clock.
+//!
+//! * [`frame`]: the fixed header, message types, limits.
+//! * [`header`]: the header JSON, parsed zero-copy and written exactly as Python's
+//!   `json.dumps` does.
+//! * [`codec`]: keys, encoding (into a buffer or as parts for a vectored write),
+//!   verification.
+//! * [`deframer`]: the streaming deframer with "need more bytes" vs "invalid".
+//! * [`chunk`]: the chunk extension (splitter and reassembler).
+//! * [`session`]: `ServerSession`, `ClientSession`, and the `CloseReason` enum.
+//! * [`line`]: the opt-in line mode codec.
+
+pub mod codec;
+pub mod deframer;
+pub mod error;
+pub mod frame;
+pub mod header;
+
+pub use codec::{decode_frame, encode_into, encode_parts, EncodeError, EncodedFrame, Frame, Key};
+pub use deframer::{Decoded, Deframer};
+pub use error::DecodeError;
+pub use frame::{FixedHeader, FrameType, Limits};
+pub use header::{ByteStr, ChunkInfo, Header};
