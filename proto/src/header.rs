@@ -187,7 +187,7 @@ impl Header {
     /// keys follow in a fixed order when present.
     pub fn write_json(&self, out: &mut impl BufMut) {
         out.put_slice(b"{\"type\": ");
-        write_str(out, self.kind.as_str());
+        write_json_str(out, self.kind.as_str());
         out.put_slice(b", \"content_type\": ");
         write_opt(out, self.content_type.as_deref());
         out.put_slice(b", \"session_id\": ");
@@ -198,13 +198,13 @@ impl Header {
                 if i > 0 {
                     out.put_slice(b", ");
                 }
-                write_str(out, f);
+                write_json_str(out, f);
             }
             out.put_u8(b']');
         }
         if let Some(c) = &self.chunk {
             out.put_slice(b", \"message_id\": ");
-            write_str(out, &c.message_id);
+            write_json_str(out, &c.message_id);
             out.put_slice(b", \"index\": ");
             put_int(out, u64::from(c.index));
             out.put_slice(b", \"count\": ");
@@ -295,7 +295,7 @@ fn put_int(out: &mut impl BufMut, v: u64) {
 
 fn write_opt(out: &mut impl BufMut, s: Option<&str>) {
     match s {
-        Some(s) => write_str(out, s),
+        Some(s) => write_json_str(out, s),
         None => out.put_slice(b"null"),
     }
 }
@@ -303,7 +303,7 @@ fn write_opt(out: &mut impl BufMut, s: Option<&str>) {
 /// Python's `ensure_ascii` string encoding: `"` and `\` escaped, `\n \r \t \b \f` by
 /// name, every other character outside printable ASCII as lowercase `\uXXXX`
 /// (astral characters as a surrogate pair).
-fn write_str(out: &mut impl BufMut, s: &str) {
+pub(crate) fn write_json_str(out: &mut impl BufMut, s: &str) {
     out.put_u8(b'"');
     let bytes = s.as_bytes();
     let plain = |b: u8| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\';

@@ -1,0 +1,289 @@
+//! The client end of a session.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::common::Core;
+use super::{disconnect_reason, CloseReason, Event, Features, Message, SendError, SessionConfig};
+use crate::codec::{Frame, Key};
+use crate::deframer::Deframer;
+use crate::frame::FrameType;
+use crate::header::{ByteStr, Header, OCTET_STREAM};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitInit {
+        deadline: Instant,
+    },
+    /// Ack sent with `features`, followed by a ping: our server answers the ack first; a
+    /// reference server ignores it and answers only the ping, which tells us it has none.
+    AwaitFeatures {
+        deadline: Instant,
+    },
+    Open,
+}
+
+/// The client end of one session: answers `session_init`, optionally negotiates
+/// features, pings every `heartbeat_interval`, measures pong round trips, sends and
+/// receives messages (chunked when needed and granted). See the [module docs](super).
+#[derive(Debug)]
+pub struct ClientSession {
+    core: Core,
+    state: State,
+    last_seen: Instant,
+    next_ping: Instant,
+    ping_sent: Option<Instant>,
+}
+
+impl ClientSession {
+    /// A client waiting for the server's `session_init`. `config.features` are the
+    /// features it will ask for.
+    pub fn new(key: Arc<Key>, config: Arc<SessionConfig>, now: Instant) -> Self {
+        let deadline = now + config.handshake_timeout;
+        Self {
+            core: Core::new(key, config, false),
+            state: State::AwaitInit { deadline },
+            last_seen: now,
+            next_ping: now,
+            ping_sent: None,
+        }
+    }
+
+    /// The session id the server assigned, once `session_init` arrived.
+    pub fn session_id(&self) -> Option<&ByteStr> {
+        self.core.session_id.as_ref()
+    }
+
+    /// Features the server granted.
+    pub fn features(&self) -> Features {
+        self.core.features
+    }
+
+    /// True from [`Event::Established`] until the session closes.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Open && !self.core.closed
+    }
+
+    /// True once the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.core.closed
+    }
+
+    /// The receive buffer: append bytes read from the server, then call
+    /// [`handle_input`](Self::handle_input).
+    pub fn deframer_mut(&mut self) -> &mut Deframer {
+        &mut self.core.deframer
+    }
+
+    /// Processes every complete frame buffered.
+    pub fn handle_input(&mut self, now: Instant) {
+        while let Some(frame) = self.core.next_frame() {
+            self.last_seen = now;
+            self.on_frame(frame, now);
+        }
+    }
+
+    /// The server closed the connection.
+    pub fn handle_eof(&mut self) {
+        if !self.core.closed {
+            let reason = match self.core.deframer.finish() {
+                Ok(()) => CloseReason::PeerClosed,
+                Err(e) => CloseReason::InvalidFrame(e),
+            };
+            self.core.close(reason);
+        }
+    }
+
+    /// Sends a due heartbeat, or fires the handshake or silence timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.core.closed {
+            return;
+        }
+        match self.state {
+            State::AwaitInit { deadline } | State::AwaitFeatures { deadline } => {
+                if now >= deadline {
+                    self.core.close(CloseReason::HandshakeTimeout);
+                }
+            }
+            State::Open => {
+                if now >= self.last_seen + self.core.config.session_timeout {
+                    self.core.close(CloseReason::SessionTimeout);
+                } else if now >= self.next_ping {
+                    self.ping(now);
+                }
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.core.closed {
+            return None;
+        }
+        Some(match self.state {
+            State::AwaitInit { deadline } | State::AwaitFeatures { deadline } => deadline,
+            State::Open => self
+                .next_ping
+                .min(self.last_seen + self.core.config.session_timeout),
+        })
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    /// Moves all bytes ready to be written, in order, to `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
+        self.core.outbox.drain_into(out);
+    }
+
+    /// Bytes queued and not yet taken by [`poll_transmit`](Self::poll_transmit).
+    pub fn queued_bytes(&self) -> usize {
+        self.core.outbox.queued_bytes()
+    }
+
+    /// Sends a message: one frame, or chunks when it is larger than a frame and the
+    /// server granted the chunk feature.
+    pub fn send_message(
+        &mut self,
+        content_type: Option<ByteStr>,
+        content: Bytes,
+    ) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(SendError::NotOpen);
+        }
+        self.core.send_message(content_type, content)
+    }
+
+    /// Sends a heartbeat `ping` now and schedules the next one an interval later.
+    pub fn ping(&mut self, now: Instant) {
+        if self.core.closed || self.core.session_id.is_none() {
+            return;
+        }
+        self.core
+            .queue_control(FrameType::Heartbeat, OCTET_STREAM, b"ping");
+        self.ping_sent = Some(now);
+        self.next_ping = now + self.core.config.heartbeat_interval;
+    }
+
+    /// Ends the session with a `disconnect` carrying `reason` (the reference client says
+    /// `Client disconnecting`).
+    pub fn disconnect(&mut self, reason: &str) {
+        self.core.close(CloseReason::ClientDisconnect {
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn establish(&mut self, features: Features, now: Instant) {
+        self.state = State::Open;
+        self.core.features = features;
+        self.next_ping = now + self.core.config.heartbeat_interval;
+        let session_id = self.core.session_id.clone().expect("set by session_init");
+        self.core.events.push_back(Event::Established {
+            session_id,
+            features,
+        });
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant) {
+        let kind = frame.header.kind;
+        if kind == FrameType::Error {
+            // The reference sends some errors with a null session id: report them all.
+            let text = String::from_utf8_lossy(&frame.content).into_owned();
+            self.core
+                .events
+                .push_back(Event::PeerError(ByteStr::from(text)));
+            return;
+        }
+        match self.state {
+            State::AwaitInit { .. } => self.on_init(frame, now),
+            _ if frame.header.session_id.as_ref() != self.core.session_id.as_ref() => {
+                self.core.close(CloseReason::ForeignSessionId);
+            }
+            State::AwaitFeatures { .. } => match kind {
+                FrameType::SessionAck => {
+                    let granted = self
+                        .core
+                        .config
+                        .features
+                        .grant(frame.header.features.as_deref().unwrap_or(&[]));
+                    self.establish(granted, now);
+                }
+                _ => {
+                    // A server without the extension: carry on without features and
+                    // handle this frame (most likely the pong) normally.
+                    self.establish(Features::NONE, now);
+                    self.on_open_frame(frame, now);
+                }
+            },
+            State::Open => self.on_open_frame(frame, now),
+        }
+    }
+
+    fn on_init(&mut self, frame: Frame, now: Instant) {
+        let (FrameType::SessionInit, Some(id)) = (frame.header.kind, frame.header.session_id)
+        else {
+            self.core.close(CloseReason::HandshakeFailed);
+            return;
+        };
+        self.core.session_id = Some(id.clone());
+        let mut ack = Header::new(FrameType::SessionAck, Some(OCTET_STREAM), Some(id));
+        let wanted = self.core.config.features;
+        if wanted.is_empty() {
+            self.core.queue_control_with(ack, b"Session acknowledged");
+            self.establish(Features::NONE, now);
+        } else {
+            ack.features = Some(wanted.names());
+            self.core.queue_control_with(ack, b"Session acknowledged");
+            self.ping(now);
+            self.state = State::AwaitFeatures {
+                deadline: now + self.core.config.handshake_timeout,
+            };
+        }
+    }
+
+    fn on_open_frame(&mut self, frame: Frame, now: Instant) {
+        match frame.header.kind {
+            FrameType::Message => {
+                let message = Message {
+                    content_type: frame.header.content_type,
+                    content: frame.content,
+                    frame: Some(frame.raw),
+                };
+                self.core.events.push_back(Event::Message(message));
+            }
+            FrameType::Heartbeat => {
+                if &frame.content[..] == b"pong" {
+                    if let Some(sent) = self.ping_sent.take() {
+                        self.core.events.push_back(Event::Pong {
+                            rtt: now.saturating_duration_since(sent),
+                        });
+                    }
+                }
+            }
+            FrameType::Chunk => self.core.on_chunk(&frame),
+            FrameType::Disconnect => {
+                let reason = disconnect_reason(&frame.content);
+                let reason = if reason == "Server shutting down" {
+                    CloseReason::ServerShutdown
+                } else {
+                    CloseReason::ServerDisconnect { reason }
+                };
+                // The server is going away: no answer.
+                self.core.close_quietly(reason);
+            }
+            // A repeated ack (e.g. a features answer after we gave up waiting) is harmless.
+            FrameType::SessionAck => {}
+            FrameType::SessionInit => {
+                self.core.close(CloseReason::ProtocolViolation(
+                    "session_init in an open session",
+                ));
+            }
+            // Reported in `on_frame` before the state dispatch.
+            FrameType::Error => {}
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! State and behaviour shared by both ends of a session.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{CloseReason, Event, Features, Message, Outbox, SendError, SessionConfig};
+use crate::chunk::{self, Reassembler};
+use crate::codec::{encode_into, encode_parts, Frame, Key};
+use crate::deframer::{Decoded, Deframer};
+use crate::frame::{FrameType, MAX_CONTENT_LEN};
+use crate::header::{ByteStr, Header, OCTET_STREAM};
+
+/// What the peer is told when a session ends for a given reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A `disconnect` frame naming the reason.
+    Disconnect,
+    /// An `error` frame with the reason's text.
+    Error,
+    /// Nothing: the peer ended it, cannot read, or must not be written to any more.
+    None,
+}
+
+pub(crate) fn notice_for(reason: &CloseReason, is_server: bool) -> Notice {
+    use CloseReason::*;
+    match reason {
+        ServerShutdown | HandshakeTimeout | SessionTimeout | Application(_) => Notice::Disconnect,
+        ClientDisconnect { .. } if !is_server => Notice::Disconnect,
+        InvalidFrame(_) | HandshakeFailed | ForeignSessionId | Chunk(_) | ProtocolViolation(_)
+        | ServerFull | LineTooLong => Notice::Error,
+        _ => Notice::None,
+    }
+}
+
+/// The parts of a session both roles share: codec state, queues, chunking.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) key: Arc<Key>,
+    pub(crate) config: Arc<SessionConfig>,
+    pub(crate) session_id: Option<ByteStr>,
+    pub(crate) features: Features,
+    pub(crate) deframer: Deframer,
+    pub(crate) outbox: Outbox,
+    pub(crate) events: VecDeque<Event>,
+    reassembler: Option<Box<Reassembler>>,
+    next_message_id: u64,
+    pub(crate) closed: bool,
+    is_server: bool,
+}
+
+impl Core {
+    pub(crate) fn new(key: Arc<Key>, config: Arc<SessionConfig>, is_server: bool) -> Self {
+        let deframer = Deframer::new(config.limits);
+        Self {
+            key,
+            config,
+            session_id: None,
+            features: Features::NONE,
+            deframer,
+            outbox: Outbox::default(),
+            events: VecDeque::new(),
+            reassembler: None,
+            next_message_id: 0,
+            closed: false,
+            is_server,
+        }
+    }
+
+    /// Decodes one buffered frame; `None` when more bytes are needed or the session is
+    /// closed. A decode error closes the session.
+    pub(crate) fn next_frame(&mut self) -> Option<Frame> {
+        if self.closed {
+            return None;
+        }
+        match self.deframer.decode(&self.key) {
+            Ok(Decoded::Frame(f)) => Some(f),
+            Ok(Decoded::NeedMore(_)) => None,
+            Err(e) => {
+                self.close(CloseReason::InvalidFrame(e));
+                None
+            }
+        }
+    }
+
+    /// Queues a frame whose content is small and static (control frames).
+    pub(crate) fn queue_control(&mut self, kind: FrameType, content_type: ByteStr, content: &[u8]) {
+        self.queue_control_with(
+            Header::new(kind, Some(content_type), self.session_id.clone()),
+            content,
+        );
+    }
+
+    pub(crate) fn queue_control_with(&mut self, header: Header, content: &[u8]) {
+        // Control contents are short and never empty, so encoding cannot fail; if it ever
+        // did, dropping a control frame is safer than panicking on a peer's behalf.
+        let _ = encode_into(&self.key, &header, content, self.outbox.tail_mut());
+    }
+
+    /// Queues an application message: one frame when it fits, chunks when it does not
+    /// and the peer asked for them.
+    pub(crate) fn send_message(
+        &mut self,
+        content_type: Option<ByteStr>,
+        content: Bytes,
+    ) -> Result<(), SendError> {
+        if self.closed || self.session_id.is_none() {
+            return Err(SendError::NotOpen);
+        }
+        let len = content.len();
+        if len as u64 > MAX_CONTENT_LEN {
+            let limit = self.config.chunk.max_message_len;
+            if !self.features.chunk || len as u64 > limit {
+                let limit = if self.features.chunk {
+                    limit
+                } else {
+                    MAX_CONTENT_LEN
+                };
+                return Err(SendError::TooLarge { len, limit });
+            }
+            self.next_message_id += 1;
+            let id = ByteStr::from(self.next_message_id.to_string());
+            let max_chunk = self.config.max_chunk.clamp(1, MAX_CONTENT_LEN as usize);
+            for part in chunk::split(
+                &self.key,
+                self.session_id.clone(),
+                content_type,
+                id,
+                content,
+                max_chunk,
+            )? {
+                self.outbox.push_frame(part);
+            }
+            return Ok(());
+        }
+        let header = Header::new(FrameType::Message, content_type, self.session_id.clone());
+        if len <= 4096 {
+            encode_into(&self.key, &header, &content, self.outbox.tail_mut())?;
+        } else {
+            self.outbox
+                .push_frame(encode_parts(&self.key, &header, content)?);
+        }
+        Ok(())
+    }
+
+    /// Handles a `chunk` frame; emits the message when it is complete.
+    pub(crate) fn on_chunk(&mut self, frame: &Frame) {
+        if !self.features.chunk {
+            self.close(CloseReason::ProtocolViolation(
+                "chunk frames need the chunk feature",
+            ));
+            return;
+        }
+        let Some(info) = frame.header.chunk.as_ref() else {
+            // Header::parse guarantees chunk info on chunk frames.
+            self.close(CloseReason::ProtocolViolation("chunk without chunk info"));
+            return;
+        };
+        let limits = self.config.chunk;
+        let r = self
+            .reassembler
+            .get_or_insert_with(|| Box::new(Reassembler::new(limits)));
+        match r.push(info, frame.header.content_type.as_ref(), &frame.content) {
+            Ok(Some(m)) => {
+                if r.partial_count() == 0 {
+                    // Release the bookkeeping of an idle session.
+                    self.reassembler = None;
+                }
+                self.events.push_back(Event::Message(Message {
+                    content_type: m.content_type,
+                    content: m.content,
+                    frame: None,
+                }));
+            }
+            Ok(None) => {}
+            Err(e) => self.close(CloseReason::Chunk(e)),
+        }
+    }
+
+    /// Bytes reserved for partially received chunked messages.
+    pub(crate) fn reassembly_bytes(&self) -> u64 {
+        self.reassembler.as_ref().map_or(0, |r| r.reserved_bytes())
+    }
+
+    /// Ends the session without telling the peer (it ended it).
+    pub(crate) fn close_quietly(&mut self, reason: CloseReason) {
+        if !self.closed {
+            self.closed = true;
+            self.reassembler = None;
+            self.events.push_back(Event::Closed(reason));
+        }
+    }
+
+    /// Ends the session: tells the peer as the reason requires (after everything already
+    /// queued), emits [`Event::Closed`], and ignores input from then on.
+    pub(crate) fn close(&mut self, reason: CloseReason) {
+        if self.closed {
+            return;
+        }
+        match notice_for(&reason, self.is_server) {
+            Notice::Disconnect => {
+                let content = super::disconnect_content(&reason.wire_reason());
+                let ct = crate::header::APPLICATION_JSON;
+                self.queue_control(FrameType::Disconnect, ct, &content);
+            }
+            Notice::Error => {
+                let text = reason.wire_reason();
+                self.queue_control(FrameType::Error, OCTET_STREAM, text.as_bytes());
+            }
+            Notice::None => {}
+        }
+        if reason == CloseReason::SlowConsumer {
+            // The peer is not reading: holding its backlog would only grow memory.
+            self.outbox = Outbox::default();
+        }
+        self.closed = true;
+        self.reassembler = None;
+        self.deframer = Deframer::new(self.config.limits);
+        self.events.push_back(Event::Closed(reason));
+    }
+}

@@ -1,0 +1,97 @@
+//! The queue of bytes a session wants written.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::codec::EncodedFrame;
+
+/// Frames waiting to be written, in order. Small frames are encoded straight into one
+/// growing buffer so that everything ready goes out in one write; large contents stay
+/// separate [`Bytes`] for a vectored write without copying.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    parts: VecDeque<Bytes>,
+    tail: BytesMut,
+    queued: usize,
+}
+
+/// Content at or below this size is copied into the coalescing buffer; above it, it is
+/// queued by reference (a copy of a few KiB costs less than another iovec entry).
+const COALESCE_MAX: usize = 4096;
+
+impl Outbox {
+    /// The buffer small frames are encoded into, after everything already queued.
+    pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
+        &mut self.tail
+    }
+
+    /// Queues bytes (e.g. a verified frame) without copying them if they are large.
+    pub fn push(&mut self, bytes: Bytes) {
+        if bytes.len() <= COALESCE_MAX {
+            self.tail.extend_from_slice(&bytes);
+        } else {
+            self.flush_tail();
+            self.queued += bytes.len();
+            self.parts.push_back(bytes);
+        }
+    }
+
+    /// Queues an encoded frame's two parts.
+    pub fn push_frame(&mut self, frame: EncodedFrame) {
+        self.tail.extend_from_slice(&frame.head);
+        self.push(frame.content);
+    }
+
+    fn flush_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let b = self.tail.split().freeze();
+            self.queued += b.len();
+            self.parts.push_back(b);
+        }
+    }
+
+    /// Bytes queued and not yet handed out by [`drain_into`](Self::drain_into).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued + self.tail.len()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queued_bytes() == 0
+    }
+
+    /// Moves everything queued, in order, to `out` (for one vectored write).
+    pub fn drain_into(&mut self, out: &mut Vec<Bytes>) {
+        self.flush_tail();
+        out.extend(self.parts.drain(..));
+        self.queued = 0;
+        // An idle session should not keep a large coalescing buffer alive.
+        if self.tail.capacity() > 64 * 1024 {
+            self.tail = BytesMut::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_and_coalesces_small_parts() {
+        let mut o = Outbox::default();
+        o.push(Bytes::from_static(b"ab"));
+        o.push(Bytes::from_static(b"cd"));
+        let big = Bytes::from(vec![7u8; 10_000]);
+        o.push(big.clone());
+        o.push(Bytes::from_static(b"ef"));
+        assert_eq!(o.queued_bytes(), 10_006);
+        let mut out = Vec::new();
+        o.drain_into(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(&out[0][..], b"abcd");
+        assert_eq!(out[1].as_ptr(), big.as_ptr(), "large parts are not copied");
+        assert_eq!(&out[2][..], b"ef");
+        assert!(o.is_empty());
+    }
+}

@@ -1,0 +1,250 @@
+//! The server end of a session.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::common::Core;
+use super::{disconnect_reason, CloseReason, Event, Features, Message, SendError, SessionConfig};
+use crate::codec::{Frame, Key};
+use crate::deframer::Deframer;
+use crate::frame::FrameType;
+use crate::header::{ByteStr, Header, OCTET_STREAM};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitAck { deadline: Instant },
+    Open,
+}
+
+/// The server end of one session: sends `session_init`, checks the ack, answers pings,
+/// closes silent sessions, reassembles chunked messages and reports messages as
+/// [`Event`]s. See the [module docs](super) for how to drive it.
+#[derive(Debug)]
+pub struct ServerSession {
+    core: Core,
+    state: State,
+    last_seen: Instant,
+}
+
+impl ServerSession {
+    /// A new session with id `session_id` (a fresh UUIDv4 in the reference); queues
+    /// `session_init`.
+    pub fn new(
+        session_id: ByteStr,
+        key: Arc<Key>,
+        config: Arc<SessionConfig>,
+        now: Instant,
+    ) -> Self {
+        let deadline = now + config.handshake_timeout;
+        let mut core = Core::new(key, config, true);
+        core.session_id = Some(session_id);
+        core.queue_control(FrameType::SessionInit, OCTET_STREAM, b"Session established");
+        Self {
+            core,
+            state: State::AwaitAck { deadline },
+            last_seen: now,
+        }
+    }
+
+    /// The session's id.
+    pub fn session_id(&self) -> &ByteStr {
+        self.core
+            .session_id
+            .as_ref()
+            .expect("server sessions always have an id")
+    }
+
+    /// Features granted to the client (none until the handshake completes).
+    pub fn features(&self) -> Features {
+        self.core.features
+    }
+
+    /// True once the client's `session_ack` was accepted and until the session closes.
+    pub fn is_established(&self) -> bool {
+        self.state == State::Open && !self.core.closed
+    }
+
+    /// True once the session has ended (an [`Event::Closed`] was emitted).
+    pub fn is_closed(&self) -> bool {
+        self.core.closed
+    }
+
+    /// The receive buffer: append bytes read from the peer, then call
+    /// [`handle_input`](Self::handle_input).
+    pub fn deframer_mut(&mut self) -> &mut Deframer {
+        &mut self.core.deframer
+    }
+
+    /// Processes every complete frame buffered. Frames pipelined behind the ack are
+    /// handled in the same call.
+    pub fn handle_input(&mut self, now: Instant) {
+        while let Some(frame) = self.core.next_frame() {
+            self.last_seen = now;
+            self.on_frame(frame);
+        }
+    }
+
+    /// The peer closed its side (read returned 0).
+    pub fn handle_eof(&mut self) {
+        if !self.core.closed {
+            let reason = match self.core.deframer.finish() {
+                Ok(()) => CloseReason::PeerClosed,
+                Err(e) => CloseReason::InvalidFrame(e),
+            };
+            self.core.close(reason);
+        }
+    }
+
+    /// Fires the handshake or silence timeout if `now` is past it.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.poll_timeout() {
+            Some(deadline) if now >= deadline => {
+                let reason = match self.state {
+                    State::AwaitAck { .. } => CloseReason::HandshakeTimeout,
+                    State::Open => CloseReason::SessionTimeout,
+                };
+                self.core.close(reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.core.closed {
+            return None;
+        }
+        Some(match self.state {
+            State::AwaitAck { deadline } => deadline,
+            State::Open => self.last_seen + self.core.config.session_timeout,
+        })
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    /// Moves all bytes ready to be written, in order, to `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
+        self.core.outbox.drain_into(out);
+    }
+
+    /// Bytes queued for the peer and not yet taken by [`poll_transmit`](Self::poll_transmit).
+    pub fn queued_bytes(&self) -> usize {
+        self.core.outbox.queued_bytes()
+    }
+
+    /// Bytes reserved for chunked messages still arriving.
+    pub fn reassembly_bytes(&self) -> u64 {
+        self.core.reassembly_bytes()
+    }
+
+    /// Sends a message: one frame, or chunks if it is larger than a frame and the client
+    /// asked for chunks.
+    pub fn send_message(
+        &mut self,
+        content_type: Option<ByteStr>,
+        content: Bytes,
+    ) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(SendError::NotOpen);
+        }
+        self.core.send_message(content_type, content)
+    }
+
+    /// Sends a message received on this session back to its sender. A message that came
+    /// as one frame goes back as the very same verified bytes (it already carries this
+    /// session's id), so echo costs no encoding and no HMAC.
+    pub fn echo(&mut self, message: Message) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(SendError::NotOpen);
+        }
+        match message.frame {
+            Some(frame) => {
+                self.core.outbox.push(frame);
+                Ok(())
+            }
+            None => self
+                .core
+                .send_message(message.content_type, message.content),
+        }
+    }
+
+    /// Ends the session for `reason`; the peer is told (a `disconnect` or `error` frame,
+    /// queued after what is already queued) unless the reason rules that out.
+    pub fn close(&mut self, reason: CloseReason) {
+        self.core.close(reason);
+    }
+
+    fn on_frame(&mut self, frame: Frame) {
+        let header = &frame.header;
+        let ours = header.session_id.as_ref() == self.core.session_id.as_ref();
+        match self.state {
+            State::AwaitAck { .. } => match header.kind {
+                FrameType::SessionAck if ours => self.on_ack(&frame),
+                FrameType::Disconnect if ours => self.on_disconnect(&frame),
+                _ => self.core.close(CloseReason::HandshakeFailed),
+            },
+            State::Open if !ours => self.core.close(CloseReason::ForeignSessionId),
+            State::Open => match header.kind {
+                FrameType::Message => {
+                    let message = Message {
+                        content_type: frame.header.content_type,
+                        content: frame.content,
+                        frame: Some(frame.raw),
+                    };
+                    self.core.events.push_back(Event::Message(message));
+                }
+                FrameType::Heartbeat => {
+                    if &frame.content[..] == b"ping" {
+                        self.core
+                            .queue_control(FrameType::Heartbeat, OCTET_STREAM, b"pong");
+                    }
+                }
+                FrameType::Chunk => self.core.on_chunk(&frame),
+                FrameType::Disconnect => self.on_disconnect(&frame),
+                FrameType::Error => {
+                    let text = String::from_utf8_lossy(&frame.content).into_owned();
+                    self.core
+                        .events
+                        .push_back(Event::PeerError(ByteStr::from(text)));
+                }
+                FrameType::SessionInit | FrameType::SessionAck => {
+                    self.core.close(CloseReason::ProtocolViolation(
+                        "handshake frame in an open session",
+                    ));
+                }
+            },
+        }
+    }
+
+    fn on_ack(&mut self, frame: &Frame) {
+        self.state = State::Open;
+        if let Some(asked) = &frame.header.features {
+            // Only a client that asks gets an answer: a reference client never sees a
+            // frame it does not know.
+            let granted = self.core.config.features.grant(asked);
+            self.core.features = granted;
+            let mut header = Header::new(
+                FrameType::SessionAck,
+                Some(OCTET_STREAM),
+                self.core.session_id.clone(),
+            );
+            header.features = Some(granted.names());
+            self.core
+                .queue_control_with(header, b"Session acknowledged");
+        }
+        self.core.events.push_back(Event::Established {
+            session_id: self.session_id().clone(),
+            features: self.core.features,
+        });
+    }
+
+    fn on_disconnect(&mut self, frame: &Frame) {
+        let reason = disconnect_reason(&frame.content);
+        self.core.close(CloseReason::ClientDisconnect { reason });
+    }
+}
