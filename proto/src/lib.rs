@@ -16,14 +16,22 @@
 //! * [`session`]: `ServerSession`, `ClientSession`, and the `CloseReason` enum.
 //! * [`line`]: the opt-in line mode codec.
 
+pub mod chunk;
 pub mod codec;
 pub mod deframer;
 pub mod error;
 pub mod frame;
 pub mod header;
+pub mod line;
+pub mod session;
 
+pub use chunk::{split, ChunkError, ChunkFrames, ChunkLimits, Reassembled, Reassembler};
 pub use codec::{decode_frame, encode_into, encode_parts, EncodeError, EncodedFrame, Frame, Key};
 pub use deframer::{Decoded, Deframer};
 pub use error::DecodeError;
 pub use frame::{FixedHeader, FrameType, Limits};
 pub use header::{ByteStr, ChunkInfo, Header};
+pub use line::{Line, LineCodec, LineError};
+pub use session::{
+    ClientSession, CloseReason, Event, Features, Message, SendError, ServerSession, SessionConfig,
+};
