@@ -14,7 +14,7 @@
 //! * [`deframer`]: the streaming deframer with "need more bytes" vs "invalid".
 //! * [`chunk`]: the chunk extension (splitter and reassembler).
 //! * [`session`]: `ServerSession`, `ClientSession`, and the `CloseReason` enum.
-//! * [`line`]: the opt-in line mode codec.
+//! * [`line`](mod@line): the opt-in line mode codec.
 
 pub mod chunk;
 pub mod codec;
