@@ -1,3 +1,101 @@
-fn main() {
-    println!("not ready yet");
+//! The `loadgen` binary: parses the command line and dispatches.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use loadgen::cli::{Cli, Command};
+use loadgen::{compare, raw_server, render, report::Report};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::RawServer(a) => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let target = a.target.target();
+            // Before any thread starts, so every thread inherits the blocked mask and
+            // the signals reach only the waiting thread.
+            let signals = block_signals();
+            let server = raw_server::RawServer::start(&target, a.threads.unwrap_or(cores), &a.cpus)
+                .context("starting the raw echo server")?;
+            cleanup_on_signal(signals, &server.target);
+            eprintln!("raw-server listening on {}", server.target);
+            server.wait();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(a) => {
+            let out = render::render(&a.runs, &a.out).context("rendering the report")?;
+            println!("wrote {}", out.markdown.display());
+            for c in &out.charts {
+                println!("wrote {}", c.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare(a) => {
+            let base = Report::read(&a.base)?;
+            let new = Report::read(&a.new)?;
+            let cmp = compare::compare(&base, &new, a.max_regression);
+            print!("{}", cmp.render(&base, &new));
+            Ok(if cmp.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        cmd => {
+            let report = loadgen::run_load(cmd)?.context("not a load scenario")?;
+            print!("{}", report.summary());
+            // Fewer sessions than asked, or any error, fails the run (the report is
+            // written either way).
+            Ok(if report.results.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and so in threads it starts later).
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: libc signal-set calls on a local, zero-initialised sigset_t; the mask
+    // change affects only this thread and threads it spawns afterwards.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// On SIGINT/SIGTERM (blocked everywhere by [`block_signals`], taken here with sigwait),
+/// removes the raw server's Unix socket file and exits.
+fn cleanup_on_signal(set: libc::sigset_t, target: &loadgen::conn::Target) {
+    let path = match target {
+        loadgen::conn::Target::Unix(p) => Some(p.clone()),
+        loadgen::conn::Target::Tcp(_) => None,
+    };
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: `set` is an initialised sigset and `sig` a valid out pointer.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            if let Some(p) = &path {
+                let _ = std::fs::remove_file(p);
+            }
+            std::process::exit(0);
+        });
 }

@@ -1,0 +1,255 @@
+//! Command line (clap). Every argument struct is also serialised into the JSON report as
+//! the run's full configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::conn::Target;
+
+/// Load generator for sockchat: thread-per-core (monoio, io_uring), every received frame
+/// verified, coordinated-omission-corrected latency, versioned JSON reports.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Scenarios and tools.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Closed loop: each session keeps --depth messages in flight and verifies every echo.
+    Echo(EchoArgs),
+    /// Open loop at a fixed total --rate; latency from the scheduled and the actual send time.
+    Rate(RateArgs),
+    /// Every session pings every --interval (staggered); pong latency and missed ticks.
+    Heartbeat(HeartbeatArgs),
+    /// Concurrent loops of connect, handshake, disconnect, close; sessions/s.
+    Churn(ChurnArgs),
+    /// Chat mode: session 0 sends, all others receive; time from send to the last delivery.
+    Fanout(FanoutArgs),
+    /// Like echo without the protocol: fixed-size payloads echoed back byte for byte.
+    RawEcho(RawEchoArgs),
+    /// Plain connect / close loops without the protocol.
+    RawChurn(RawChurnArgs),
+    /// The minimal monoio echo server that raw-echo and raw-churn measure as a baseline.
+    RawServer(RawServerArgs),
+    /// Renders runs' JSON reports as a Markdown table and SVG charts.
+    Report(ReportArgs),
+    /// Compares two runs and fails past a regression threshold.
+    Compare(CompareArgs),
+}
+
+/// Where to connect or listen: exactly one of --tcp / --unix.
+#[derive(Debug, Clone, Args, Serialize)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// TCP address, e.g. 127.0.0.1:7000.
+    #[arg(long, value_name = "ADDR")]
+    pub tcp: Option<SocketAddr>,
+    /// Unix socket path, e.g. /tmp/chat.sock.
+    #[arg(long, value_name = "PATH")]
+    pub unix: Option<PathBuf>,
+}
+
+impl TargetArgs {
+    /// The chosen target.
+    pub fn target(&self) -> Target {
+        match (&self.tcp, &self.unix) {
+            (Some(a), _) => Target::Tcp(*a),
+            (None, Some(p)) => Target::Unix(p.clone()),
+            (None, None) => unreachable!("clap requires one of --tcp/--unix"),
+        }
+    }
+}
+
+/// Options every load scenario takes.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct CommonArgs {
+    /// Target.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Sessions to establish (for churn scenarios: concurrent connect loops).
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    /// Worker threads, each with its own runtime; default: all cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Connections per second while establishing sessions, over all threads (0 = no
+    /// pacing). Fewer sessions established than asked fails the run.
+    #[arg(long, default_value_t = 2000.0)]
+    pub ramp: f64,
+    /// Seconds of load before measuring (excluded from results, errors still count).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds allowed for outstanding replies after the measured window.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+    /// Seconds allowed for one connect + handshake.
+    #[arg(long, default_value_t = 5.0)]
+    pub connect_timeout: f64,
+    /// File holding the shared HMAC key (one trailing newline is trimmed); default: the
+    /// reference key `default-key`.
+    #[arg(long, env = "SOCKCHAT_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Write the versioned JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Also read this server process's CPU time (from /proc/PID/stat) at the start and
+    /// the end, and report its CPU time per message.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Pin worker threads to these CPUs, round robin (e.g. "1" or "2,3").
+    #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
+    pub cpus: Vec<usize>,
+    /// No live progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Name of this run in reports (default: scenario and transport).
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+/// `echo` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct EchoArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Messages in flight per session (1 = strict ping-pong).
+    #[arg(long, default_value_t = 1)]
+    pub depth: usize,
+    /// Content bytes per message.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// A mix of sizes instead of --size: SIZE:WEIGHT,... e.g. "64:80,1024:15,65536:5".
+    #[arg(long, value_name = "SIZE:WEIGHT,...")]
+    pub size_dist: Option<String>,
+    /// Send messages larger than --chunk-size as chunk frames (asks for the "chunk"
+    /// feature in the handshake and waits for the server to grant it).
+    #[arg(long)]
+    pub chunked: bool,
+    /// Chunk content size for --chunked.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub chunk_size: usize,
+}
+
+/// `rate` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RateArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Total messages per second, spread evenly over sessions and over time.
+    #[arg(long)]
+    pub rate: f64,
+    /// Content bytes per message.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+}
+
+/// `heartbeat` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct HeartbeatArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Seconds between one session's pings (session starts are staggered over one interval).
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+}
+
+/// `churn` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct ChurnArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Prove each handshake was accepted: ping after the ack and require the pong.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// `fanout` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct FanoutArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Messages per second the sender sends.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Content bytes per message (at least 16: sequence number and send time).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+}
+
+/// `raw-echo` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RawEchoArgs {
+    /// Common options (--key-file is ignored).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Messages in flight per connection.
+    #[arg(long, default_value_t = 1)]
+    pub depth: usize,
+    /// Bytes per message.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+}
+
+/// `raw-churn` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RawChurnArgs {
+    /// Common options (--key-file is ignored).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Prove each connection was accepted: one byte out, the same byte back.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// `raw-server` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RawServerArgs {
+    /// Where to listen.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Worker threads (one runtime and accept loop each); default: all cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Pin worker threads to these CPUs, round robin.
+    #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
+    pub cpus: Vec<usize>,
+}
+
+/// `report` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct ReportArgs {
+    /// JSON reports written with --json.
+    #[arg(required = true, value_name = "RUN.json")]
+    pub runs: Vec<PathBuf>,
+    /// Output directory (created): README.md, latency.svg, throughput.svg.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// `compare` options.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(after_help = crate::compare::METRICS_HELP)]
+pub struct CompareArgs {
+    /// The baseline run.
+    pub base: PathBuf,
+    /// The new run.
+    pub new: PathBuf,
+    /// Largest tolerated regression of any compared metric, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_regression: f64,
+}

@@ -1,0 +1,73 @@
+//! `loadgen`: the sockchat load generator, as a library so tests (and other tools) can
+//! run scenarios in-process.
+//!
+//! * [`cli`]: the command line.
+//! * [`runner`]: the thread-per-core harness (setup ramp, start barrier, window, progress).
+//! * [`scenarios`]: echo, rate, heartbeat, churn, fanout, raw-echo, raw-churn.
+//! * [`client`]: the protocol side of a session, on `sockchat-proto`'s codec.
+//! * [`conn`]: TCP / Unix stream abstraction over monoio.
+//! * [`stats`], [`histogram`]: recording and HdrHistogram encoding.
+//! * [`report`], [`machine`], [`cpu`]: the versioned JSON report.
+//! * [`render`], [`compare`]: Markdown/SVG rendering and regression checks.
+//! * [`raw_server`]: the minimal monoio echo server used as a baseline.
+
+pub mod cli;
+pub mod client;
+pub mod compare;
+pub mod conn;
+pub mod cpu;
+pub mod histogram;
+pub mod machine;
+pub mod raw_server;
+pub mod render;
+pub mod report;
+pub mod runner;
+pub mod scenarios;
+pub mod stats;
+pub mod sync;
+
+use cli::Command;
+use report::Report;
+use scenarios::{Finished, ScenarioError};
+use thiserror::Error;
+
+/// A load run that could not be carried out or reported.
+#[derive(Debug, Error)]
+pub enum LoadError {
+    /// The scenario failed to run.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// The report failed to build or write.
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
+}
+
+/// Runs a load scenario command and builds its report (also writing it when `--json`
+/// was given). Returns `None` for commands that are not load scenarios.
+pub fn run_load(cmd: &Command) -> Result<Option<Report>, LoadError> {
+    let (finished, common, config): (Finished, &cli::CommonArgs, serde_json::Value) = match cmd {
+        Command::Echo(a) => (scenarios::echo::run(a)?, &a.common, config_of(a)),
+        Command::Rate(a) => (scenarios::rate::run(a)?, &a.common, config_of(a)),
+        Command::Heartbeat(a) => (scenarios::heartbeat::run(a)?, &a.common, config_of(a)),
+        Command::Churn(a) => (scenarios::churn::run(a)?, &a.common, config_of(a)),
+        Command::Fanout(a) => (scenarios::fanout::run(a)?, &a.common, config_of(a)),
+        Command::RawEcho(a) => (scenarios::raw::run_echo(a)?, &a.common, config_of(a)),
+        Command::RawChurn(a) => (scenarios::raw::run_churn(a)?, &a.common, config_of(a)),
+        _ => return Ok(None),
+    };
+    let run_cfg = scenarios::run_config(common, finished.scenario, &finished.hist_names, true)?;
+    let mut config = config;
+    if let serde_json::Value::Object(m) = &mut config {
+        m.insert("scenario".into(), finished.scenario.into());
+        m.insert("threads_used".into(), run_cfg.threads.into());
+    }
+    let report = Report::build(&finished, &run_cfg, config, common.label.as_deref())?;
+    if let Some(path) = &common.json {
+        report.write(path)?;
+    }
+    Ok(Some(report))
+}
+
+fn config_of<T: serde::Serialize>(args: &T) -> serde_json::Value {
+    serde_json::to_value(args).unwrap_or(serde_json::Value::Null)
+}

@@ -1,0 +1,179 @@
+//! `loadgen raw-server`: the smallest thread-per-core monoio echo server (bytes in, the
+//! same bytes out), so `raw-echo` / `raw-churn` can measure what the machine and runtime
+//! cost without any protocol, next to sockchat-server.
+//!
+//! TCP: one listener per thread with SO_REUSEPORT (the kernel balances connections).
+//! Unix: AF_UNIX rejects SO_REUSEPORT on current kernels, so one std listener is bound
+//! and each thread accepts on its own `try_clone` of it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use bytes::BytesMut;
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::{ListenerOpts, TcpListener, UnixListener};
+use thiserror::Error;
+
+use crate::conn::{read_append, Conn, Target};
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// Binding the listener failed.
+    #[error("bind {0}: {1}")]
+    Bind(String, io::Error),
+    /// A worker could not start.
+    #[error("worker: {0}")]
+    Worker(String),
+}
+
+/// A running raw server.
+#[derive(Debug)]
+pub struct RawServer {
+    /// Where it listens (the TCP port is the real one when port 0 was asked for).
+    pub target: Target,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RawServer {
+    /// Binds `target` and starts `threads` workers (pinned to `cpus` round robin if not
+    /// empty). Workers run until the process exits.
+    pub fn start(target: &Target, threads: usize, cpus: &[usize]) -> Result<Self, ServerError> {
+        let threads = threads.max(1);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
+        let mut handles = Vec::new();
+        let bound = match target {
+            Target::Tcp(addr) => {
+                // The first worker binds (port 0 resolved), the others reuse its port.
+                let mut addr = *addr;
+                for idx in 0..threads {
+                    let tx = ready_tx.clone();
+                    let cpu = (!cpus.is_empty()).then(|| cpus[idx % cpus.len()]);
+                    handles.push(spawn(idx, cpu, move || {
+                        let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
+                        match TcpListener::bind_with_config(addr, &opts) {
+                            Ok(l) => {
+                                let _ = tx.send(l.local_addr().map_err(|e| e.to_string()));
+                                Listener::Tcp(l)
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e.to_string()));
+                                Listener::None
+                            }
+                        }
+                    })?);
+                    let got = ready_rx
+                        .recv()
+                        .map_err(|e| ServerError::Worker(e.to_string()))?
+                        .map_err(|e| ServerError::Bind(addr.to_string(), io::Error::other(e)))?;
+                    addr = got;
+                }
+                Target::Tcp(addr)
+            }
+            Target::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                let std_l = StdUnixListener::bind(path)
+                    .map_err(|e| ServerError::Bind(path.display().to_string(), e))?;
+                for idx in 0..threads {
+                    let l = std_l
+                        .try_clone()
+                        .map_err(|e| ServerError::Bind(path.display().to_string(), e))?;
+                    let cpu = (!cpus.is_empty()).then(|| cpus[idx % cpus.len()]);
+                    handles.push(spawn(idx, cpu, move || {
+                        l.set_nonblocking(true).ok();
+                        match UnixListener::from_std(l) {
+                            Ok(l) => Listener::Unix(l),
+                            Err(_) => Listener::None,
+                        }
+                    })?);
+                }
+                Target::Unix(PathBuf::from(path))
+            }
+        };
+        Ok(Self {
+            target: bound,
+            threads: handles,
+        })
+    }
+
+    /// Blocks until every worker has ended (they end only with the process).
+    pub fn wait(self) {
+        for h in self.threads {
+            let _ = h.join();
+        }
+    }
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+    None,
+}
+
+fn spawn(
+    idx: usize,
+    cpu: Option<usize>,
+    make: impl FnOnce() -> Listener + Send + 'static,
+) -> Result<JoinHandle<()>, ServerError> {
+    std::thread::Builder::new()
+        .name(format!("raw-server-{idx}"))
+        .spawn(move || {
+            if let Some(cpu) = cpu {
+                let _ = monoio::utils::bind_to_cpu_set([cpu]);
+            }
+            let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                .with_entries(4096)
+                .enable_timer()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("raw-server worker {idx}: runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let listener = make();
+                loop {
+                    let conn = match &listener {
+                        Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
+                            let _ = s.set_nodelay(true);
+                            Conn::Tcp(s)
+                        }),
+                        Listener::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
+                        Listener::None => return,
+                    };
+                    match conn {
+                        Ok(c) => {
+                            monoio::spawn(echo(c));
+                        }
+                        // EMFILE and the like: back off instead of spinning.
+                        Err(_) => monoio::time::sleep(std::time::Duration::from_millis(5)).await,
+                    }
+                }
+            });
+        })
+        .map_err(|e| ServerError::Worker(e.to_string()))
+}
+
+/// Echoes until the peer closes.
+async fn echo(mut c: Conn) {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        buf.clear();
+        let (res, b) = read_append(&mut c, buf).await;
+        match res {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+        let (res, b) = c.write_all(b).await;
+        if res.is_err() {
+            return;
+        }
+        buf = b;
+    }
+}

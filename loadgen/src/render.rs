@@ -1,0 +1,262 @@
+//! `loadgen report RUN.json... --out DIR`: a Markdown table of the runs and two SVG
+//! charts (plotters): latency percentile curves of each run's primary latency (from the
+//! stored histograms, so the curve is exact, not interpolated from a few percentiles),
+//! and throughput per second over the load phase.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+use thiserror::Error;
+
+use crate::histogram;
+use crate::report::{Report, ReportError};
+
+/// Rendering failed.
+#[derive(Debug, Error)]
+pub enum RenderError {
+    /// Reading a report.
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    /// Writing output.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+    /// plotters failed.
+    #[error("chart {0}: {1}")]
+    Chart(String, String),
+}
+
+/// Files written by [`render`].
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The Markdown summary.
+    pub markdown: PathBuf,
+    /// The SVG charts.
+    pub charts: Vec<PathBuf>,
+}
+
+/// Reads `runs` and writes `README.md`, `latency.svg` and `throughput.svg` into `out`.
+pub fn render(runs: &[PathBuf], out: &Path) -> Result<Rendered, RenderError> {
+    let reports = runs
+        .iter()
+        .map(|p| Report::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    std::fs::create_dir_all(out).map_err(|e| RenderError::Io(out.display().to_string(), e))?;
+    let latency = out.join("latency.svg");
+    let throughput = out.join("throughput.svg");
+    latency_chart(&reports, &latency)?;
+    throughput_chart(&reports, &throughput)?;
+    let markdown = out.join("README.md");
+    std::fs::write(&markdown, table(&reports, runs))
+        .map_err(|e| RenderError::Io(markdown.display().to_string(), e))?;
+    Ok(Rendered {
+        markdown,
+        charts: vec![latency, throughput],
+    })
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.0}"))
+}
+
+/// The Markdown table.
+pub fn table(reports: &[Report], paths: &[PathBuf]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# loadgen runs\n");
+    let _ = writeln!(
+        s,
+        "| run | scenario | transport | sessions | msg/s | MB/s | p50 µs | p99 µs | p99.9 µs | max µs | errors | loadgen ns/msg | server ns/msg |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        let x = &r.results;
+        let l = &x.latency_us;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {}/{} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} |",
+            r.label,
+            x.scenario,
+            x.transport,
+            x.sessions_established,
+            x.sessions_requested,
+            x.messages_per_sec,
+            x.bytes_per_sec / 1e6,
+            l.p50,
+            l.p99,
+            l.p999,
+            l.max,
+            x.errors_total,
+            opt(r.cpu.loadgen_cpu_ns_per_msg),
+            opt(r.cpu.server_cpu_ns_per_msg),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nLatency is each run's primary latency (`latency_name`):"
+    );
+    for r in reports {
+        let _ = writeln!(s, "- {}: `{}`", r.label, r.results.latency_name);
+    }
+    let _ = writeln!(s, "\n![latency percentiles](latency.svg)\n");
+    let _ = writeln!(s, "![throughput](throughput.svg)\n");
+    let _ = writeln!(s, "## Provenance\n");
+    for (r, p) in reports.iter().zip(paths) {
+        let _ = writeln!(
+            s,
+            "- {} (`{}`): loadgen {} @ {}, {} × {}, kernel {}, {} s measured after {} s warm-up",
+            r.label,
+            p.display(),
+            r.tool.version,
+            r.tool.git_commit,
+            r.machine.cores,
+            r.machine.cpu_model,
+            r.machine.kernel,
+            r.results.duration_s,
+            r.results.warmup_s
+        );
+    }
+    s
+}
+
+fn chart_err(path: &Path, e: impl std::fmt::Display) -> RenderError {
+    RenderError::Chart(path.display().to_string(), e.to_string())
+}
+
+/// x = number of nines: 0 → p0, 1 → p90, 2 → p99, 3 → p99.9 ...
+fn nines_label(x: &f64) -> String {
+    let pct = 100.0 * (1.0 - 10f64.powf(-x));
+    if *x < 0.5 {
+        "0%".into()
+    } else {
+        let digits = (x.round() as usize).saturating_sub(2);
+        format!("{pct:.digits$}%")
+    }
+}
+
+fn latency_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
+    const MAX_NINES: f64 = 5.0;
+    let mut curves = Vec::new();
+    let mut ymax: f64 = 1.0;
+    let mut ymin: f64 = f64::MAX;
+    for r in reports {
+        let name = &r.results.latency_name;
+        let Some(b64) = r.results.histograms.get(name) else {
+            continue;
+        };
+        let h = histogram::decode(b64).map_err(ReportError::from)?;
+        if h.is_empty() {
+            continue;
+        }
+        let pts: Vec<(f64, f64)> = (0..=(MAX_NINES * 20.0) as u32)
+            .map(|i| {
+                let x = f64::from(i) / 20.0;
+                let q = 1.0 - 10f64.powf(-x);
+                (x, (h.value_at_quantile(q) as f64 / 1000.0).max(0.001))
+            })
+            .collect();
+        for &(_, y) in &pts {
+            ymax = ymax.max(y);
+            ymin = ymin.min(y);
+        }
+        curves.push((r.label.clone(), pts));
+    }
+    if ymin > ymax {
+        ymin = 0.1;
+    }
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| chart_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Latency by percentile", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..MAX_NINES, ((ymin * 0.8)..(ymax * 1.25)).log_scale())
+        .map_err(|e| chart_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (µs, log)")
+        .x_labels(6)
+        .x_label_formatter(&nines_label)
+        .draw()
+        .map_err(|e| chart_err(path, e))?;
+    for (i, (label, pts)) in curves.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(|e| chart_err(path, e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| chart_err(path, e))?;
+    root.present().map_err(|e| chart_err(path, e))
+}
+
+fn throughput_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
+    let xmax = reports
+        .iter()
+        .flat_map(|r| r.timeline.iter().map(|p| p.t_s))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let ymax = reports
+        .iter()
+        .flat_map(|r| r.timeline.iter().map(|p| p.messages_per_sec))
+        .fold(1.0f64, f64::max);
+    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| chart_err(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("Throughput per second", ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax * 1.1)
+        .map_err(|e| chart_err(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start of load (warm-up included)")
+        .y_desc("messages / s")
+        .draw()
+        .map_err(|e| chart_err(path, e))?;
+    for (i, r) in reports.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let pts: Vec<(f64, f64)> = r
+            .timeline
+            .iter()
+            .map(|p| (p.t_s as f64, p.messages_per_sec))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(|e| chart_err(path, e))?
+            .label(r.label.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| chart_err(path, e))?;
+    root.present().map_err(|e| chart_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nines_label;
+
+    #[test]
+    fn percentile_axis_labels() {
+        assert_eq!(nines_label(&0.0), "0%");
+        assert_eq!(nines_label(&1.0), "90%");
+        assert_eq!(nines_label(&2.0), "99%");
+        assert_eq!(nines_label(&3.0), "99.9%");
+        assert_eq!(nines_label(&4.0), "99.99%");
+    }
+}

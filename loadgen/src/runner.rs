@@ -1,0 +1,571 @@
+//! The thread-per-core harness every scenario runs in.
+//!
+//! Each worker thread runs its own monoio runtime (io_uring with a legacy fallback, plus
+//! the timer) and the sessions whose global index is congruent to the thread's index, so
+//! no session state is ever shared between threads. Phases:
+//!
+//! 1. setup: session `i` connects at `epoch + i / ramp` (an even ramp over all threads),
+//!    hand-shakes, then waits at its thread's gate;
+//! 2. when every thread's sessions are established or have failed, the last thread to
+//!    finish fixes the start (`go`), and every gate opens at that instant;
+//! 3. load: warm-up, then the measured window, then a bounded drain.
+//!
+//! Once a second each thread sends its interval figures to the main thread, which draws
+//! the progress line and builds the timeline. The main thread samples CPU time at `go`
+//! and when the last worker ends.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::IsTerminal;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use sockchat_proto::Key;
+use thiserror::Error;
+
+use crate::conn::Target;
+use crate::cpu::{self, CpuReport, CpuTimes};
+use crate::histogram::new_hist;
+use crate::stats::{Interval, Recorder, ThreadResult, Window};
+use crate::sync::Gate;
+
+/// What the harness needs to know, shared by all threads.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// Scenario name, for the progress line.
+    pub scenario: &'static str,
+    /// Where to connect.
+    pub target: Target,
+    /// Sessions (or concurrent loops) in total.
+    pub sessions: usize,
+    /// Worker threads.
+    pub threads: usize,
+    /// Connections per second during setup, over all threads; 0 = no pacing.
+    pub ramp: f64,
+    /// Excluded from results.
+    pub warmup: Duration,
+    /// The measured window.
+    pub duration: Duration,
+    /// Limit on connect + handshake of one session.
+    pub connect_timeout: Duration,
+    /// How long sessions may wait for outstanding replies after the window.
+    pub drain: Duration,
+    /// CPUs to pin worker threads to (round robin); empty = no pinning.
+    pub cpus: Vec<usize>,
+    /// Show the live progress line.
+    pub progress: bool,
+    /// Names of the scenario's histograms; the first is the primary latency.
+    pub hist_names: Vec<&'static str>,
+    /// Whether sessions are established before the load phase (false for churn).
+    pub setup: bool,
+    /// Server process to read CPU time from.
+    pub server_pid: Option<u32>,
+}
+
+/// State shared by all worker threads (atomics, touched only during setup and once a
+/// second).
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub cfg: RunConfig,
+    /// The frame key.
+    pub key: Key,
+    /// Start of setup; connect slots and fan-out timestamps count from here.
+    pub epoch: Instant,
+    threads_ready: AtomicUsize,
+    /// Sessions established during setup.
+    pub established: AtomicU64,
+    /// Sessions that failed during setup.
+    pub setup_failed: AtomicU64,
+    window: OnceLock<Window>,
+    abort: AtomicBool,
+}
+
+/// One worker thread's context, handed to the scenario's thread body.
+#[derive(Debug)]
+pub struct ThreadCtx {
+    /// Index of this thread.
+    pub idx: usize,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// This thread's recorder.
+    pub rec: RefCell<Recorder>,
+    /// This thread's copy of the key (the HMAC state is cloned per frame; keeping one
+    /// per thread avoids sharing it).
+    pub key: Rc<Key>,
+    gate: Gate,
+    window: Cell<Option<Window>>,
+    pending_setup: Cell<usize>,
+    setup_done: Gate,
+    finished: Cell<bool>,
+}
+
+impl ThreadCtx {
+    /// The run configuration.
+    pub fn cfg(&self) -> &RunConfig {
+        &self.shared.cfg
+    }
+
+    /// Global indices of this thread's sessions.
+    pub fn my_sessions(&self) -> impl Iterator<Item = usize> {
+        let n = self.cfg().threads;
+        (self.idx..self.cfg().sessions).step_by(n)
+    }
+
+    /// When session `i` may connect.
+    pub fn slot(&self, i: usize) -> Instant {
+        let ramp = self.cfg().ramp;
+        if ramp > 0.0 {
+            self.shared.epoch + Duration::from_secs_f64(i as f64 / ramp)
+        } else {
+            self.shared.epoch
+        }
+    }
+
+    fn setup_step(&self) {
+        let left = self.pending_setup.get().saturating_sub(1);
+        self.pending_setup.set(left);
+        if left == 0 {
+            self.setup_done.open();
+        }
+    }
+
+    /// A session finished its setup successfully.
+    pub fn session_ready(&self) {
+        self.shared.established.fetch_add(1, Ordering::Relaxed);
+        self.setup_step();
+    }
+
+    /// A session failed its setup with an error of `kind`.
+    pub fn session_failed(&self, kind: &'static str) {
+        self.rec.borrow_mut().error(kind);
+        self.shared.setup_failed.fetch_add(1, Ordering::Relaxed);
+        self.setup_step();
+    }
+
+    /// Waits for the load phase and returns its window.
+    pub async fn wait_go(&self) -> Window {
+        self.gate.wait().await;
+        self.window.get().expect("window set before the gate opens")
+    }
+
+    /// The window, once the gate is open.
+    pub fn window(&self) -> Option<Window> {
+        self.window.get()
+    }
+
+    /// Counts an error.
+    pub fn error(&self, kind: &'static str) {
+        self.rec.borrow_mut().error(kind);
+    }
+}
+
+/// One second of the run, over all threads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TimelinePoint {
+    /// End of the second, counted from the start of the load phase.
+    pub t_s: u64,
+    /// `warmup`, `measure` or `drain`.
+    pub phase: String,
+    /// Messages (or cycles) completed in that second.
+    pub messages_per_sec: f64,
+    /// Payload bytes in that second.
+    pub bytes_per_sec: f64,
+    /// Errors in that second.
+    pub errors: u64,
+    /// Median latency of that second, µs.
+    pub p50_us: f64,
+    /// 99th percentile of that second, µs.
+    pub p99_us: f64,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// All threads merged.
+    pub result: ThreadResult,
+    /// The window, if setup completed.
+    pub window: Option<Window>,
+    /// Per-second figures.
+    pub timeline: Vec<TimelinePoint>,
+    /// Sessions established during setup.
+    pub established: u64,
+    /// Start of setup (the reference for timestamps carried between threads).
+    pub epoch: Instant,
+    /// Seconds from the first connect to the start of the load phase.
+    pub setup_s: f64,
+    /// CPU figures.
+    pub cpu: CpuReport,
+}
+
+/// Why the harness could not run.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// A worker thread could not start or build its runtime.
+    #[error("worker thread {0}: {1}")]
+    Thread(usize, String),
+    /// A worker thread panicked.
+    #[error("worker thread {0} panicked")]
+    Panicked(usize),
+}
+
+/// Runs `body` on every worker thread and gathers the results.
+pub fn run<F, Fut>(cfg: RunConfig, key: Key, body: F) -> Result<RunOutcome, RunError>
+where
+    F: Fn(Rc<ThreadCtx>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let nthreads = cfg.threads.max(1);
+    let shared = Arc::new(Shared {
+        cfg: RunConfig {
+            threads: nthreads,
+            ..cfg
+        },
+        key,
+        epoch: Instant::now(),
+        threads_ready: AtomicUsize::new(0),
+        established: AtomicU64::new(0),
+        setup_failed: AtomicU64::new(0),
+        window: OnceLock::new(),
+        abort: AtomicBool::new(false),
+    });
+    let body = Arc::new(body);
+    let (tx, rx) = mpsc::channel::<Interval>();
+    let mut handles = Vec::with_capacity(nthreads);
+    for idx in 0..nthreads {
+        let (shared, body, tx) = (shared.clone(), body.clone(), tx.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("loadgen-{idx}"))
+            .spawn(move || worker(idx, shared, tx, move |ctx| body(ctx)))
+            .map_err(|e| RunError::Thread(idx, e.to_string()))?;
+        handles.push(h);
+    }
+    drop(tx);
+    let mut progress = Progress::new(&shared.cfg);
+    let mut timeline = Timeline::new(nthreads);
+    let mut cpu_start: Option<(Instant, CpuTimes, Option<CpuTimes>)> = None;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(5)) {
+            Ok(iv) => {
+                if let Some(p) = timeline.add(iv, shared.window.get()) {
+                    progress.tick(&p, &shared);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if cpu_start.is_none() {
+            if let Some(w) = shared.window.get() {
+                // `go` is set 100 ms ahead, so this sample lands at the start.
+                std::thread::sleep(w.go.saturating_duration_since(Instant::now()));
+                let server = shared.cfg.server_pid.and_then(|p| cpu::pid_times(p).ok());
+                cpu_start = Some((
+                    Instant::now(),
+                    cpu::self_times().unwrap_or_default(),
+                    server,
+                ));
+            } else {
+                progress.setup(&shared);
+            }
+        }
+        // A worker that ended before the start failed (its coordinator waits for the
+        // start otherwise): release the others instead of leaving them at their gates.
+        if shared.window.get().is_none() && handles.iter().any(|h| h.is_finished()) {
+            shared.abort.store(true, Ordering::Release);
+        }
+    }
+    let end = Instant::now();
+    let cpu_end = cpu::self_times().unwrap_or_default();
+    let server_end = shared.cfg.server_pid.and_then(|p| cpu::pid_times(p).ok());
+    let mut merged: Option<ThreadResult> = None;
+    for (idx, h) in handles.into_iter().enumerate() {
+        let r = h.join().map_err(|_| RunError::Panicked(idx))??;
+        match &mut merged {
+            None => merged = Some(r),
+            Some(m) => m.merge(&r),
+        }
+    }
+    progress.finish();
+    let result = merged.expect("at least one thread");
+    let window = shared.window.get().copied();
+    let cpu = match cpu_start {
+        Some((t0, c0, s0)) => CpuReport::new(
+            end - t0,
+            result.total_messages,
+            cpu_end.since(c0),
+            shared.cfg.server_pid,
+            s0.zip(server_end).map(|(a, b)| b.since(a)),
+        ),
+        None => CpuReport::default(),
+    };
+    Ok(RunOutcome {
+        timeline: timeline.finish(),
+        established: shared.established.load(Ordering::Relaxed),
+        epoch: shared.epoch,
+        setup_s: window.map_or(0.0, |w| (w.go - shared.epoch).as_secs_f64()),
+        result,
+        window,
+        cpu,
+    })
+}
+
+fn worker<Fut: Future<Output = ()> + 'static>(
+    idx: usize,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Interval>,
+    body: impl FnOnce(Rc<ThreadCtx>) -> Fut,
+) -> Result<ThreadResult, RunError> {
+    let cfg = &shared.cfg;
+    if !cfg.cpus.is_empty() {
+        let cpu = cfg.cpus[idx % cfg.cpus.len()];
+        monoio::utils::bind_to_cpu_set([cpu])
+            .map_err(|e| RunError::Thread(idx, format!("pin to CPU {cpu}: {e:?}")))?;
+    }
+    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .with_entries(4096)
+        .enable_timer()
+        .build()
+        .map_err(|e| RunError::Thread(idx, format!("runtime: {e}")))?;
+    let nhists = cfg.hist_names.len();
+    let ctx = Rc::new(ThreadCtx {
+        idx,
+        key: Rc::new(shared.key.clone()),
+        rec: RefCell::new(Recorder::new(nhists)),
+        gate: Gate::default(),
+        window: Cell::new(None),
+        pending_setup: Cell::new(0),
+        setup_done: Gate::default(),
+        finished: Cell::new(false),
+        shared: shared.clone(),
+    });
+    let mine = if cfg.setup {
+        ctx.my_sessions().count()
+    } else {
+        0
+    };
+    ctx.pending_setup.set(mine);
+    if mine == 0 {
+        ctx.setup_done.open();
+    }
+    rt.block_on(async {
+        let coord = monoio::spawn(coordinator(ctx.clone(), tx));
+        body(ctx.clone()).await;
+        ctx.finished.set(true);
+        // Unblock the coordinator if every session failed before the start.
+        ctx.setup_done.open();
+        coord.await;
+    });
+    let rec = ctx.rec.replace(Recorder::new(nhists));
+    Ok(rec.finish())
+}
+
+/// Setup barrier, start, and the once-a-second interval reports of one thread.
+async fn coordinator(ctx: Rc<ThreadCtx>, tx: mpsc::Sender<Interval>) {
+    let shared = &ctx.shared;
+    ctx.setup_done.wait().await;
+    let nthreads = shared.cfg.threads;
+    if shared.threads_ready.fetch_add(1, Ordering::AcqRel) + 1 == nthreads {
+        let go = Instant::now() + Duration::from_millis(100);
+        let measure_start = go + shared.cfg.warmup;
+        let _ = shared.window.set(Window {
+            go,
+            measure_start,
+            end: measure_start + shared.cfg.duration,
+        });
+    }
+    let w = loop {
+        if let Some(w) = shared.window.get() {
+            break *w;
+        }
+        if shared.abort.load(Ordering::Acquire) {
+            ctx.finished.set(true);
+            ctx.gate.open();
+            return;
+        }
+        monoio::time::sleep(Duration::from_millis(1)).await;
+    };
+    ctx.window.set(Some(w));
+    ctx.rec.borrow_mut().set_window(w);
+    monoio::time::sleep_until(w.go.into()).await;
+    ctx.gate.open();
+    let mut second = 0u64;
+    loop {
+        let tick = w.go + Duration::from_secs(second + 1);
+        // Sleep in short steps so a finished thread reports without waiting a second.
+        while Instant::now() < tick && !ctx.finished.get() {
+            let step = tick.min(Instant::now() + Duration::from_millis(20));
+            monoio::time::sleep_until(step.into()).await;
+        }
+        let iv = ctx.rec.borrow_mut().take_interval(ctx.idx, second);
+        let _ = tx.send(iv);
+        second += 1;
+        if ctx.finished.get() {
+            break;
+        }
+    }
+}
+
+/// Gathers per-thread intervals into per-second points.
+struct Timeline {
+    nthreads: usize,
+    pending: BTreeMap<u64, (usize, u64, u64, u64, Histogram<u64>)>,
+    points: Vec<TimelinePoint>,
+}
+
+impl Timeline {
+    fn new(nthreads: usize) -> Self {
+        Self {
+            nthreads,
+            pending: BTreeMap::new(),
+            points: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, iv: Interval, w: Option<&Window>) -> Option<TimelinePoint> {
+        let e = self
+            .pending
+            .entry(iv.second)
+            .or_insert_with(|| (0, 0, 0, 0, new_hist()));
+        e.0 += 1;
+        e.1 += iv.messages;
+        e.2 += iv.bytes;
+        e.3 += iv.errors;
+        e.4.add(&iv.hist).expect("same bounds");
+        if e.0 < self.nthreads {
+            return None;
+        }
+        let (_, msgs, bytes, errors, hist) = self.pending.remove(&iv.second)?;
+        let p = self.point(iv.second, msgs, bytes, errors, &hist, w);
+        self.points.push(p.clone());
+        Some(p)
+    }
+
+    fn point(
+        &self,
+        second: u64,
+        msgs: u64,
+        bytes: u64,
+        errors: u64,
+        hist: &Histogram<u64>,
+        w: Option<&Window>,
+    ) -> TimelinePoint {
+        let phase = match w {
+            Some(w) => {
+                let start = w.go + Duration::from_secs(second);
+                if start + Duration::from_secs(1) <= w.measure_start {
+                    "warmup"
+                } else if start >= w.end {
+                    "drain"
+                } else {
+                    "measure"
+                }
+            }
+            None => "measure",
+        };
+        let q = |q: f64| {
+            if hist.is_empty() {
+                0.0
+            } else {
+                hist.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        TimelinePoint {
+            t_s: second + 1,
+            phase: phase.to_string(),
+            messages_per_sec: msgs as f64,
+            bytes_per_sec: bytes as f64,
+            errors,
+            p50_us: q(0.5),
+            p99_us: q(0.99),
+        }
+    }
+
+    fn finish(mut self) -> Vec<TimelinePoint> {
+        // Seconds some thread never reported (it ended early) are still shown.
+        let rest: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
+        for (second, (_, m, b, e, h)) in rest {
+            let p = self.point(second, m, b, e, &h, None);
+            self.points.push(p);
+        }
+        self.points.sort_by_key(|p| p.t_s);
+        self.points
+    }
+}
+
+/// The live progress line on stderr: an indicatif spinner on a terminal, plain lines
+/// otherwise (CI logs keep the history).
+struct Progress {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    scenario: &'static str,
+    sessions: usize,
+    last_setup: Instant,
+}
+
+impl Progress {
+    fn new(cfg: &RunConfig) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (cfg.progress && tty).then(|| {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("template"));
+            b
+        });
+        Self {
+            bar,
+            plain: cfg.progress && !tty,
+            scenario: cfg.scenario,
+            sessions: cfg.sessions,
+            last_setup: Instant::now(),
+        }
+    }
+
+    fn show(&self, line: String) {
+        if let Some(b) = &self.bar {
+            b.set_message(line);
+            b.tick();
+        } else if self.plain {
+            eprintln!("{line}");
+        }
+    }
+
+    fn setup(&mut self, shared: &Shared) {
+        if self.last_setup.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        self.last_setup = Instant::now();
+        self.show(format!(
+            "[{}] setup: {}/{} sessions established, {} failed",
+            self.scenario,
+            shared.established.load(Ordering::Relaxed),
+            self.sessions,
+            shared.setup_failed.load(Ordering::Relaxed)
+        ));
+    }
+
+    fn tick(&mut self, p: &TimelinePoint, shared: &Shared) {
+        self.show(format!(
+            "[{}] {:>4}s {:<7} {:>10.0} msg/s  p99 {:>9.1} µs  errors {}  sessions {}/{}",
+            self.scenario,
+            p.t_s,
+            p.phase,
+            p.messages_per_sec,
+            p.p99_us,
+            p.errors,
+            shared.established.load(Ordering::Relaxed),
+            self.sessions
+        ));
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `churn`: `--sessions` concurrent loops of connect → handshake → disconnect → close,
+//! for the whole window. Reports sessions per second and the handshake latency (connect
+//! start until the ack is written, or with `--verify` until the pong proving the server
+//! accepted the ack has arrived). After `disconnect` the loop waits for the server to
+//! close (bounded), so a server that ignores `disconnect` shows up as `no_close` errors,
+//! and the server, not loadgen, holds the TCP TIME_WAIT.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sockchat_proto::frame::FrameType;
+
+use super::{finish, load_key, run_config, Finished, ScenarioError};
+use crate::cli::ChurnArgs;
+use crate::client::{self, check_session, is_pong, ClientError};
+use crate::runner::{self, ThreadCtx};
+use crate::stats::ns_between;
+
+const HISTS: &[&str] = &["handshake", "cycle"];
+
+/// Runs the scenario.
+pub fn run(a: &ChurnArgs) -> Result<Finished, ScenarioError> {
+    let cfg = run_config(&a.common, "churn", HISTS, false)?;
+    let key = load_key(a.common.key_file.as_deref())?;
+    let verify = a.verify;
+    let outcome = runner::run(cfg, key, move |ctx| thread(ctx, verify))?;
+    let mut extra = BTreeMap::new();
+    let cycles = outcome.result.messages;
+    extra.insert("verify".into(), json!(verify));
+    extra.insert(
+        "sessions_per_sec".into(),
+        json!(cycles as f64 / a.common.duration),
+    );
+    let loops_ok = outcome
+        .result
+        .counters
+        .get("loops_ok")
+        .copied()
+        .unwrap_or(0);
+    let mut f = finish("churn", outcome, HISTS, extra);
+    f.established = loops_ok;
+    Ok(f)
+}
+
+async fn thread(ctx: Rc<ThreadCtx>, verify: bool) {
+    let handles: Vec<_> = ctx
+        .my_sessions()
+        .map(|i| monoio::spawn(churn_loop(ctx.clone(), i, verify)))
+        .collect();
+    for h in handles {
+        h.await;
+    }
+}
+
+/// Waits for the start, then staggers loop `i`'s first connect by the ramp.
+pub async fn start_loop(ctx: &ThreadCtx, i: usize) -> crate::stats::Window {
+    let w = ctx.wait_go().await;
+    let ramp = ctx.cfg().ramp;
+    if ramp > 0.0 {
+        let at = w.go + Duration::from_secs_f64(i as f64 / ramp);
+        monoio::time::sleep_until(at.into()).await;
+    }
+    w
+}
+
+async fn churn_loop(ctx: Rc<ThreadCtx>, i: usize, verify: bool) {
+    let w = start_loop(&ctx, i).await;
+    let mut ok = 0u64;
+    while Instant::now() < w.end {
+        let t0 = Instant::now();
+        match monoio::time::timeout(ctx.cfg().connect_timeout, cycle(&ctx, verify, t0)).await {
+            Ok(Ok(hs_ns)) => {
+                let now = Instant::now();
+                let mut rec = ctx.rec.borrow_mut();
+                rec.sample(now, hs_ns, 0);
+                rec.record(1, now, ns_between(t0, now));
+                ok += 1;
+            }
+            Ok(Err(e)) => {
+                ctx.error(e.kind());
+                // Do not spin on a refusing server.
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => {
+                ctx.error("timeout");
+            }
+        }
+    }
+    if ok > 0 {
+        ctx.rec.borrow_mut().count("loops_ok", 1);
+    }
+}
+
+/// One connect → handshake → disconnect → close; returns the handshake time.
+async fn cycle(ctx: &ThreadCtx, verify: bool, t0: Instant) -> Result<u64, ClientError> {
+    let mut est = client::handshake(&ctx.cfg().target, ctx.key.clone(), &[]).await?;
+    let sid = est.session_id.clone();
+    if verify {
+        client::write(est.reader.get_mut(), client::ping(&ctx.key, &sid)).await?;
+        let f = est.reader.next().await?;
+        check_session(&f, &sid)?;
+        if !is_pong(&f) {
+            return Err(ClientError::Unexpected(f.header.kind));
+        }
+    }
+    let hs = ns_between(t0, Instant::now());
+    client::write(est.reader.get_mut(), client::disconnect(&ctx.key, &sid)).await?;
+    // The server ends the session on `disconnect`: wait for its close.
+    let closed = monoio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match est.reader.next().await {
+                Err(ClientError::Eof) | Err(ClientError::Read(_)) => return Ok(()),
+                Err(e) => return Err(e),
+                // A server may confirm with its own `disconnect` before closing.
+                Ok(f) if f.header.kind == FrameType::Disconnect => {}
+                Ok(f) => return Err(ClientError::Unexpected(f.header.kind)),
+            }
+        }
+    })
+    .await;
+    match closed {
+        Ok(r) => r.map(|_| hs),
+        Err(_) => Err(ClientError::NoClose),
+    }
+}

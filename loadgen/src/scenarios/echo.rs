@@ -1,0 +1,317 @@
+//! `echo`: closed loop. Each session keeps `--depth` messages in flight; every reply is
+//! verified (the deframer checks magic, CRCs and HMAC; here: type, session id, and the
+//! content byte for byte against what was sent).
+//!
+//! Per message the session does no encoding: each payload frame is encoded once per
+//! session (the session id is in the header) and re-sent as a shared `Bytes`. Writer and
+//! reader are separate tasks on the split connection, so a large message in flight in
+//! both directions cannot deadlock; the reader hands the writer one credit per reply.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::Splitable;
+use serde_json::json;
+use sockchat_proto::frame::{FrameType, MAX_CONTENT_LEN};
+use sockchat_proto::header::OCTET_STREAM;
+use sockchat_proto::{ByteStr, ChunkLimits, Reassembler};
+
+use super::{establish, finish, for_each_session, load_key, pattern, run_config, say_goodbye};
+use super::{Finished, ScenarioError};
+use crate::cli::EchoArgs;
+use crate::client::{self, check_session, ClientError, FrameReader};
+use crate::runner::{self, ThreadCtx};
+use crate::stats::ns_between;
+use crate::sync::Credits;
+
+const HISTS: &[&str] = &["latency", "setup_handshake"];
+
+/// Sizes and weights of the payload mix.
+#[derive(Debug, Clone)]
+struct Params {
+    depth: usize,
+    sizes: Vec<usize>,
+    /// Cumulative weights, same order as `sizes`.
+    cumulative: Vec<u64>,
+    chunked: bool,
+    chunk_size: usize,
+}
+
+/// Parses `SIZE:WEIGHT,...` (a bare `SIZE` has weight 1).
+pub fn parse_size_dist(s: &str) -> Result<Vec<(usize, u64)>, ScenarioError> {
+    let bad = |m: &str| ScenarioError::Config(format!("--size-dist {s:?}: {m}"));
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (size, weight) = part.split_once(':').unwrap_or((part, "1"));
+        let size: usize = size.trim().parse().map_err(|_| bad("bad size"))?;
+        let weight: u64 = weight.trim().parse().map_err(|_| bad("bad weight"))?;
+        if size == 0 || weight == 0 {
+            return Err(bad("sizes and weights must be positive"));
+        }
+        out.push((size, weight));
+    }
+    if out.is_empty() {
+        return Err(bad("empty"));
+    }
+    Ok(out)
+}
+
+/// Runs the scenario.
+pub fn run(a: &EchoArgs) -> Result<Finished, ScenarioError> {
+    if a.depth == 0 {
+        return Err(ScenarioError::Config("--depth must be at least 1".into()));
+    }
+    let dist = match &a.size_dist {
+        Some(s) => parse_size_dist(s)?,
+        None if a.size == 0 => return Err(ScenarioError::Config("--size must be >= 1".into())),
+        None => vec![(a.size, 1)],
+    };
+    if a.chunked && a.chunk_size == 0 {
+        return Err(ScenarioError::Config("--chunk-size must be >= 1".into()));
+    }
+    let frame_limit = if a.chunked {
+        a.chunk_size as u64
+    } else {
+        MAX_CONTENT_LEN
+    };
+    if !a.chunked && dist.iter().any(|&(n, _)| n as u64 > frame_limit) {
+        return Err(ScenarioError::Config(
+            "sizes above 10 MiB need --chunked".into(),
+        ));
+    }
+    let mut total = 0;
+    let p = Arc::new(Params {
+        depth: a.depth,
+        sizes: dist.iter().map(|d| d.0).collect(),
+        cumulative: dist
+            .iter()
+            .map(|d| {
+                total += d.1;
+                total
+            })
+            .collect(),
+        chunked: a.chunked,
+        chunk_size: a.chunk_size,
+    });
+    let cfg = run_config(&a.common, "echo", HISTS, true)?;
+    let key = load_key(a.common.key_file.as_deref())?;
+    let body_p = p.clone();
+    let outcome = runner::run(cfg, key, move |ctx| thread(ctx, body_p.clone()))?;
+    let mut extra = BTreeMap::new();
+    extra.insert("depth".into(), json!(p.depth));
+    extra.insert("size_dist".into(), json!(dist));
+    extra.insert("chunked".into(), json!(p.chunked));
+    Ok(finish("echo", outcome, HISTS, extra))
+}
+
+async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
+    let c = ctx.clone();
+    for_each_session(&ctx, move |i| session(c.clone(), p.clone(), i)).await;
+}
+
+/// xorshift64*: one per session, for picking sizes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+impl Params {
+    fn pick(&self, rng: &mut Rng) -> usize {
+        if self.sizes.len() == 1 {
+            return 0;
+        }
+        let total = *self.cumulative.last().expect("non-empty");
+        let r = rng.next() % total;
+        self.cumulative.iter().position(|&c| r < c).unwrap_or(0)
+    }
+}
+
+/// One payload: the content (to compare replies with) and its frames as sent.
+struct Payload {
+    content: Bytes,
+    wire: Bytes,
+}
+
+fn payloads(ctx: &ThreadCtx, p: &Params, i: usize, sid: &ByteStr) -> Vec<Payload> {
+    let key = &ctx.key;
+    p.sizes
+        .iter()
+        .map(|&n| {
+            let content = pattern(i, n);
+            let wire = if p.chunked && n > p.chunk_size {
+                let frames = sockchat_proto::split(
+                    key,
+                    Some(sid.clone()),
+                    Some(OCTET_STREAM),
+                    ByteStr::from(format!("m{n}")),
+                    content.clone(),
+                    p.chunk_size,
+                )
+                .expect("validated sizes");
+                let mut all = BytesMut::new();
+                for f in frames {
+                    all.extend_from_slice(&f.head);
+                    all.extend_from_slice(&f.content);
+                }
+                all.freeze()
+            } else {
+                client::frame(key, FrameType::Message, OCTET_STREAM, sid, &content)
+            };
+            Payload { content, wire }
+        })
+        .collect()
+}
+
+struct Flight {
+    inflight: RefCell<VecDeque<(Instant, usize)>>,
+    credits: Credits,
+    write_failed: Cell<bool>,
+}
+
+async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
+    let features: &[&'static str] = if p.chunked { &["chunk"] } else { &[] };
+    let Some(est) = establish(&ctx, i, features, 1).await else {
+        return;
+    };
+    let sid = est.session_id.clone();
+    let payloads = Rc::new(payloads(&ctx, &p, i, &sid));
+    let w = ctx.wait_go().await;
+    let key = ctx.key.clone();
+    let (conn, deframer) = est.reader.into_parts();
+    let (rd, mut wr) = conn.into_split();
+    let mut reader = FrameReader::with_deframer(rd, deframer, key.clone());
+    let flight = Rc::new(Flight {
+        inflight: RefCell::new(VecDeque::with_capacity(p.depth)),
+        credits: Credits::new(p.depth as u64),
+        write_failed: Cell::new(false),
+    });
+    let writer = monoio::spawn({
+        let (flight, payloads, ctx, p) = (flight.clone(), payloads.clone(), ctx.clone(), p.clone());
+        async move {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
+            while flight.credits.acquire().await {
+                let idx = p.pick(&mut rng);
+                flight
+                    .inflight
+                    .borrow_mut()
+                    .push_back((Instant::now(), idx));
+                if let Err(e) = client::write(&mut wr, payloads[idx].wire.clone()).await {
+                    ctx.error(e.kind());
+                    flight.write_failed.set(true);
+                    break;
+                }
+            }
+            wr
+        }
+    });
+    let mut reasm = p.chunked.then(|| {
+        Reassembler::new(ChunkLimits {
+            max_message_len: p.sizes.iter().max().copied().unwrap_or(1) as u64,
+            max_partial: 1,
+        })
+    });
+    let deadline = w.end + ctx.cfg().drain;
+    loop {
+        if flight.write_failed.get()
+            || (flight.credits.is_closed() && flight.inflight.borrow().is_empty())
+        {
+            break;
+        }
+        let frame = match monoio::time::timeout_at(deadline.into(), reader.next()).await {
+            Err(_) => {
+                ctx.error("timeout");
+                break;
+            }
+            Ok(Err(e)) => {
+                ctx.error(e.kind());
+                break;
+            }
+            Ok(Ok(f)) => f,
+        };
+        let now = Instant::now();
+        if let Err(e) = check_session(&frame, &sid) {
+            ctx.error(e.kind());
+            break;
+        }
+        let content = match frame.header.kind {
+            FrameType::Message => frame.content,
+            FrameType::Chunk if reasm.is_some() => {
+                let r = reasm.as_mut().expect("checked");
+                let info = frame
+                    .header
+                    .chunk
+                    .as_ref()
+                    .expect("chunk frames carry chunk info");
+                match r.push(info, frame.header.content_type.as_ref(), &frame.content) {
+                    Ok(Some(m)) => m.content,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        ctx.error(e.kind());
+                        break;
+                    }
+                }
+            }
+            other => {
+                ctx.error(ClientError::Unexpected(other).kind());
+                continue;
+            }
+        };
+        let Some((sent, idx)) = flight.inflight.borrow_mut().pop_front() else {
+            ctx.error("unsolicited_reply");
+            continue;
+        };
+        if content != payloads[idx].content {
+            ctx.error(ClientError::EchoMismatch.kind());
+        } else {
+            ctx.rec
+                .borrow_mut()
+                .sample(now, ns_between(sent, now), content.len() as u64);
+        }
+        if now >= w.end {
+            flight.credits.close();
+        } else {
+            flight.credits.grant();
+        }
+    }
+    flight.credits.close();
+    // The writer ends at once unless it is stuck in a write the server no longer reads.
+    if let Ok(mut wr) = monoio::time::timeout(ctx.cfg().drain, writer).await {
+        say_goodbye(&mut wr, &key, &sid).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_dist_parses_and_picks_by_weight() {
+        assert_eq!(
+            parse_size_dist("64:80, 1024:20,9").unwrap(),
+            vec![(64, 80), (1024, 20), (9, 1)]
+        );
+        assert!(parse_size_dist("0:1").is_err());
+        assert!(parse_size_dist("x").is_err());
+        assert!(parse_size_dist("").is_err());
+        let p = Params {
+            depth: 1,
+            sizes: vec![1, 2],
+            cumulative: vec![3, 4],
+            chunked: false,
+            chunk_size: 1,
+        };
+        let mut rng = Rng(7);
+        let firsts = (0..4000).filter(|_| p.pick(&mut rng) == 0).count();
+        assert!((2700..3300).contains(&firsts), "{firsts}");
+    }
+}

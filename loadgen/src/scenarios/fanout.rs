@@ -1,0 +1,230 @@
+//! `fanout`, for the server's chat mode: session 0 sends `--rate` messages per second,
+//! every other session receives each of them. Reports the time from a send to its *last*
+//! delivery (the primary latency) and to each delivery.
+//!
+//! Assumes the chat server delivers the sender's content unchanged as a `message` frame
+//! on each receiver's own session. The content carries its sequence number and send time
+//! (nanoseconds since the run's epoch, an `Instant` shared by all threads), so receivers
+//! on any thread compute latencies without coordination; the per-message "last delivery"
+//! is computed after the run from each thread's (count, latest arrival) per sequence
+//! number. A message not delivered to every receiver is an `incomplete_fanout` error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use monoio::io::Splitable;
+use serde_json::json;
+use sockchat_proto::frame::{FrameType, MAX_CONTENT_LEN};
+use sockchat_proto::header::OCTET_STREAM;
+
+use super::{establish, finish, load_key, pattern, run_config, say_goodbye};
+use super::{Finished, ScenarioError};
+use crate::cli::FanoutArgs;
+use crate::client::{self, check_session, ClientError, FrameReader};
+use crate::runner::{self, ThreadCtx};
+use crate::stats::{ns_between, Window};
+
+const HISTS: &[&str] = &["last_delivery", "delivery", "setup_handshake"];
+
+/// Per sequence number: deliveries seen and the latest arrival (ns since epoch).
+type Deliveries = HashMap<u64, (u64, u64)>;
+
+#[derive(Debug, Default)]
+struct Log {
+    /// (sequence, send time in ns since epoch) of every message sent.
+    sent: Mutex<Vec<(u64, u64)>>,
+    deliveries: Mutex<Deliveries>,
+}
+
+#[derive(Debug)]
+struct Params {
+    rate: f64,
+    size: usize,
+    log: Log,
+}
+
+/// Messages the sender sends: those scheduled before the end.
+fn expected(rate: f64, w: &Window) -> u64 {
+    ((w.end - w.go).as_secs_f64() * rate).ceil() as u64
+}
+
+/// Runs the scenario.
+pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
+    if a.common.sessions < 2 {
+        return Err(ScenarioError::Config("fanout needs --sessions >= 2".into()));
+    }
+    if !(a.rate > 0.0 && a.rate.is_finite()) {
+        return Err(ScenarioError::Config("--rate must be positive".into()));
+    }
+    if a.size < 16 || a.size as u64 > MAX_CONTENT_LEN {
+        return Err(ScenarioError::Config("--size must be 16..=10 MiB".into()));
+    }
+    let cfg = run_config(&a.common, "fanout", HISTS, true)?;
+    let key = load_key(a.common.key_file.as_deref())?;
+    let p = Arc::new(Params {
+        rate: a.rate,
+        size: a.size,
+        log: Log::default(),
+    });
+    let body_p = p.clone();
+    let mut outcome = runner::run(cfg, key, move |ctx| thread(ctx, body_p.clone()))?;
+    let receivers = outcome.established.saturating_sub(1);
+    let sent = std::mem::take(&mut *p.log.sent.lock().expect("not poisoned"));
+    let deliveries = std::mem::take(&mut *p.log.deliveries.lock().expect("not poisoned"));
+    let (mut incomplete, mut complete) = (0u64, 0u64);
+    let window = outcome.window;
+    let epoch = outcome.epoch;
+    for (seq, send_ns) in &sent {
+        match deliveries.get(seq) {
+            Some(&(n, last)) if n >= receivers => {
+                complete += 1;
+                let t = epoch + Duration::from_nanos(*send_ns);
+                let in_window = window.is_some_and(|w| t >= w.measure_start && t < w.end);
+                if in_window {
+                    outcome.result.hists[0].saturating_record(last.saturating_sub(*send_ns));
+                }
+            }
+            _ => incomplete += 1,
+        }
+    }
+    if incomplete > 0 {
+        *outcome
+            .result
+            .errors
+            .entry("incomplete_fanout")
+            .or_default() += incomplete;
+    }
+    let mut extra = BTreeMap::new();
+    extra.insert("rate".into(), json!(a.rate));
+    extra.insert("size".into(), json!(a.size));
+    extra.insert("receivers".into(), json!(receivers));
+    extra.insert("sent".into(), json!(sent.len()));
+    extra.insert("complete_fanouts".into(), json!(complete));
+    Ok(finish("fanout", outcome, HISTS, extra))
+}
+
+async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
+    let local: Rc<std::cell::RefCell<Deliveries>> = Rc::default();
+    let handles: Vec<_> = ctx
+        .my_sessions()
+        .map(|i| {
+            let (ctx, p, local) = (ctx.clone(), p.clone(), local.clone());
+            monoio::spawn(async move {
+                if i == 0 {
+                    sender(ctx, p).await
+                } else {
+                    receiver(ctx, p, local, i).await
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await;
+    }
+    let mut all = p.log.deliveries.lock().expect("not poisoned");
+    for (seq, (n, last)) in local.borrow().iter() {
+        let e = all.entry(*seq).or_insert((0, 0));
+        e.0 += n;
+        e.1 = e.1.max(*last);
+    }
+}
+
+fn since_epoch(ctx: &ThreadCtx, t: Instant) -> u64 {
+    ns_between(ctx.shared.epoch, t)
+}
+
+async fn sender(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
+    let Some(est) = establish(&ctx, 0, &[], 2).await else {
+        return;
+    };
+    let sid = est.session_id.clone();
+    let mut content = pattern(0, p.size).to_vec();
+    let w = ctx.wait_go().await;
+    let (conn, deframer) = est.reader.into_parts();
+    let (rd, mut wr) = conn.into_split();
+    // Drain whatever the server sends the sender (a chat server may echo to it too), so
+    // its socket never fills; the task ends with the runtime.
+    let mut reader = FrameReader::with_deframer(rd, deframer, ctx.key.clone());
+    let c = ctx.clone();
+    monoio::spawn(async move {
+        while let Ok(f) = reader.next().await {
+            if f.header.kind == FrameType::Message {
+                c.rec.borrow_mut().count("sender_deliveries", 1);
+            }
+        }
+    });
+    let period = Duration::from_secs_f64(1.0 / p.rate);
+    for seq in 0..expected(p.rate, &w) {
+        let at = w.go + period.mul_f64(seq as f64);
+        monoio::time::sleep_until(at.into()).await;
+        let send_ns = since_epoch(&ctx, Instant::now());
+        content[..8].copy_from_slice(&seq.to_le_bytes());
+        content[8..16].copy_from_slice(&send_ns.to_le_bytes());
+        p.log
+            .sent
+            .lock()
+            .expect("not poisoned")
+            .push((seq, send_ns));
+        let f = client::frame(&ctx.key, FrameType::Message, OCTET_STREAM, &sid, &content);
+        if let Err(e) = client::write(&mut wr, f).await {
+            ctx.error(e.kind());
+            break;
+        }
+    }
+    say_goodbye(&mut wr, &ctx.key, &sid).await;
+}
+
+async fn receiver(
+    ctx: Rc<ThreadCtx>,
+    p: Arc<Params>,
+    local: Rc<std::cell::RefCell<Deliveries>>,
+    i: usize,
+) {
+    let Some(mut est) = establish(&ctx, i, &[], 2).await else {
+        return;
+    };
+    let sid = est.session_id.clone();
+    let pad = pattern(0, p.size);
+    let w = ctx.wait_go().await;
+    let want = expected(p.rate, &w);
+    let deadline = w.end + ctx.cfg().drain;
+    let mut got = 0u64;
+    while got < want {
+        let frame = match monoio::time::timeout_at(deadline.into(), est.reader.next()).await {
+            Err(_) => break, // missing deliveries are counted as incomplete fan-outs
+            Ok(Err(e)) => {
+                ctx.error(e.kind());
+                break;
+            }
+            Ok(Ok(f)) => f,
+        };
+        let now = Instant::now();
+        if let Err(e) = check_session(&frame, &sid) {
+            ctx.error(e.kind());
+            break;
+        }
+        if frame.header.kind != FrameType::Message {
+            ctx.error(ClientError::Unexpected(frame.header.kind).kind());
+            continue;
+        }
+        let c = &frame.content;
+        if c.len() != p.size || c[16..] != pad[16..] {
+            ctx.error("fanout_bad_content");
+            continue;
+        }
+        let seq = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+        let send_ns = u64::from_le_bytes(c[8..16].try_into().expect("8 bytes"));
+        let now_ns = since_epoch(&ctx, now);
+        got += 1;
+        ctx.rec
+            .borrow_mut()
+            .sample_to(1, now, now_ns.saturating_sub(send_ns), c.len() as u64);
+        let mut l = local.borrow_mut();
+        let e = l.entry(seq).or_insert((0, 0));
+        e.0 += 1;
+        e.1 = e.1.max(now_ns);
+    }
+    say_goodbye(est.reader.get_mut(), &ctx.key, &sid).await;
+}

@@ -1,0 +1,123 @@
+//! `heartbeat`: every session pings every `--interval`, session `i` starting
+//! `i/sessions` of an interval after the start (staggered, so the server sees a steady
+//! stream, not a burst per interval). Reports pong latency and missed ticks: a tick is
+//! missed when its ping could not be sent within its interval (loadgen late) or its pong
+//! came after the next tick was due (server late). A pong that never comes within
+//! `max(3 intervals, 5 s)` is a `timeout` error and ends the session.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sockchat_proto::frame::FrameType;
+
+use super::{establish, finish, for_each_session, load_key, run_config, say_goodbye};
+use super::{Finished, ScenarioError};
+use crate::cli::HeartbeatArgs;
+use crate::client::{self, check_session, is_pong, ClientError};
+use crate::runner::{self, ThreadCtx};
+use crate::stats::ns_between;
+
+const HISTS: &[&str] = &["pong_latency", "setup_handshake"];
+
+/// Runs the scenario.
+pub fn run(a: &HeartbeatArgs) -> Result<Finished, ScenarioError> {
+    let interval = Duration::try_from_secs_f64(a.interval)
+        .ok()
+        .filter(|d| *d >= Duration::from_millis(1))
+        .ok_or_else(|| ScenarioError::Config("--interval must be >= 0.001 s".into()))?;
+    let cfg = run_config(&a.common, "heartbeat", HISTS, true)?;
+    let key = load_key(a.common.key_file.as_deref())?;
+    let p = Arc::new(interval);
+    let outcome = runner::run(cfg, key, move |ctx| thread(ctx, p.clone()))?;
+    let mut extra = BTreeMap::new();
+    extra.insert("interval_s".into(), json!(a.interval));
+    for name in ["ticks", "missed_ticks"] {
+        let v = outcome.result.counters.get(name).copied().unwrap_or(0);
+        extra.insert(name.into(), json!(v));
+    }
+    Ok(finish("heartbeat", outcome, HISTS, extra))
+}
+
+async fn thread(ctx: Rc<ThreadCtx>, interval: Arc<Duration>) {
+    let c = ctx.clone();
+    for_each_session(&ctx, move |i| session(c.clone(), *interval, i)).await;
+}
+
+async fn session(ctx: Rc<ThreadCtx>, interval: Duration, i: usize) {
+    let Some(mut est) = establish(&ctx, i, &[], 1).await else {
+        return;
+    };
+    let sid = est.session_id.clone();
+    let ping = client::ping(&ctx.key, &sid);
+    let w = ctx.wait_go().await;
+    let offset = interval.mul_f64(i as f64 / ctx.cfg().sessions as f64);
+    let pong_timeout = (interval * 3).max(Duration::from_secs(5));
+    let tick_at = |k: u64| w.go + offset + interval.mul_f64(k as f64);
+    let (mut k, mut ticks, mut missed) = (0u64, 0u64, 0u64);
+    'ticks: loop {
+        let sched = tick_at(k);
+        if sched >= w.end {
+            break;
+        }
+        monoio::time::sleep_until(sched.into()).await;
+        let sent = Instant::now();
+        ticks += 1;
+        if sent >= tick_at(k + 1) {
+            // The sender itself fell behind by a whole interval: skip to the current tick.
+            let behind = ((sent - sched).as_secs_f64() / interval.as_secs_f64()) as u64;
+            missed += behind;
+            ticks += behind.saturating_sub(1);
+            k += behind;
+            continue;
+        }
+        if let Err(e) = client::write(est.reader.get_mut(), ping.clone()).await {
+            ctx.error(e.kind());
+            break;
+        }
+        loop {
+            let read = monoio::time::timeout(pong_timeout, est.reader.next()).await;
+            let frame = match read {
+                Err(_) => {
+                    ctx.error(ClientError::Timeout.kind());
+                    break 'ticks;
+                }
+                Ok(Err(e)) => {
+                    ctx.error(e.kind());
+                    break 'ticks;
+                }
+                Ok(Ok(f)) => f,
+            };
+            if let Err(e) = check_session(&frame, &sid) {
+                ctx.error(e.kind());
+                break 'ticks;
+            }
+            if !is_pong(&frame) {
+                ctx.error(if frame.header.kind == FrameType::Heartbeat {
+                    "bad_pong"
+                } else {
+                    "unexpected_frame"
+                });
+                continue;
+            }
+            let now = Instant::now();
+            ctx.rec.borrow_mut().sample(now, ns_between(sent, now), 4);
+            // Ticks whose time passed while waiting for this pong were missed.
+            k += 1;
+            while tick_at(k) <= now && tick_at(k) < w.end {
+                missed += 1;
+                ticks += 1;
+                k += 1;
+            }
+            break;
+        }
+    }
+    {
+        let mut rec = ctx.rec.borrow_mut();
+        rec.count("ticks", ticks);
+        rec.count("missed_ticks", missed);
+    }
+    say_goodbye(est.reader.get_mut(), &ctx.key, &sid).await;
+}

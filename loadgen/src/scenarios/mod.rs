@@ -1,0 +1,211 @@
+//! The scenarios. Each module provides `run(&Args) -> Result<Finished, ScenarioError>`
+//! built on the [`runner`](crate::runner) harness.
+
+pub mod churn;
+pub mod echo;
+pub mod fanout;
+pub mod heartbeat;
+pub mod rate;
+pub mod raw;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use monoio::io::AsyncWriteRent;
+use serde_json::Value;
+use sockchat_proto::{ByteStr, Key};
+use thiserror::Error;
+
+use crate::cli::CommonArgs;
+use crate::client::{self, Established};
+use crate::runner::{RunConfig, RunError, RunOutcome, ThreadCtx};
+use crate::stats::ns_between;
+
+/// Why a scenario could not run (as opposed to errors measured during the run, which
+/// are counted in the report).
+#[derive(Debug, Error)]
+pub enum ScenarioError {
+    /// Invalid options.
+    #[error("invalid options: {0}")]
+    Config(String),
+    /// The key file could not be read.
+    #[error("key file {path}: {source}")]
+    Key {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The harness failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// A finished scenario run: the harness outcome plus what only this scenario knows.
+#[derive(Debug)]
+pub struct Finished {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// The harness outcome.
+    pub outcome: RunOutcome,
+    /// Sessions really established (for churn: loops that completed a cycle).
+    pub established: u64,
+    /// Histogram names, in the outcome's order; the first is the primary latency.
+    pub hist_names: Vec<&'static str>,
+    /// Scenario-specific results (requested rate, missed ticks, ...).
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// Reads the key: `path` if given (one trailing newline trimmed), else the reference
+/// default.
+pub fn load_key(path: Option<&Path>) -> Result<Key, ScenarioError> {
+    let Some(path) = path else {
+        return Ok(Key::reference_default());
+    };
+    let mut secret = std::fs::read(path).map_err(|source| ScenarioError::Key {
+        path: path.display().to_string(),
+        source,
+    })?;
+    if secret.last() == Some(&b'\n') {
+        secret.pop();
+        if secret.last() == Some(&b'\r') {
+            secret.pop();
+        }
+    }
+    Ok(Key::new(&secret))
+}
+
+fn secs(s: f64, what: &str) -> Result<Duration, ScenarioError> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| ScenarioError::Config(format!("--{what} must be a non-negative number")))
+}
+
+/// Builds the harness configuration from the common options.
+pub fn run_config(
+    c: &CommonArgs,
+    scenario: &'static str,
+    hist_names: &[&'static str],
+    setup: bool,
+) -> Result<RunConfig, ScenarioError> {
+    if c.sessions == 0 {
+        return Err(ScenarioError::Config(
+            "--sessions must be at least 1".into(),
+        ));
+    }
+    if c.duration <= 0.0 {
+        return Err(ScenarioError::Config("--duration must be positive".into()));
+    }
+    if c.ramp < 0.0 || !c.ramp.is_finite() {
+        return Err(ScenarioError::Config("--ramp must be >= 0".into()));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = c.threads.unwrap_or(cores).clamp(1, c.sessions);
+    Ok(RunConfig {
+        scenario,
+        target: c.target.target(),
+        sessions: c.sessions,
+        threads,
+        ramp: c.ramp,
+        warmup: secs(c.warmup, "warmup")?,
+        duration: secs(c.duration, "duration")?,
+        connect_timeout: secs(c.connect_timeout, "connect-timeout")?,
+        drain: secs(c.drain, "drain")?,
+        cpus: c.cpus.clone(),
+        progress: !c.quiet,
+        hist_names: hist_names.to_vec(),
+        setup,
+        server_pid: c.server_pid,
+    })
+}
+
+/// Session `i`'s part of setup: waits for its connect slot, connects and hand-shakes
+/// within the connect timeout, records the handshake time into histogram `hist`, and
+/// tells the harness. `None` when it failed (already counted).
+pub async fn establish(
+    ctx: &ThreadCtx,
+    i: usize,
+    features: &[&'static str],
+    hist: usize,
+) -> Option<Established> {
+    monoio::time::sleep_until(ctx.slot(i).into()).await;
+    let t0 = Instant::now();
+    let cfg = ctx.cfg();
+    let res = monoio::time::timeout(
+        cfg.connect_timeout,
+        client::handshake(&cfg.target, ctx.key.clone(), features),
+    )
+    .await;
+    match res {
+        Ok(Ok(est)) => {
+            ctx.rec
+                .borrow_mut()
+                .record_always(hist, ns_between(t0, Instant::now()));
+            ctx.session_ready();
+            Some(est)
+        }
+        Ok(Err(e)) => {
+            ctx.session_failed(e.kind());
+            None
+        }
+        Err(_) => {
+            ctx.session_failed("setup_timeout");
+            None
+        }
+    }
+}
+
+/// Sends `disconnect` (best effort, bounded: the session is over either way).
+pub async fn say_goodbye<W: AsyncWriteRent>(w: &mut W, key: &Key, sid: &ByteStr) {
+    let _ = monoio::time::timeout(
+        Duration::from_secs(1),
+        client::write(w, client::disconnect(key, sid)),
+    )
+    .await;
+}
+
+/// Deterministic content for session `i`, different per session so a reply delivered
+/// to the wrong session is caught.
+pub fn pattern(i: usize, len: usize) -> Bytes {
+    let seed = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Spawns `f(i)` for every session of this thread and waits for all of them.
+pub async fn for_each_session<F, Fut>(ctx: &Rc<ThreadCtx>, f: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let handles: Vec<_> = ctx.my_sessions().map(|i| monoio::spawn(f(i))).collect();
+    for h in handles {
+        h.await;
+    }
+}
+
+/// Runs the harness and wraps its outcome.
+pub fn finish(
+    scenario: &'static str,
+    outcome: RunOutcome,
+    hist_names: &[&'static str],
+    extra: BTreeMap<String, Value>,
+) -> Finished {
+    Finished {
+        scenario,
+        established: outcome.established,
+        outcome,
+        hist_names: hist_names.to_vec(),
+        extra,
+    }
+}

@@ -1,0 +1,187 @@
+//! `rate`: open loop at a fixed total rate, spread evenly over sessions and over time:
+//! session `i` sends at `go + i/rate + k * sessions/rate`, so consecutive messages of the
+//! whole run are `1/rate` apart and nothing is sent in bursts.
+//!
+//! Latency is measured twice: from the *scheduled* send time (coordinated omission
+//! corrected: a stalled server or a late sender shows up as latency, not as fewer
+//! samples) and from the actual send time. `send_lag` (actual − scheduled) shows how late
+//! the sender itself was; it includes monoio's 1 ms timer granularity, which therefore
+//! also bounds the resolution of the scheduled latency from below.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::Splitable;
+use serde_json::json;
+use sockchat_proto::frame::{FrameType, MAX_CONTENT_LEN};
+use sockchat_proto::header::OCTET_STREAM;
+
+use super::{establish, finish, for_each_session, load_key, pattern, run_config, say_goodbye};
+use super::{Finished, ScenarioError};
+use crate::cli::RateArgs;
+use crate::client::{self, check_session, ClientError, FrameReader};
+use crate::runner::{self, ThreadCtx};
+use crate::stats::{ns_between, Window};
+
+const HISTS: &[&str] = &[
+    "latency_scheduled",
+    "latency_actual",
+    "send_lag",
+    "setup_handshake",
+];
+
+#[derive(Debug)]
+struct Params {
+    rate: f64,
+    size: usize,
+}
+
+/// Runs the scenario.
+pub fn run(a: &RateArgs) -> Result<Finished, ScenarioError> {
+    if !(a.rate > 0.0 && a.rate.is_finite()) {
+        return Err(ScenarioError::Config("--rate must be positive".into()));
+    }
+    if a.size == 0 || a.size as u64 > MAX_CONTENT_LEN {
+        return Err(ScenarioError::Config("--size must be 1..=10 MiB".into()));
+    }
+    let cfg = run_config(&a.common, "rate", HISTS, true)?;
+    let key = load_key(a.common.key_file.as_deref())?;
+    let p = Arc::new(Params {
+        rate: a.rate,
+        size: a.size,
+    });
+    let outcome = runner::run(cfg, key, move |ctx| thread(ctx, p.clone()))?;
+    let achieved = outcome.result.messages as f64 / a.common.duration;
+    let mut extra = BTreeMap::new();
+    extra.insert("requested_rate".into(), json!(a.rate));
+    extra.insert("achieved_rate".into(), json!(achieved));
+    extra.insert("size".into(), json!(a.size));
+    Ok(finish("rate", outcome, HISTS, extra))
+}
+
+async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
+    let c = ctx.clone();
+    for_each_session(&ctx, move |i| session(c.clone(), p.clone(), i)).await;
+}
+
+/// Session `i`'s schedule: first send offset, period, and how many sends fit before the
+/// end (both sides compute it, so the reader knows when it has every reply).
+fn schedule(p: &Params, sessions: usize, i: usize, w: &Window) -> (Duration, Duration, u64) {
+    let offset = Duration::from_secs_f64(i as f64 / p.rate);
+    let period = Duration::from_secs_f64(sessions as f64 / p.rate);
+    let span = (w.end - w.go).as_secs_f64() - offset.as_secs_f64();
+    let count = if span > 0.0 {
+        (span / period.as_secs_f64()).ceil() as u64
+    } else {
+        0
+    };
+    (offset, period, count)
+}
+
+async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
+    let Some(est) = establish(&ctx, i, &[], 3).await else {
+        return;
+    };
+    let sid = est.session_id.clone();
+    let content = pattern(i, p.size);
+    let wire = client::frame(&ctx.key, FrameType::Message, OCTET_STREAM, &sid, &content);
+    let w = ctx.wait_go().await;
+    let (offset, period, count) = schedule(&p, ctx.cfg().sessions, i, &w);
+    let key = ctx.key.clone();
+    let (conn, deframer) = est.reader.into_parts();
+    let (rd, mut wr) = conn.into_split();
+    let mut reader = FrameReader::with_deframer(rd, deframer, key.clone());
+    let inflight: Rc<RefCell<VecDeque<(Instant, Instant)>>> = Rc::default();
+    let write_failed = Rc::new(Cell::new(false));
+    let writer = monoio::spawn({
+        let (inflight, write_failed, ctx) = (inflight.clone(), write_failed.clone(), ctx.clone());
+        async move {
+            for k in 0..count {
+                let sched = w.go + offset + period.mul_f64(k as f64);
+                if Instant::now() < sched {
+                    monoio::time::sleep_until(sched.into()).await;
+                }
+                let actual = Instant::now();
+                inflight.borrow_mut().push_back((sched, actual));
+                ctx.rec
+                    .borrow_mut()
+                    .record(2, actual, ns_between(sched, actual));
+                if let Err(e) = client::write(&mut wr, wire.clone()).await {
+                    ctx.error(e.kind());
+                    write_failed.set(true);
+                    break;
+                }
+            }
+            wr
+        }
+    });
+    let deadline = w.end + ctx.cfg().drain;
+    let mut received = 0u64;
+    while received < count && !write_failed.get() {
+        let frame = match monoio::time::timeout_at(deadline.into(), reader.next()).await {
+            Err(_) => {
+                ctx.error("timeout");
+                break;
+            }
+            Ok(Err(e)) => {
+                ctx.error(e.kind());
+                break;
+            }
+            Ok(Ok(f)) => f,
+        };
+        let now = Instant::now();
+        if let Err(e) = check_session(&frame, &sid) {
+            ctx.error(e.kind());
+            break;
+        }
+        if frame.header.kind != FrameType::Message {
+            ctx.error(ClientError::Unexpected(frame.header.kind).kind());
+            continue;
+        }
+        let Some((sched, actual)) = inflight.borrow_mut().pop_front() else {
+            ctx.error("unsolicited_reply");
+            continue;
+        };
+        received += 1;
+        if frame.content != content {
+            ctx.error(ClientError::EchoMismatch.kind());
+            continue;
+        }
+        let mut rec = ctx.rec.borrow_mut();
+        rec.sample(now, ns_between(sched, now), p.size as u64);
+        rec.record(1, now, ns_between(actual, now));
+    }
+    if let Ok(mut wr) = monoio::time::timeout(ctx.cfg().drain, writer).await {
+        say_goodbye(&mut wr, &key, &sid).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_spreads_sends_evenly() {
+        let go = Instant::now();
+        let w = Window {
+            go,
+            measure_start: go,
+            end: go + Duration::from_secs(2),
+        };
+        let p = Params {
+            rate: 1000.0,
+            size: 1,
+        };
+        // 10 sessions at 1000/s: each every 10 ms, offsets 1 ms apart.
+        let total: u64 = (0..10).map(|i| schedule(&p, 10, i, &w).2).sum();
+        assert_eq!(total, 2000);
+        let (o, per, n) = schedule(&p, 10, 3, &w);
+        assert_eq!(
+            (o, per, n),
+            (Duration::from_millis(3), Duration::from_millis(10), 200)
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! `raw-echo` and `raw-churn`: the echo and churn measurements without the protocol, for
+//! a baseline against `loadgen raw-server` (or any byte echo server). Payloads are
+//! fixed-size; each echoed payload is compared byte for byte with what was sent.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use monoio::io::{AsyncWriteRentExt, Splitable};
+use serde_json::json;
+
+use super::churn::start_loop;
+use super::{finish, for_each_session, pattern, run_config, Finished, ScenarioError};
+use crate::cli::{RawChurnArgs, RawEchoArgs};
+use crate::conn::{read_append, Conn};
+use crate::runner::{self, ThreadCtx};
+use crate::stats::ns_between;
+use crate::sync::Credits;
+
+const ECHO_HISTS: &[&str] = &["latency", "setup_connect"];
+const CHURN_HISTS: &[&str] = &["connect", "cycle"];
+
+/// Runs `raw-echo`.
+pub fn run_echo(a: &RawEchoArgs) -> Result<Finished, ScenarioError> {
+    if a.depth == 0 || a.size == 0 {
+        return Err(ScenarioError::Config(
+            "--depth and --size must be >= 1".into(),
+        ));
+    }
+    let cfg = run_config(&a.common, "raw-echo", ECHO_HISTS, true)?;
+    let p = Arc::new((a.depth, a.size));
+    let outcome = runner::run(cfg, sockchat_proto::Key::reference_default(), move |ctx| {
+        echo_thread(ctx, p.clone())
+    })?;
+    let mut extra = BTreeMap::new();
+    extra.insert("depth".into(), json!(a.depth));
+    extra.insert("size".into(), json!(a.size));
+    Ok(finish("raw-echo", outcome, ECHO_HISTS, extra))
+}
+
+async fn echo_thread(ctx: Rc<ThreadCtx>, p: Arc<(usize, usize)>) {
+    let c = ctx.clone();
+    for_each_session(&ctx, move |i| echo_session(c.clone(), p.0, p.1, i)).await;
+}
+
+async fn connect(ctx: &ThreadCtx, i: usize) -> Option<Conn> {
+    monoio::time::sleep_until(ctx.slot(i).into()).await;
+    let t0 = Instant::now();
+    let cfg = ctx.cfg();
+    match monoio::time::timeout(cfg.connect_timeout, Conn::connect(&cfg.target)).await {
+        Ok(Ok(c)) => {
+            let ns = ns_between(t0, Instant::now());
+            ctx.rec.borrow_mut().record_always(1, ns);
+            ctx.session_ready();
+            Some(c)
+        }
+        Ok(Err(_)) => {
+            ctx.session_failed("connect");
+            None
+        }
+        Err(_) => {
+            ctx.session_failed("setup_timeout");
+            None
+        }
+    }
+}
+
+async fn echo_session(ctx: Rc<ThreadCtx>, depth: usize, size: usize, i: usize) {
+    let Some(conn) = connect(&ctx, i).await else {
+        return;
+    };
+    let payload: Bytes = pattern(i, size);
+    let w = ctx.wait_go().await;
+    let (mut rd, mut wr) = conn.into_split();
+    let inflight: Rc<RefCell<VecDeque<Instant>>> = Rc::default();
+    let credits = Rc::new(Credits::new(depth as u64));
+    let write_failed = Rc::new(Cell::new(false));
+    let writer = monoio::spawn({
+        let (inflight, credits, failed, ctx, payload) = (
+            inflight.clone(),
+            credits.clone(),
+            write_failed.clone(),
+            ctx.clone(),
+            payload.clone(),
+        );
+        async move {
+            while credits.acquire().await {
+                inflight.borrow_mut().push_back(Instant::now());
+                let (res, _) = wr.write_all(payload.clone()).await;
+                if res.is_err() {
+                    ctx.error("write");
+                    failed.set(true);
+                    break;
+                }
+            }
+        }
+    });
+    let deadline = w.end + ctx.cfg().drain;
+    let mut buf = BytesMut::with_capacity(size.max(4096));
+    'outer: loop {
+        if write_failed.get() || (credits.is_closed() && inflight.borrow().is_empty()) {
+            break;
+        }
+        let read = monoio::time::timeout_at(deadline.into(), read_append(&mut rd, buf)).await;
+        let (res, b) = match read {
+            Ok(r) => r,
+            Err(_) => {
+                ctx.error("timeout");
+                break;
+            }
+        };
+        buf = b;
+        match res {
+            Ok(0) => {
+                ctx.error("eof");
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                ctx.error("read");
+                break;
+            }
+        }
+        while buf.len() >= size {
+            let now = Instant::now();
+            let Some(sent) = inflight.borrow_mut().pop_front() else {
+                ctx.error("unsolicited_reply");
+                break 'outer;
+            };
+            if buf[..size] != payload[..] {
+                ctx.error("echo_mismatch");
+            } else {
+                ctx.rec
+                    .borrow_mut()
+                    .sample(now, ns_between(sent, now), size as u64);
+            }
+            buf.advance(size);
+            if now >= w.end {
+                credits.close();
+            } else {
+                credits.grant();
+            }
+        }
+    }
+    credits.close();
+    let _ = monoio::time::timeout(ctx.cfg().drain, writer).await;
+}
+
+/// Runs `raw-churn`.
+pub fn run_churn(a: &RawChurnArgs) -> Result<Finished, ScenarioError> {
+    let cfg = run_config(&a.common, "raw-churn", CHURN_HISTS, false)?;
+    let verify = a.verify;
+    let outcome = runner::run(cfg, sockchat_proto::Key::reference_default(), move |ctx| {
+        churn_thread(ctx, verify)
+    })?;
+    let mut extra = BTreeMap::new();
+    extra.insert("verify".into(), json!(verify));
+    extra.insert(
+        "sessions_per_sec".into(),
+        json!(outcome.result.messages as f64 / a.common.duration),
+    );
+    let loops_ok = outcome
+        .result
+        .counters
+        .get("loops_ok")
+        .copied()
+        .unwrap_or(0);
+    let mut f = finish("raw-churn", outcome, CHURN_HISTS, extra);
+    f.established = loops_ok;
+    Ok(f)
+}
+
+async fn churn_thread(ctx: Rc<ThreadCtx>, verify: bool) {
+    let c = ctx.clone();
+    for_each_session(&ctx, move |i| churn_loop(c.clone(), i, verify)).await;
+}
+
+async fn churn_loop(ctx: Rc<ThreadCtx>, i: usize, verify: bool) {
+    let w = start_loop(&ctx, i).await;
+    let mut ok = 0u64;
+    while Instant::now() < w.end {
+        let t0 = Instant::now();
+        let res = monoio::time::timeout(ctx.cfg().connect_timeout, raw_cycle(&ctx, verify)).await;
+        match res {
+            Ok(Ok(connect_ns)) => {
+                let now = Instant::now();
+                let mut rec = ctx.rec.borrow_mut();
+                rec.sample(now, connect_ns, 0);
+                rec.record(1, now, ns_between(t0, now));
+                ok += 1;
+            }
+            Ok(Err(kind)) => {
+                ctx.error(kind);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => ctx.error("timeout"),
+        }
+    }
+    if ok > 0 {
+        ctx.rec.borrow_mut().count("loops_ok", 1);
+    }
+}
+
+/// Connect, optionally one byte there and back, close. Returns the connect (or verified
+/// round trip) time.
+async fn raw_cycle(ctx: &ThreadCtx, verify: bool) -> Result<u64, &'static str> {
+    let t0 = Instant::now();
+    let mut conn = Conn::connect(&ctx.cfg().target)
+        .await
+        .map_err(|_| "connect")?;
+    if verify {
+        let (res, _) = conn.write_all(Bytes::from_static(b"v")).await;
+        res.map_err(|_| "write")?;
+        let (res, buf) = read_append(&mut conn, BytesMut::with_capacity(64)).await;
+        match res {
+            Ok(0) => return Err("eof"),
+            Ok(_) if &buf[..] == b"v" => {}
+            Ok(_) => return Err("echo_mismatch"),
+            Err(_) => return Err("read"),
+        }
+    }
+    Ok(ns_between(t0, Instant::now()))
+}

@@ -1,0 +1,103 @@
+//! Single-thread async primitives for tasks on one monoio runtime. monoio 0.2.4 ships
+//! none, and these never cross threads, so they are `Rc`/`Cell` based: no atomics on the
+//! per-message path.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
+/// A one-way gate: tasks wait until it is opened, once. Used to hold every session of a
+/// thread until the whole run has finished its setup.
+#[derive(Debug, Default)]
+pub struct Gate {
+    open: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Gate {
+    /// Opens the gate and wakes every waiter.
+    pub fn open(&self) {
+        self.open.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// True once opened.
+    pub fn is_open(&self) -> bool {
+        self.open.get()
+    }
+
+    /// Waits until the gate is open.
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.open.get() {
+                Poll::Ready(())
+            } else {
+                self.waiters.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// A counting semaphore with a single waiter: the reader of a closed-loop session grants
+/// one credit per reply and the writer spends one per message.
+#[derive(Debug, Default)]
+pub struct Credits {
+    count: Cell<u64>,
+    closed: Cell<bool>,
+    waiter: RefCell<Option<Waker>>,
+}
+
+impl Credits {
+    /// Credits starting at `n`.
+    pub fn new(n: u64) -> Self {
+        Self {
+            count: Cell::new(n),
+            ..Self::default()
+        }
+    }
+
+    /// Adds one credit.
+    pub fn grant(&self) {
+        self.count.set(self.count.get() + 1);
+        self.wake();
+    }
+
+    /// Wakes the waiter for good: [`acquire`](Self::acquire) then returns `false`.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waiter.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Takes one credit, waiting for it; `false` once closed.
+    pub async fn acquire(&self) -> bool {
+        poll_fn(|cx| {
+            if self.closed.get() {
+                return Poll::Ready(false);
+            }
+            let n = self.count.get();
+            if n > 0 {
+                self.count.set(n - 1);
+                Poll::Ready(true)
+            } else {
+                *self.waiter.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
