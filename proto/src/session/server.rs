@@ -86,6 +86,25 @@ impl ServerSession {
         }
     }
 
+    /// Like [`handle_input`](Self::handle_input), but stops after the first frame that
+    /// produced an [`Event`] and returns true (more frames may be buffered: call again
+    /// after draining the events). A driver that answers messages as they come keeps
+    /// its replies in the order of the requests this way (an echo before the `pong` of
+    /// a ping sent after the message). Returns false once every buffered frame was
+    /// handled.
+    pub fn handle_input_until_event(&mut self, now: Instant) -> bool {
+        while self.core.events.is_empty() {
+            match self.core.next_frame() {
+                Some(frame) => {
+                    self.last_seen = now;
+                    self.on_frame(frame);
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// The peer closed its side (read returned 0).
     pub fn handle_eof(&mut self) {
         if !self.core.closed {

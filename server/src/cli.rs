@@ -1,0 +1,339 @@
+//! The command line (`clap`), and its conversion into a [`ServerConfig`].
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use sockchat_proto::Key;
+
+use crate::config::{
+    self, available_cores, load_key_file, parse_bytes, parse_duration, parse_mode, ConfigError,
+    Mode, ServerConfig,
+};
+
+/// Default TCP address (the reference's).
+pub const DEFAULT_TCP: &str = "127.0.0.1:9999";
+/// Default Unix socket path (the reference's).
+pub const DEFAULT_UNIX: &str = "/tmp/chat.sock";
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Answer each message to its sender.
+    Echo,
+    /// Deliver each message to every other session on every core.
+    Chat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// sockchat-server: a thread-per-core io_uring server for the sockchat protocol.
+///
+/// With no arguments it listens on TCP 127.0.0.1:9999 and Unix /tmp/chat.sock, in echo
+/// mode, on all cores. After binding it prints one `listening tcp ADDR` or
+/// `listening unix PATH` line per listener and then `ready` on stdout; logs go to stderr
+/// (filter with RUST_LOG, e.g. RUST_LOG=debug). Durations take forms like 250ms, 5s, 1m;
+/// byte sizes a number of bytes, optionally with a K, M or G suffix (powers of 1024).
+#[derive(Debug, Parser)]
+#[command(name = "sockchat-server", version, about, long_about)]
+pub struct Cli {
+    /// TCP address to listen on (repeatable). Giving --tcp or --unix replaces both
+    /// defaults (127.0.0.1:9999 and /tmp/chat.sock). Port 0 picks a free port; the real
+    /// one is printed.
+    #[arg(long = "tcp", value_name = "ADDR")]
+    pub tcp: Vec<SocketAddr>,
+
+    /// Unix socket path to listen on (repeatable). A stale socket file is replaced; one
+    /// with a live server behind it is an error.
+    #[arg(long = "unix", value_name = "PATH")]
+    pub unix: Vec<PathBuf>,
+
+    /// Permission bits of the Unix socket files, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "660", value_parser = parse_mode)]
+    pub unix_mode: u32,
+
+    /// Line mode: a connection whose first byte is not 0x89 speaks newline-terminated
+    /// UTF-8 lines (no HMAC: only turn this on for trusted clients).
+    #[arg(long)]
+    pub line_mode: bool,
+
+    /// File holding the shared HMAC key (must not be accessible by group or others; one
+    /// trailing newline is ignored). Without it the reference default key is used, with a
+    /// warning, and only on loopback/Unix listeners.
+    #[arg(long, value_name = "PATH", env = "SOCKCHAT_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Allow the reference default key on a non-loopback TCP address (anyone can forge
+    /// frames with it).
+    #[arg(long)]
+    pub insecure_default_key: bool,
+
+    /// echo: each message goes back to its sender; chat: each message goes to every
+    /// other session on every core.
+    #[arg(long, value_enum, default_value_t = ModeArg::Echo)]
+    pub mode: ModeArg,
+
+    /// Number of io_uring runtimes (threads), pinned round-robin to the available CPUs.
+    /// [default: all available CPUs]
+    #[arg(long, value_name = "N")]
+    pub cores: Option<usize>,
+
+    /// Time a new connection has to send its session_ack.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Silence after which a session is closed with a `disconnect`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+
+    /// Most sessions at once across all cores; further connections get an `error` frame
+    /// "Server full". [default: open-file limit minus headroom]
+    #[arg(long, value_name = "N")]
+    pub max_sessions: Option<usize>,
+
+    /// Largest frame content accepted, in bytes (at most the protocol's 10 MiB); also the
+    /// longest line in line mode.
+    #[arg(long, value_name = "BYTES", default_value = "10M", value_parser = parse_bytes)]
+    pub max_frame: u64,
+
+    /// Largest chunked message accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_bytes)]
+    pub max_message: u64,
+
+    /// Bytes queued to one session (not yet written) before it is closed as a slow
+    /// consumer.
+    #[arg(long, value_name = "BYTES", default_value = "8M", value_parser = parse_bytes)]
+    pub send_queue_limit: u64,
+
+    /// On SIGINT/SIGTERM, time allowed for the final `disconnect` frames to be written.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log one line per interval with sessions, messages/s, bytes/s and closes by reason.
+    /// [default: off]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stats_interval: Option<Duration>,
+
+    /// Chat mode: messages each core's inbound cross-core queue holds; when it is full,
+    /// further messages for that core are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub fanout_queue_len: usize,
+
+    /// Log format (the level is set with RUST_LOG; default info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The command with its help text completed by values only known at run time (the
+/// derived `--max-sessions` and `--cores` defaults).
+pub fn command() -> clap::Command {
+    let max = config::default_max_sessions();
+    let cores = available_cores();
+    Cli::command()
+        .mut_arg("max_sessions", |a| {
+            a.help(format!(
+                "Most sessions at once across all cores; further connections get an `error` \
+                 frame \"Server full\" [default here: {max}, the open-file limit minus headroom]"
+            ))
+        })
+        .mut_arg("cores", |a| {
+            a.help(format!(
+                "Number of io_uring runtimes (threads), pinned round-robin to the available \
+                 CPUs [default here: {cores}, the available CPUs]"
+            ))
+        })
+}
+
+impl Cli {
+    /// Parses the process arguments (exits with usage on error, as clap does).
+    pub fn parse_args() -> Self {
+        Self::from_matches(command().get_matches())
+    }
+
+    /// Parses `args` (the first one is the program name).
+    pub fn try_parse_from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let m = command().try_get_matches_from(args)?;
+        Cli::from_arg_matches(&m)
+    }
+
+    fn from_matches(m: ArgMatches) -> Self {
+        match Cli::from_arg_matches(&m) {
+            Ok(c) => c,
+            Err(e) => e.exit(),
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        match self.mode {
+            ModeArg::Echo => Mode::Echo,
+            ModeArg::Chat => Mode::Chat,
+        }
+    }
+
+    /// Loads the key and builds the validated configuration.
+    pub fn to_config(&self) -> Result<ServerConfig, ConfigError> {
+        let (key, default_key) = match &self.key_file {
+            Some(p) => (load_key_file(p)?, false),
+            None => (Key::reference_default(), true),
+        };
+        let mut c = ServerConfig::new(Arc::new(key), default_key);
+        if self.tcp.is_empty() && self.unix.is_empty() {
+            c.tcp
+                .push(DEFAULT_TCP.parse().expect("valid default address"));
+            c.unix.push(PathBuf::from(DEFAULT_UNIX));
+        } else {
+            c.tcp.clone_from(&self.tcp);
+            c.unix.clone_from(&self.unix);
+        }
+        c.unix_mode = self.unix_mode;
+        c.line_mode = self.line_mode;
+        if let Some(n) = self.cores {
+            c.cores = n;
+        }
+        c.handshake_timeout = self.handshake_timeout;
+        c.session_timeout = self.session_timeout;
+        if let Some(n) = self.max_sessions {
+            c.max_sessions = n;
+        }
+        c.max_frame = self.max_frame;
+        c.max_message = self.max_message;
+        c.send_queue_limit = usize::try_from(self.send_queue_limit).unwrap_or(usize::MAX);
+        c.shutdown_grace = self.shutdown_grace;
+        c.stats_interval = self.stats_interval.filter(|d| !d.is_zero());
+        c.fanout_queue_len = self.fanout_queue_len.max(1);
+        c.fanout_queue_bytes = c.send_queue_limit.saturating_mul(8);
+        c.validate(self.insecure_default_key)?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut v = vec!["sockchat-server"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from_args(v).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_the_references() {
+        let c = parse(&[]).to_config().unwrap();
+        assert_eq!(c.tcp, vec!["127.0.0.1:9999".parse().unwrap()]);
+        assert_eq!(c.unix, vec![PathBuf::from("/tmp/chat.sock")]);
+        assert!(c.default_key);
+        assert_eq!(c.unix_mode, 0o660);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(c.session_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_frame, 10 * 1024 * 1024);
+        assert_eq!(c.max_message, 64 * 1024 * 1024);
+        assert_eq!(c.send_queue_limit, 8 * 1024 * 1024);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(c.stats_interval, None);
+        assert_eq!(parse(&[]).mode(), Mode::Echo);
+    }
+
+    #[test]
+    fn listeners_replace_defaults() {
+        let c = parse(&["--unix", "/tmp/a.sock", "--unix", "/tmp/b.sock"])
+            .to_config()
+            .unwrap();
+        assert!(c.tcp.is_empty());
+        assert_eq!(c.unix.len(), 2);
+        let c = parse(&["--tcp", "127.0.0.1:0"]).to_config().unwrap();
+        assert!(c.unix.is_empty());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = parse(&[
+            "--cores",
+            "8",
+            "--mode",
+            "chat",
+            "--line-mode",
+            "--handshake-timeout",
+            "250ms",
+            "--session-timeout",
+            "1m",
+            "--max-sessions",
+            "10",
+            "--send-queue-limit",
+            "64K",
+            "--shutdown-grace",
+            "1s",
+            "--unix-mode",
+            "600",
+            "--log-format",
+            "json",
+            "--stats-interval",
+            "2s",
+            "--tcp",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(cli.mode(), Mode::Chat);
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let c = cli.to_config().unwrap();
+        assert_eq!(c.cores, 8);
+        assert!(c.line_mode);
+        assert_eq!(c.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(c.session_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_sessions, 10);
+        assert_eq!(c.send_queue_limit, 64 * 1024);
+        assert_eq!(c.unix_mode, 0o600);
+        assert_eq!(c.stats_interval, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn default_key_off_loopback_is_refused() {
+        let e = parse(&["--tcp", "0.0.0.0:0"]).to_config().unwrap_err();
+        assert!(matches!(e, ConfigError::InsecureDefaultKey(_)));
+        assert!(parse(&["--tcp", "0.0.0.0:0", "--insecure-default-key"])
+            .to_config()
+            .is_ok());
+    }
+
+    #[test]
+    fn help_documents_every_flag() {
+        let help = command().render_long_help().to_string();
+        for flag in [
+            "--tcp",
+            "--unix",
+            "--unix-mode",
+            "--line-mode",
+            "--key-file",
+            "--insecure-default-key",
+            "--mode",
+            "--cores",
+            "--handshake-timeout",
+            "--session-timeout",
+            "--max-sessions",
+            "--max-frame",
+            "--max-message",
+            "--send-queue-limit",
+            "--shutdown-grace",
+            "--stats-interval",
+            "--log-format",
+        ] {
+            assert!(help.contains(flag), "--help lacks {flag}");
+        }
+        assert!(help.contains("default here"));
+        assert!(!help.contains("default-key\""));
+    }
+}

@@ -1,0 +1,408 @@
+//! Server configuration: the validated, typed form of the command line, plus the helpers
+//! that turn operator input (key files, byte sizes, the open-file limit) into it.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sockchat_proto::chunk::ChunkLimits;
+use sockchat_proto::frame::{Limits, MAX_CONTENT_LEN, MAX_HEADER_LEN};
+use sockchat_proto::{Features, Key, SessionConfig};
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The key file could not be read.
+    #[error("cannot read key file {path}: {source}")]
+    KeyFileRead {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The key file is readable by group or others.
+    #[error(
+        "key file {path} is accessible by group or others (mode {mode:o}); \
+         run `chmod 600 {path}`"
+    )]
+    KeyFileMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file is empty.
+    #[error("key file {0} is empty")]
+    KeyFileEmpty(PathBuf),
+    /// A non-loopback TCP address with the publicly known default key.
+    #[error(
+        "refusing to listen on non-loopback address {0} with the reference default key \
+         (anyone can forge frames with it): give --key-file, or --insecure-default-key"
+    )]
+    InsecureDefaultKey(SocketAddr),
+    /// A value is out of range.
+    #[error("invalid value for {flag}: {reason}")]
+    Invalid {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What the server does with messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Each message goes back to its sender.
+    #[default]
+    Echo,
+    /// Each message goes to every other session on every core.
+    Chat,
+}
+
+/// Everything the server needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TCP addresses to listen on.
+    pub tcp: Vec<SocketAddr>,
+    /// Unix socket paths to listen on.
+    pub unix: Vec<PathBuf>,
+    /// Permission bits given to the Unix socket files.
+    pub unix_mode: u32,
+    /// Speak line mode to connections whose first byte is not 0x89.
+    pub line_mode: bool,
+    /// Number of runtimes (threads).
+    pub cores: usize,
+    /// The shared secret.
+    pub key: Arc<Key>,
+    /// True when `key` is the reference default.
+    pub default_key: bool,
+    /// Time allowed for the `session_ack`.
+    pub handshake_timeout: Duration,
+    /// Silence after which a session is closed.
+    pub session_timeout: Duration,
+    /// Most sessions at once, across all cores.
+    pub max_sessions: usize,
+    /// Largest frame content accepted (also the line-mode line limit).
+    pub max_frame: u64,
+    /// Largest chunked message accepted.
+    pub max_message: u64,
+    /// Bytes queued to one session before it is closed as a slow consumer.
+    pub send_queue_limit: usize,
+    /// Time allowed for the `disconnect` frames to go out at shutdown.
+    pub shutdown_grace: Duration,
+    /// Period of the stats log line; `None`: off.
+    pub stats_interval: Option<Duration>,
+    /// Capacity, in messages, of each core's inbound chat queue.
+    pub fanout_queue_len: usize,
+    /// Capacity, in content bytes, of each core's inbound chat queue.
+    pub fanout_queue_bytes: usize,
+}
+
+impl ServerConfig {
+    /// A configuration with the documented defaults, listening nowhere yet.
+    pub fn new(key: Arc<Key>, default_key: bool) -> Self {
+        Self {
+            tcp: Vec::new(),
+            unix: Vec::new(),
+            unix_mode: 0o660,
+            line_mode: false,
+            cores: available_cores(),
+            key,
+            default_key,
+            handshake_timeout: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(30),
+            max_sessions: default_max_sessions(),
+            max_frame: MAX_CONTENT_LEN,
+            max_message: ChunkLimits::default().max_message_len,
+            send_queue_limit: 8 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(5),
+            stats_interval: None,
+            fanout_queue_len: 4096,
+            fanout_queue_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// Checks ranges and the default-key rule.
+    pub fn validate(&self, insecure_default_key: bool) -> Result<(), ConfigError> {
+        let invalid = |flag, reason: &str| ConfigError::Invalid {
+            flag,
+            reason: reason.to_string(),
+        };
+        if self.cores == 0 {
+            return Err(invalid("--cores", "must be at least 1"));
+        }
+        if self.cores > 1024 {
+            return Err(invalid("--cores", "at most 1024"));
+        }
+        if self.max_frame == 0 || self.max_frame > MAX_CONTENT_LEN {
+            return Err(ConfigError::Invalid {
+                flag: "--max-frame",
+                reason: format!("must be between 1 and {MAX_CONTENT_LEN} (the protocol limit)"),
+            });
+        }
+        if self.max_sessions == 0 {
+            return Err(invalid("--max-sessions", "must be at least 1"));
+        }
+        if self.send_queue_limit == 0 {
+            return Err(invalid("--send-queue-limit", "must be at least 1"));
+        }
+        if self.handshake_timeout.is_zero() || self.session_timeout.is_zero() {
+            return Err(invalid("timeouts", "must be greater than zero"));
+        }
+        if self.unix_mode > 0o777 {
+            return Err(invalid("--unix-mode", "permission bits only (at most 777)"));
+        }
+        if self.tcp.is_empty() && self.unix.is_empty() {
+            return Err(invalid("--tcp/--unix", "nothing to listen on"));
+        }
+        if self.default_key && !insecure_default_key {
+            if let Some(addr) = self.tcp.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(ConfigError::InsecureDefaultKey(*addr));
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-session settings handed to every `ServerSession`.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            limits: Limits::new(MAX_HEADER_LEN, self.max_frame),
+            handshake_timeout: self.handshake_timeout,
+            session_timeout: self.session_timeout,
+            chunk: ChunkLimits {
+                max_message_len: self.max_message,
+                ..ChunkLimits::default()
+            },
+            features: Features::ALL,
+            ..SessionConfig::default()
+        }
+    }
+}
+
+/// Reads a key file: refuses one that group or others can access, drops one trailing
+/// newline (`\n` or `\r\n`), refuses an empty key. The key bytes are never logged.
+pub fn load_key_file(path: &Path) -> Result<Key, ConfigError> {
+    let meta = fs::metadata(path).map_err(|source| ConfigError::KeyFileRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::KeyFileMode {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let mut bytes = fs::read(path).map_err(|source| ConfigError::KeyFileRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    if bytes.is_empty() {
+        return Err(ConfigError::KeyFileEmpty(path.to_path_buf()));
+    }
+    let key = Key::new(&bytes);
+    // Do not leave the secret lying around in freed memory longer than needed.
+    bytes.iter_mut().for_each(|b| *b = 0);
+    Ok(key)
+}
+
+/// Number of CPUs this process may run on.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// File descriptors kept free for listeners, eventfds, the io_uring rings, logs and
+/// key files, per process plus per core.
+pub const FD_HEADROOM: u64 = 64;
+
+/// The open-file soft limit, after raising it to the hard limit where allowed.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// Default `--max-sessions`: the open-file limit (raised to the hard limit) minus
+/// headroom for listeners, per-core rings and eventfds, and the process itself.
+pub fn default_max_sessions() -> usize {
+    max_sessions_for(raise_nofile_limit(), available_cores())
+}
+
+/// `nofile - headroom`, at least 1.
+pub fn max_sessions_for(nofile: u64, cores: usize) -> usize {
+    let headroom = FD_HEADROOM + 4 * cores as u64;
+    nofile.saturating_sub(headroom).max(1) as usize
+}
+
+/// Parses a byte size: a plain integer, or one with a `K`, `M` or `G` suffix (powers of
+/// 1024; `KiB`/`MiB`/`GiB` and a trailing `B` are accepted too).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits_end);
+    if num.is_empty() {
+        return Err(format!("{s:?} is not a byte size (e.g. 8388608, 8M, 64K)"));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte size"))?;
+    let mult: u64 = match suffix.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        other => return Err(format!("unknown size suffix {other:?} (use K, M or G)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses a duration in humantime form (`250ms`, `5s`, `1m`); a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) {
+        return t
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string());
+    }
+    humantime::parse_duration(t).map_err(|e| format!("{s:?}: {e} (e.g. 250ms, 5s, 1m)"))
+}
+
+/// Parses octal permission bits (`660`, `0660`, `0o660`).
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let t = t.strip_prefix("0o").unwrap_or(t);
+    let m = u32::from_str_radix(t, 8).map_err(|_| format!("{s:?} is not an octal mode"))?;
+    if m > 0o777 {
+        return Err(format!("{s:?}: permission bits only (at most 777)"));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("8388608"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_bytes("8M"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_bytes("64k"), Ok(64 * 1024));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("10B"), Ok(10));
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("M").is_err());
+        assert!(parse_bytes("5X").is_err());
+        assert!(parse_bytes("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert_eq!(parse_mode("0600"), Ok(0o600));
+        assert_eq!(parse_mode("0o700"), Ok(0o700));
+        assert!(parse_mode("8").is_err());
+        assert!(parse_mode("1777").is_err());
+    }
+
+    #[test]
+    fn max_sessions_leaves_headroom() {
+        assert_eq!(max_sessions_for(20_000, 2), 20_000 - 64 - 8);
+        assert_eq!(max_sessions_for(10, 2), 1);
+    }
+
+    fn cfg() -> ServerConfig {
+        let mut c = ServerConfig::new(Arc::new(Key::reference_default()), true);
+        c.cores = 2;
+        c.max_sessions = 100;
+        c
+    }
+
+    #[test]
+    fn default_key_refused_off_loopback() {
+        let mut c = cfg();
+        c.tcp.push("127.0.0.1:9999".parse().unwrap());
+        assert!(c.validate(false).is_ok());
+        c.tcp.push("0.0.0.0:9999".parse().unwrap());
+        assert!(matches!(
+            c.validate(false),
+            Err(ConfigError::InsecureDefaultKey(_))
+        ));
+        assert!(c.validate(true).is_ok());
+        c.default_key = false;
+        assert!(c.validate(false).is_ok());
+    }
+
+    #[test]
+    fn limits_checked() {
+        let mut c = cfg();
+        c.unix.push("/tmp/x.sock".into());
+        c.max_frame = MAX_CONTENT_LEN + 1;
+        assert!(c.validate(false).is_err());
+        c.max_frame = 1024;
+        assert!(c.validate(false).is_ok());
+        assert_eq!(c.session_config().limits.max_content_len(), 1024);
+        c.cores = 0;
+        assert!(c.validate(false).is_err());
+    }
+
+    #[test]
+    fn key_file_mode_and_newline() {
+        let dir = std::env::temp_dir().join(format!("sockchat-key-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("key");
+        fs::write(&p, b"sekrit\n").unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_key_file(&p).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        assert!(!err.contains("sekrit"));
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
+        let k = load_key_file(&p).unwrap();
+        let want = Key::new(b"sekrit");
+        assert_eq!(k.sign(b"h", b"c"), want.sign(b"h", b"c"));
+        fs::write(&p, b"\n").unwrap();
+        assert!(matches!(
+            load_key_file(&p),
+            Err(ConfigError::KeyFileEmpty(_))
+        ));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

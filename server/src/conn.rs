@@ -1,0 +1,594 @@
+//! One connection: its state (shared with its core, so chat deliveries and timers can
+//! reach it) and the task that drives its socket.
+//!
+//! The driver is one small task per connection that loops over: handle wake-up flags →
+//! hand events to the handler → write everything queued in one write (or writev) → wait
+//! for readability *without a buffer* → read into a pooled buffer (or straight into the
+//! buffer of the large frame being received) → feed the sans-IO session. The buffer goes
+//! back to the pool as soon as no partial frame is held, so an idle session owns no
+//! read buffer.
+//!
+//! Other tasks never touch the socket: they change the state (queue bytes, close the
+//! session) and wake the driver through [`Conn::wake`]. Waiting for readability is
+//! abandoned on such a wake-up by dropping the poll future (monoio's `async-cancel`
+//! feature then submits an `IORING_OP_ASYNC_CANCEL` for it).
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use monoio::buf::{IoBufMut, IoVecBuf};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::{TcpStream, UnixStream};
+use sockchat_proto::frame::MAGIC;
+use sockchat_proto::{CloseReason, Event, ServerSession};
+
+use crate::handler::SessionInfo;
+use crate::line::LineSession;
+use crate::worker::Core;
+
+/// Wake-up reasons, set by other tasks.
+pub(crate) const WAKE_OUTPUT: u8 = 1;
+pub(crate) const WAKE_SHUTDOWN: u8 = 2;
+/// Abandon the connection now (slow consumer, or a write stalled for the timeout).
+pub(crate) const WAKE_ABORT: u8 = 4;
+
+/// Read at least this much per read (unless finishing a frame whose size is known).
+const MIN_READ: usize = 2048;
+/// Longest time a closing connection waits for the peer's FIN after our last frame.
+const LINGER: Duration = Duration::from_secs(1);
+/// Most bytes read and discarded while lingering.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// A framed or line-mode session. Framed is the common case and stays inline; the rare
+/// line session is boxed so it costs framed sessions nothing.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Proto {
+    Frame(ServerSession),
+    Line(Box<LineSession>),
+}
+
+impl Proto {
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Proto::Frame(s) => s.is_closed(),
+            Proto::Line(l) => l.is_closed(),
+        }
+    }
+
+    pub(crate) fn close(&mut self, reason: CloseReason) {
+        match self {
+            Proto::Frame(s) => s.close(reason),
+            Proto::Line(l) => l.close(reason),
+        }
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Proto::Frame(s) => s.handle_timeout(now),
+            Proto::Line(l) => l.handle_timeout(now),
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Proto::Frame(s) => s.poll_timeout(),
+            Proto::Line(l) => l.poll_timeout(),
+        }
+    }
+
+    pub(crate) fn queued_bytes(&self) -> usize {
+        match self {
+            Proto::Frame(s) => s.queued_bytes(),
+            Proto::Line(l) => l.queued_bytes(),
+        }
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        match self {
+            Proto::Frame(s) => s.poll_event(),
+            Proto::Line(l) => l.poll_event(),
+        }
+    }
+
+    fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
+        match self {
+            Proto::Frame(s) => s.poll_transmit(out),
+            Proto::Line(l) => l.poll_transmit(out),
+        }
+    }
+
+    fn take_buffer(&mut self) -> BytesMut {
+        match self {
+            Proto::Frame(s) => s.deframer_mut().take_buffer(),
+            Proto::Line(l) => l.take_buffer(),
+        }
+    }
+
+    fn put_buffer(&mut self, buf: BytesMut) {
+        match self {
+            Proto::Frame(s) => s.deframer_mut().put_buffer(buf),
+            Proto::Line(l) => l.put_buffer(buf),
+        }
+    }
+
+    /// True when a frame of known size is being received (its buffer is already sized).
+    fn receiving_frame(&mut self) -> bool {
+        match self {
+            Proto::Frame(s) => s.deframer_mut().pending_frame_len().is_some(),
+            Proto::Line(_) => false,
+        }
+    }
+
+    fn is_input_idle(&mut self) -> bool {
+        match self {
+            Proto::Frame(s) => s.deframer_mut().is_idle(),
+            Proto::Line(l) => l.is_input_idle(),
+        }
+    }
+
+    /// Handles buffered input up to the first event; true if input may remain.
+    fn handle_input_until_event(&mut self, now: Instant) -> bool {
+        match self {
+            Proto::Frame(s) => s.handle_input_until_event(now),
+            Proto::Line(l) => l.handle_input_until_event(now),
+        }
+    }
+
+    fn handle_eof(&mut self) {
+        match self {
+            Proto::Frame(s) => s.handle_eof(),
+            Proto::Line(l) => l.handle_eof(),
+        }
+    }
+
+    fn shrink_idle(&mut self) {
+        if let Proto::Line(l) = self {
+            l.shrink_idle();
+        }
+    }
+}
+
+/// A connection's state, owned by its core.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    pub(crate) proto: Proto,
+    pub(crate) info: SessionInfo,
+    /// Set when the session reported `Event::Closed`.
+    pub(crate) close_reason: Option<CloseReason>,
+}
+
+/// A connection as its core sees it.
+pub(crate) struct Conn {
+    pub(crate) id: u64,
+    pub(crate) state: RefCell<ConnState>,
+    flags: Cell<u8>,
+    waker: Cell<Option<Waker>>,
+    /// Deadline registered in the core's timers (see `timer.rs`).
+    pub(crate) timer_at: Cell<Option<Instant>>,
+    /// Bytes handed to the write in flight (they count against the send queue limit).
+    pub(crate) inflight: Cell<usize>,
+    /// When the write in flight started or last made progress.
+    pub(crate) write_since: Cell<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.id)
+            .field("flags", &self.flags.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(id: u64, state: ConnState) -> Self {
+        Self {
+            id,
+            state: RefCell::new(state),
+            flags: Cell::new(0),
+            waker: Cell::new(None),
+            timer_at: Cell::new(None),
+            inflight: Cell::new(0),
+            write_since: Cell::new(None),
+        }
+    }
+
+    /// Sets `flag` and wakes the driver.
+    pub(crate) fn wake(&self, flag: u8) {
+        self.flags.set(self.flags.get() | flag);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    fn register(&self, waker: &Waker) {
+        match self.waker.take() {
+            Some(w) if w.will_wake(waker) => self.waker.set(Some(w)),
+            _ => self.waker.set(Some(waker.clone())),
+        }
+    }
+
+    fn has_flag(&self, flag: u8) -> bool {
+        self.flags.get() & flag != 0
+    }
+}
+
+/// A stream the driver can run on.
+pub(crate) trait ConnStream: AsyncReadRent + AsyncWriteRent + 'static {
+    /// Waits until the socket is readable, holding no buffer.
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+impl ConnStream for TcpStream {
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
+        self.readable(true)
+    }
+}
+
+impl ConnStream for UnixStream {
+    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
+        self.readable(true)
+    }
+}
+
+/// Owned `Bytes` parts for one `writev`.
+struct IoVecs {
+    parts: Vec<Bytes>,
+    iov: Vec<libc::iovec>,
+}
+
+impl IoVecs {
+    fn new(parts: Vec<Bytes>) -> Self {
+        let mut v = Self {
+            parts,
+            iov: Vec::new(),
+        };
+        v.rebuild();
+        v
+    }
+
+    fn rebuild(&mut self) {
+        self.iov.clear();
+        // IOV_MAX is 1024 on Linux; the rest goes in the next writev.
+        for p in self.parts.iter().filter(|p| !p.is_empty()).take(1024) {
+            self.iov.push(libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            });
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        let mut done = 0;
+        for p in &mut self.parts {
+            if n == 0 {
+                break;
+            }
+            let take = n.min(p.len());
+            p.advance(take);
+            n -= take;
+            if p.is_empty() {
+                done += 1;
+            }
+        }
+        self.parts.drain(..done);
+        self.rebuild();
+    }
+}
+
+// SAFETY: `iov` points into `parts`, whose `Bytes` are heap (or static) memory that does
+// not move while this value is owned by the runtime; `iov` is only rebuilt by us between
+// operations.
+unsafe impl IoVecBuf for IoVecs {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len()
+    }
+}
+
+/// Polls `fut` unless the connection is told to abort first.
+async fn abortable<F: Future>(conn: &Conn, fut: F) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if conn.has_flag(WAKE_ABORT) {
+            return Poll::Ready(None);
+        }
+        conn.register(cx.waker());
+        fut.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+enum Wake {
+    Readable(io::Result<()>),
+    Flags,
+}
+
+/// Runs one connection to its end, then unregisters it from its core.
+pub(crate) async fn drive<S: ConnStream>(core: Rc<Core>, conn: Rc<Conn>, mut stream: S) {
+    run(&core, &conn, &mut stream).await;
+    drop(stream);
+    core.finish(&conn);
+}
+
+async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
+    let mut parts: Vec<Bytes> = Vec::new();
+    loop {
+        let flags = conn.flags.replace(0);
+        if flags & WAKE_ABORT != 0 {
+            let mut st = conn.state.borrow_mut();
+            st.proto.close(CloseReason::SlowConsumer);
+            core.process(conn, &mut st);
+            return;
+        }
+        if flags & WAKE_SHUTDOWN != 0 {
+            conn.state
+                .borrow_mut()
+                .proto
+                .close(CloseReason::ServerShutdown);
+        }
+        core.process(conn, &mut conn.state.borrow_mut());
+
+        if let Err(reason) = flush(core, conn, stream, &mut parts).await {
+            let mut st = conn.state.borrow_mut();
+            st.proto.close(reason);
+            core.process(conn, &mut st);
+            return;
+        }
+        if conn.state.borrow().proto.is_closed() {
+            let linger = {
+                let st = conn.state.borrow();
+                st.close_reason.as_ref().is_some_and(needs_linger)
+            };
+            if linger {
+                self::linger(core, stream).await;
+            }
+            return;
+        }
+
+        conn.state.borrow_mut().proto.shrink_idle();
+        let wake = {
+            let fut = stream.wait_readable();
+            let mut fut = pin!(fut);
+            poll_fn(|cx| {
+                if conn.flags.get() != 0 {
+                    return Poll::Ready(Wake::Flags);
+                }
+                conn.register(cx.waker());
+                fut.as_mut().poll(cx).map(Wake::Readable)
+            })
+            .await
+        };
+        match wake {
+            Wake::Flags => {}
+            Wake::Readable(Ok(())) => read(core, conn, stream).await,
+            Wake::Readable(Err(e)) => conn
+                .state
+                .borrow_mut()
+                .proto
+                .close(CloseReason::Io(e.kind())),
+        }
+    }
+}
+
+/// Closes after which the peer may still be sending while our last frame is on its way:
+/// closing at once could turn into a reset that destroys that frame.
+fn needs_linger(reason: &CloseReason) -> bool {
+    !matches!(
+        reason,
+        CloseReason::PeerClosed
+            | CloseReason::ClientDisconnect { .. }
+            | CloseReason::Io(_)
+            | CloseReason::SlowConsumer
+    )
+}
+
+/// Reads once (the socket is readable) and feeds the session.
+async fn read<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
+    let mut buf = {
+        let mut st = conn.state.borrow_mut();
+        let mut buf = st.proto.take_buffer();
+        if buf.capacity() == 0 {
+            buf = core.pool.get();
+        }
+        let spare = buf.capacity() - buf.len();
+        if spare == 0 || (spare < MIN_READ && !st.proto.receiving_frame()) {
+            buf.reserve(core.pool.buf_size());
+        }
+        buf
+    };
+    let len = buf.len();
+    let cap = buf.capacity();
+    let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
+    buf = slice.into_inner();
+
+    let now = Instant::now();
+    let mut st = conn.state.borrow_mut();
+    match res {
+        Ok(0) => {
+            st.proto.put_buffer(buf);
+            st.proto.handle_eof();
+        }
+        Ok(n) => {
+            let first = st.info.bytes_in == 0;
+            st.info.bytes_in += n as u64;
+            core.count_bytes_in(n);
+            if first && core.config.line_mode && buf.first() != Some(&MAGIC[0]) {
+                core.switch_to_line(&mut st, now);
+            }
+            st.proto.put_buffer(buf);
+            // Event by event, so replies go out in the order of the requests.
+            while st.proto.handle_input_until_event(now) {
+                core.process(conn, &mut st);
+            }
+        }
+        Err(e) => {
+            st.proto.put_buffer(buf);
+            st.proto.close(CloseReason::Io(e.kind()));
+        }
+    }
+    if st.proto.is_input_idle() {
+        let buf = st.proto.take_buffer();
+        core.pool.put(buf);
+    }
+}
+
+/// Writes everything queued. An error is the reason to close with.
+async fn flush<S: ConnStream>(
+    core: &Core,
+    conn: &Conn,
+    stream: &mut S,
+    parts: &mut Vec<Bytes>,
+) -> Result<(), CloseReason> {
+    loop {
+        conn.state.borrow_mut().proto.poll_transmit(parts);
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let total: usize = parts.iter().map(Bytes::len).sum();
+        let now = Instant::now();
+        conn.inflight.set(total);
+        conn.write_since.set(Some(now));
+        core.schedule(conn, now + core.config.session_timeout);
+        let res = if parts.len() == 1 {
+            let one = parts.pop().unwrap_or_default();
+            write_one(conn, stream, one).await
+        } else {
+            let v = IoVecs::new(std::mem::take(parts));
+            let (res, back) = write_vec(conn, stream, v).await;
+            *parts = back;
+            parts.clear();
+            res
+        };
+        conn.inflight.set(0);
+        conn.write_since.set(None);
+        res?;
+        core.count_bytes_out(total);
+        conn.state.borrow_mut().info.bytes_out += total as u64;
+    }
+}
+
+fn io_reason(e: &io::Error) -> CloseReason {
+    CloseReason::Io(e.kind())
+}
+
+async fn write_one<S: ConnStream>(
+    conn: &Conn,
+    stream: &mut S,
+    mut b: Bytes,
+) -> Result<(), CloseReason> {
+    while !b.is_empty() {
+        let Some((res, back)) = abortable(conn, stream.write(b)).await else {
+            return Err(CloseReason::SlowConsumer);
+        };
+        b = back;
+        match res {
+            Ok(0) => return Err(CloseReason::Io(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                b.advance(n.min(b.len()));
+                conn.write_since.set(Some(Instant::now()));
+            }
+            Err(e) => return Err(io_reason(&e)),
+        }
+    }
+    Ok(())
+}
+
+async fn write_vec<S: ConnStream>(
+    conn: &Conn,
+    stream: &mut S,
+    mut v: IoVecs,
+) -> (Result<(), CloseReason>, Vec<Bytes>) {
+    while v.remaining() > 0 {
+        let Some((res, back)) = abortable(conn, stream.writev(v)).await else {
+            return (Err(CloseReason::SlowConsumer), Vec::new());
+        };
+        v = back;
+        match res {
+            Ok(0) => return (Err(CloseReason::Io(io::ErrorKind::WriteZero)), v.parts),
+            Ok(n) => {
+                v.advance(n);
+                conn.write_since.set(Some(Instant::now()));
+            }
+            Err(e) => return (Err(io_reason(&e)), v.parts),
+        }
+    }
+    (Ok(()), v.parts)
+}
+
+/// After our last frame: send FIN, then read and discard until the peer closes too (or
+/// `LINGER` passes), so unread input does not turn the close into a reset.
+pub(crate) async fn linger<S: ConnStream>(core: &Core, stream: &mut S) {
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut buf = core.pool.get();
+    let mut total = 0;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || total >= LINGER_BYTES {
+            break;
+        }
+        buf.clear();
+        match monoio::time::timeout(left, stream.read(buf)).await {
+            Ok((Ok(n), b)) if n > 0 => {
+                total += n;
+                buf = b;
+            }
+            Ok((_, b)) => {
+                buf = b;
+                break;
+            }
+            // The buffer stays with the cancelled read until the kernel lets go of it.
+            Err(_) => return,
+        }
+    }
+    core.pool.put(buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iovecs_advance_across_parts() {
+        let mut v = IoVecs::new(vec![
+            Bytes::from_static(b"abc"),
+            Bytes::new(),
+            Bytes::from_static(b"defg"),
+            Bytes::from_static(b"hi"),
+        ]);
+        assert_eq!(v.iov.len(), 3);
+        assert_eq!(v.remaining(), 9);
+        v.advance(4);
+        assert_eq!(v.remaining(), 5);
+        assert_eq!(&v.parts[0][..], b"efg");
+        assert_eq!(v.iov.len(), 2);
+        v.advance(5);
+        assert_eq!(v.remaining(), 0);
+        assert!(v.iov.is_empty());
+    }
+
+    #[test]
+    fn linger_only_when_we_initiated_with_a_notice() {
+        assert!(needs_linger(&CloseReason::SessionTimeout));
+        assert!(needs_linger(&CloseReason::InvalidFrame(
+            sockchat_proto::DecodeError::BadMagic
+        )));
+        assert!(!needs_linger(&CloseReason::PeerClosed));
+        assert!(!needs_linger(&CloseReason::SlowConsumer));
+    }
+}

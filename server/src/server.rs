@@ -1,0 +1,302 @@
+//! The server as a whole: binds, starts one runtime thread per core, reports, stops.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::config::ServerConfig;
+use crate::fanout::{self, Inbox, Mailbox};
+use crate::handler::Handler;
+use crate::listener::{self, Bound, ListenAddr, ListenError, SocketFile};
+use crate::stats::{CoreStats, Snapshot};
+use crate::worker;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// A core's runtime could not start (e.g. io_uring unavailable).
+    #[error("core {core} failed to start: {source}")]
+    Core {
+        /// The core.
+        core: usize,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A thread could not be spawned.
+    #[error("cannot spawn thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// State shared by all cores and the control threads.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Sessions open across all cores (the `--max-sessions` count).
+    pub(crate) sessions: AtomicUsize,
+    pub(crate) mailboxes: Arc<Vec<Mailbox>>,
+    pub(crate) stats: Vec<Arc<CoreStats>>,
+    files: Vec<SocketFile>,
+    shutdown: AtomicBool,
+}
+
+impl Shared {
+    fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for m in self.mailboxes.iter() {
+            m.notify.request_shutdown();
+        }
+    }
+
+    fn totals(&self) -> Snapshot {
+        let snaps: Vec<Snapshot> = self.stats.iter().map(|s| s.snapshot()).collect();
+        Snapshot::sum(&snaps)
+    }
+}
+
+/// Stops a running server from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    shared: Arc<Shared>,
+}
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown: stop accepting, `disconnect` every session after what
+    /// it is owed, wait up to the grace period, close.
+    pub fn shutdown(&self) {
+        self.shared.request_shutdown();
+    }
+
+    /// True once a shutdown was requested.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Removes the Unix socket files (for an immediate exit).
+    pub fn remove_socket_files(&self) {
+        for f in &self.shared.files {
+            f.remove();
+        }
+    }
+
+    /// Counters summed over cores.
+    pub fn totals(&self) -> Snapshot {
+        self.shared.totals()
+    }
+}
+
+/// A server not yet bound.
+#[derive(Clone)]
+pub struct Server {
+    config: Arc<ServerConfig>,
+    handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server running `handler` with `config`.
+    pub fn new(config: ServerConfig, handler: impl Handler) -> Self {
+        Self::with_handler(config, Arc::new(handler))
+    }
+
+    /// Same, with a shared handler.
+    pub fn with_handler(config: ServerConfig, handler: Arc<dyn Handler>) -> Self {
+        Self {
+            config: Arc::new(config),
+            handler,
+        }
+    }
+
+    /// Binds every listener (TCP: one per core; Unix: one, shared by the cores).
+    pub fn bind(self) -> Result<BoundServer, ServerError> {
+        let c = &self.config;
+        let Bound {
+            per_core,
+            addrs,
+            files,
+        } = listener::bind_all(&c.tcp, &c.unix, c.unix_mode, c.cores)?;
+        let stats: Vec<Arc<CoreStats>> = (0..c.cores)
+            .map(|_| Arc::new(CoreStats::default()))
+            .collect();
+        let (mailboxes, inboxes) =
+            fanout::mailboxes(&stats, c.fanout_queue_len, c.fanout_queue_bytes);
+        let shared = Arc::new(Shared {
+            sessions: AtomicUsize::new(0),
+            mailboxes,
+            stats,
+            files,
+            shutdown: AtomicBool::new(false),
+        });
+        Ok(BoundServer {
+            server: self,
+            per_core,
+            inboxes,
+            addrs,
+            shared,
+        })
+    }
+}
+
+/// A server whose listeners are bound; [`run`](Self::run) serves until shutdown.
+#[derive(Debug)]
+pub struct BoundServer {
+    server: Server,
+    per_core: Vec<worker::CoreListeners>,
+    inboxes: Vec<Inbox>,
+    addrs: Vec<ListenAddr>,
+    shared: Arc<Shared>,
+}
+
+impl BoundServer {
+    /// The bound listeners (TCP with their real ports).
+    pub fn addrs(&self) -> &[ListenAddr] {
+        &self.addrs
+    }
+
+    /// A handle to stop the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Starts the cores, calls `on_ready` once all of them accept, and serves until a
+    /// shutdown completes. Removes the Unix socket files and returns the totals.
+    pub fn run(self, on_ready: impl FnOnce(&[ListenAddr])) -> Result<Snapshot, ServerError> {
+        let BoundServer {
+            server,
+            per_core,
+            inboxes,
+            addrs,
+            shared,
+        } = self;
+        let config = server.config.clone();
+        let (ready_tx, ready_rx) = mpsc::channel::<(usize, std::io::Result<()>)>();
+        let mut threads = Vec::with_capacity(config.cores);
+        let mut spawn_error = None;
+        for (index, (listeners, inbox)) in per_core.into_iter().zip(inboxes).enumerate() {
+            let config = config.clone();
+            let handler = server.handler.clone();
+            let shared2 = shared.clone();
+            let ready = ready_tx.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("sockchat-core-{index}"))
+                .spawn(move || {
+                    let r = worker::run_core(
+                        index,
+                        config,
+                        handler,
+                        shared2.clone(),
+                        listeners,
+                        inbox,
+                        ready,
+                    );
+                    if let Err(e) = &r {
+                        tracing::error!(core = index, error = %e, "core stopped");
+                        shared2.request_shutdown();
+                    }
+                    r
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    spawn_error = Some(ServerError::Thread(e));
+                    break;
+                }
+            }
+        }
+        drop(ready_tx);
+
+        let mut start_error = spawn_error;
+        if start_error.is_none() {
+            for _ in 0..threads.len() {
+                match ready_rx.recv() {
+                    Ok((_, Ok(()))) => {}
+                    Ok((core, Err(source))) => {
+                        start_error = Some(ServerError::Core { core, source });
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        if start_error.is_some() {
+            shared.request_shutdown();
+        } else {
+            tracing::info!(
+                cores = config.cores,
+                max_sessions = config.max_sessions,
+                line_mode = config.line_mode,
+                "ready"
+            );
+            on_ready(&addrs);
+        }
+
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let stats_thread = config.stats_interval.map(|every| {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("sockchat-stats".into())
+                .spawn(move || stats_loop(&shared, every, &stop_rx))
+        });
+
+        for (i, t) in threads.into_iter().enumerate() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(source)) => {
+                    start_error.get_or_insert(ServerError::Core { core: i, source });
+                }
+                Err(_) => tracing::error!(core = i, "core thread panicked"),
+            }
+        }
+        drop(stop_tx);
+        if let Some(Ok(t)) = stats_thread {
+            let _ = t.join();
+        }
+        for f in &shared.files {
+            f.remove();
+            tracing::debug!(path = %f.path().display(), "removed socket file");
+        }
+        let totals = shared.totals();
+        match start_error {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!(totals = %totals, "server stopped");
+                Ok(totals)
+            }
+        }
+    }
+}
+
+fn stats_loop(shared: &Shared, every: Duration, stop: &mpsc::Receiver<()>) {
+    let mut last = shared.totals();
+    let mut at = Instant::now();
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        let now = Instant::now();
+        let t = shared.totals();
+        let r = t.rates_since(&last, now - at);
+        tracing::info!(
+            sessions = r.sessions,
+            msgs_in_per_s = r.messages_in_per_s.round() as u64,
+            msgs_out_per_s = r.messages_out_per_s.round() as u64,
+            bytes_in_per_s = r.bytes_in_per_s.round() as u64,
+            bytes_out_per_s = r.bytes_out_per_s.round() as u64,
+            fanout_dropped = t.fanout_dropped,
+            closes = %r.closes.closes_text(),
+            "stats"
+        );
+        last = t;
+        at = now;
+    }
+}

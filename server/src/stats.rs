@@ -1,0 +1,232 @@
+//! Counters: each core writes its own (relaxed atomics, one writer), the stats thread
+//! and the shutdown summary read and add them up.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use sockchat_proto::CloseReason;
+
+const REASONS: usize = CloseReason::LABELS.len();
+
+/// One core's counters.
+#[derive(Debug, Default)]
+pub struct CoreStats {
+    /// Sessions open now on this core (framed and line).
+    pub sessions: AtomicU64,
+    /// Connections accepted (including those refused as "Server full").
+    pub accepted: AtomicU64,
+    /// Application messages received.
+    pub messages_in: AtomicU64,
+    /// Application messages queued to peers (echoes and chat deliveries).
+    pub messages_out: AtomicU64,
+    /// Bytes read from peers.
+    pub bytes_in: AtomicU64,
+    /// Bytes written to peers.
+    pub bytes_out: AtomicU64,
+    /// Chat messages for this core dropped because its inbound queue was full.
+    pub fanout_dropped: AtomicU64,
+    closes: [AtomicU64; REASONS],
+}
+
+impl CoreStats {
+    /// Counts a close.
+    pub fn count_close(&self, reason: &CloseReason) {
+        self.closes[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Adds `n` to a counter (single writer: a relaxed add is enough).
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// A copy of the counters.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut closes = [0u64; REASONS];
+        for (c, a) in closes.iter_mut().zip(&self.closes) {
+            *c = a.load(Relaxed);
+        }
+        Snapshot {
+            sessions: self.sessions.load(Relaxed),
+            accepted: self.accepted.load(Relaxed),
+            messages_in: self.messages_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            fanout_dropped: self.fanout_dropped.load(Relaxed),
+            closes,
+        }
+    }
+}
+
+/// Counters at one instant (one core's, or the sum over cores).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Sessions open.
+    pub sessions: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages queued to peers.
+    pub messages_out: u64,
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Bytes written.
+    pub bytes_out: u64,
+    /// Chat messages dropped at full cross-core queues.
+    pub fanout_dropped: u64,
+    /// Closes, indexed by [`CloseReason::index`].
+    pub closes: [u64; REASONS],
+}
+
+impl Snapshot {
+    /// The sum of several cores' snapshots.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a Snapshot>) -> Snapshot {
+        let mut t = Snapshot::default();
+        for s in all {
+            t.sessions += s.sessions;
+            t.accepted += s.accepted;
+            t.messages_in += s.messages_in;
+            t.messages_out += s.messages_out;
+            t.bytes_in += s.bytes_in;
+            t.bytes_out += s.bytes_out;
+            t.fanout_dropped += s.fanout_dropped;
+            for (a, b) in t.closes.iter_mut().zip(&s.closes) {
+                *a += b;
+            }
+        }
+        t
+    }
+
+    /// Closes counted for `label`.
+    pub fn closes_for(&self, label: &str) -> u64 {
+        CloseReason::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.closes[i])
+    }
+
+    /// Total closes.
+    pub fn total_closes(&self) -> u64 {
+        self.closes.iter().sum()
+    }
+
+    /// The non-zero close counters as `label=n` pairs, space separated (`-` if none).
+    pub fn closes_text(&self) -> String {
+        let parts: Vec<String> = CloseReason::LABELS
+            .iter()
+            .zip(&self.closes)
+            .filter(|(_, n)| **n > 0)
+            .map(|(l, n)| format!("{l}={n}"))
+            .collect();
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+
+    /// Rates between `earlier` and `self`, `elapsed` apart.
+    pub fn rates_since(&self, earlier: &Snapshot, elapsed: Duration) -> Rates {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let per = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+        let mut closes = [0u64; REASONS];
+        for (i, c) in closes.iter_mut().enumerate() {
+            *c = self.closes[i].saturating_sub(earlier.closes[i]);
+        }
+        Rates {
+            sessions: self.sessions,
+            messages_in_per_s: per(self.messages_in, earlier.messages_in),
+            messages_out_per_s: per(self.messages_out, earlier.messages_out),
+            bytes_in_per_s: per(self.bytes_in, earlier.bytes_in),
+            bytes_out_per_s: per(self.bytes_out, earlier.bytes_out),
+            closes: Snapshot {
+                closes,
+                ..Snapshot::default()
+            },
+        }
+    }
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sessions={} accepted={} messages_in={} messages_out={} bytes_in={} bytes_out={} \
+             fanout_dropped={} closes: {}",
+            self.sessions,
+            self.accepted,
+            self.messages_in,
+            self.messages_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.fanout_dropped,
+            self.closes_text()
+        )
+    }
+}
+
+/// Per-second rates over one stats interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    /// Sessions open at the end of the interval.
+    pub sessions: u64,
+    /// Messages received per second.
+    pub messages_in_per_s: f64,
+    /// Messages queued to peers per second.
+    pub messages_out_per_s: f64,
+    /// Bytes read per second.
+    pub bytes_in_per_s: f64,
+    /// Bytes written per second.
+    pub bytes_out_per_s: f64,
+    /// Closes during the interval (only `closes` is set).
+    pub closes: Snapshot,
+}
+
+impl fmt::Display for Rates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sessions={} msgs_in/s={:.0} msgs_out/s={:.0} bytes_in/s={:.0} bytes_out/s={:.0} \
+             closes: {}",
+            self.sessions,
+            self.messages_in_per_s,
+            self.messages_out_per_s,
+            self.bytes_in_per_s,
+            self.bytes_out_per_s,
+            self.closes.closes_text()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregates_and_rates() {
+        let a = CoreStats::default();
+        let b = CoreStats::default();
+        CoreStats::add(&a.messages_in, 100);
+        CoreStats::add(&b.messages_in, 50);
+        CoreStats::add(&a.bytes_in, 6400);
+        a.count_close(&CloseReason::SessionTimeout);
+        b.count_close(&CloseReason::SessionTimeout);
+        b.count_close(&CloseReason::ServerFull);
+        let t0 = Snapshot::default();
+        let t1 = Snapshot::sum([&a.snapshot(), &b.snapshot()]);
+        assert_eq!(t1.messages_in, 150);
+        assert_eq!(t1.closes_for("session_timeout"), 2);
+        assert_eq!(t1.closes_for("server_full"), 1);
+        assert_eq!(t1.total_closes(), 3);
+        let r = t1.rates_since(&t0, Duration::from_secs(2));
+        assert_eq!(r.messages_in_per_s, 75.0);
+        assert_eq!(r.bytes_in_per_s, 3200.0);
+        let line = r.to_string();
+        assert!(line.contains("session_timeout=2"), "{line}");
+        assert!(line.contains("server_full=1"), "{line}");
+        assert!(Snapshot::default().to_string().ends_with("closes: -"));
+    }
+}

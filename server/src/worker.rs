@@ -1,0 +1,602 @@
+//! One core: a monoio io_uring runtime on its own (pinned) thread, with its accept loops,
+//! its connections, its timer task and its control task (cross-core chat messages and
+//! shutdown).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use monoio::io::Canceller;
+use monoio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use sockchat_proto::header::{ByteStr, Header, OCTET_STREAM};
+use sockchat_proto::{encode_into, CloseReason, Event, FrameType, ServerSession, SessionConfig};
+
+use crate::config::ServerConfig;
+use crate::conn::{
+    self, Conn, ConnState, ConnStream, Proto, WAKE_ABORT, WAKE_OUTPUT, WAKE_SHUTDOWN,
+};
+use crate::fanout::{Broadcast, Inbox, Mailbox};
+use crate::handler::{Delivery, Handler, Peer, SessionCtx, SessionInfo, Transport};
+use crate::line::LineSession;
+use crate::pool::BufPool;
+use crate::server::Shared;
+use crate::stats::CoreStats;
+use crate::timer::CoreTimers;
+
+/// Size of the pooled read buffers.
+const READ_BUF: usize = 16 * 1024;
+/// Pooled buffers allocated per core at start.
+const POOL_PREALLOC: usize = 64;
+/// Most spare pooled buffers kept per core.
+const POOL_MAX_FREE: usize = 1024;
+/// io_uring submission queue entries per core.
+const RING_ENTRIES: u32 = 4096;
+
+/// The listening sockets one core accepts from.
+#[derive(Debug, Default)]
+pub(crate) struct CoreListeners {
+    pub(crate) tcp: Vec<std::net::TcpListener>,
+    pub(crate) unix: Vec<std::os::unix::net::UnixListener>,
+}
+
+/// A core's state, shared by its tasks (single-threaded).
+pub struct Core {
+    pub(crate) index: usize,
+    pub(crate) config: Arc<ServerConfig>,
+    session_config: Arc<SessionConfig>,
+    handler: Arc<dyn Handler>,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    next_id: Cell<u64>,
+    timers: CoreTimers,
+    pub(crate) pool: BufPool,
+    stats: Arc<CoreStats>,
+    shared: Arc<Shared>,
+    shutting_down: Cell<bool>,
+    accept_canceller: RefCell<Option<Canceller>>,
+    drained: Cell<Option<Waker>>,
+    server_full: Bytes,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("index", &self.index)
+            .field("sessions", &self.conns.borrow().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Pins the calling thread to one CPU of those the process may use (round-robin).
+fn pin_to_cpu(index: usize) {
+    // SAFETY: cpu_set_t is plain data; the calls only read/write the set passed.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .collect();
+        if cpus.is_empty() {
+            return;
+        }
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpus[index % cpus.len()], &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            tracing::debug!(core = index, "could not pin thread");
+        }
+    }
+}
+
+/// Runs core `index` until shutdown; called on the core's own thread. Reports on
+/// `ready` once it accepts (or why it could not start).
+pub(crate) fn run_core(
+    index: usize,
+    config: Arc<ServerConfig>,
+    handler: Arc<dyn Handler>,
+    shared: Arc<Shared>,
+    listeners: CoreListeners,
+    inbox: Inbox,
+    ready: mpsc::Sender<(usize, io::Result<()>)>,
+) -> io::Result<()> {
+    pin_to_cpu(index);
+    let built = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .with_entries(RING_ENTRIES)
+        .build();
+    let mut rt = match built {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send((index, Err(io::Error::new(e.kind(), e.to_string()))));
+            return Err(e);
+        }
+    };
+    rt.block_on(async move {
+        let core = Rc::new(Core::new(index, config, handler, shared));
+        let started = start_accepting(&core, listeners);
+        let failed = started
+            .as_ref()
+            .err()
+            .map(|e| io::Error::new(e.kind(), e.to_string()));
+        let _ = ready.send((index, started));
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        monoio::spawn(timer_task(core.clone()));
+        control(&core, &inbox).await;
+        core.shut_down().await;
+        Ok(())
+    })
+}
+
+fn start_accepting(core: &Rc<Core>, listeners: CoreListeners) -> io::Result<()> {
+    for l in listeners.tcp {
+        let l = TcpListener::from_std(l)?;
+        monoio::spawn(accept_tcp(core.clone(), l));
+    }
+    for l in listeners.unix {
+        let l = UnixListener::from_std(l)?;
+        monoio::spawn(accept_unix(core.clone(), l));
+    }
+    Ok(())
+}
+
+impl Core {
+    fn new(
+        index: usize,
+        config: Arc<ServerConfig>,
+        handler: Arc<dyn Handler>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let mut full = BytesMut::new();
+        let header = Header::new(FrameType::Error, Some(OCTET_STREAM), None);
+        // A fixed, short, non-empty content: encoding cannot fail.
+        let _ = encode_into(
+            &config.key,
+            &header,
+            CloseReason::ServerFull.wire_reason().as_bytes(),
+            &mut full,
+        );
+        Self {
+            index,
+            session_config: Arc::new(config.session_config()),
+            config,
+            handler,
+            conns: RefCell::new(HashMap::new()),
+            next_id: Cell::new(0),
+            timers: CoreTimers::default(),
+            pool: BufPool::new(READ_BUF, POOL_PREALLOC, POOL_MAX_FREE),
+            stats: shared.stats[index].clone(),
+            shared,
+            shutting_down: Cell::new(false),
+            accept_canceller: RefCell::new(Some(Canceller::new())),
+            drained: Cell::new(None),
+            server_full: full.freeze(),
+        }
+    }
+
+    fn mailbox(&self) -> &Mailbox {
+        &self.shared.mailboxes[self.index]
+    }
+
+    pub(crate) fn count_message_out(&self) {
+        CoreStats::add(&self.stats.messages_out, 1);
+    }
+
+    pub(crate) fn count_bytes_in(&self, n: usize) {
+        CoreStats::add(&self.stats.bytes_in, n as u64);
+    }
+
+    pub(crate) fn count_bytes_out(&self, n: usize) {
+        CoreStats::add(&self.stats.bytes_out, n as u64);
+    }
+
+    pub(crate) fn schedule(&self, conn: &Conn, at: Instant) {
+        self.timers.schedule(conn.id, &conn.timer_at, at);
+    }
+
+    /// Takes a new connection: a session, or "Server full" at the limit.
+    fn admit<S: ConnStream>(self: &Rc<Self>, stream: S, transport: Transport, peer: Peer) {
+        CoreStats::add(&self.stats.accepted, 1);
+        let before = self.shared.sessions.fetch_add(1, Ordering::AcqRel);
+        if before >= self.config.max_sessions {
+            self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
+            self.stats.count_close(&CloseReason::ServerFull);
+            tracing::debug!(?peer, "refused: server full");
+            monoio::spawn(reject(self.clone(), stream));
+            return;
+        }
+        CoreStats::add(&self.stats.sessions, 1);
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let now = Instant::now();
+        let sid = ByteStr::from(uuid::Uuid::new_v4().hyphenated().to_string());
+        let session = ServerSession::new(
+            sid.clone(),
+            self.config.key.clone(),
+            self.session_config.clone(),
+            now,
+        );
+        let deadline = session.poll_timeout();
+        let info = SessionInfo {
+            id: sid,
+            transport,
+            peer,
+            connected_at: now,
+            core: self.index,
+            line_mode: false,
+            messages_in: 0,
+            messages_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        let conn = Rc::new(Conn::new(
+            id,
+            ConnState {
+                proto: Proto::Frame(session),
+                info,
+                close_reason: None,
+            },
+        ));
+        if let Some(t) = deadline {
+            self.schedule(&conn, t);
+        }
+        tracing::trace!(session = %conn.state.borrow().info.id, ?peer, "accepted");
+        self.conns.borrow_mut().insert(id, conn.clone());
+        monoio::spawn(conn::drive(self.clone(), conn, stream));
+    }
+
+    /// Replaces a framed session that has not spoken yet by a line-mode one.
+    pub(crate) fn switch_to_line(&self, st: &mut ConnState, now: Instant) {
+        let max_line = usize::try_from(self.config.max_frame).unwrap_or(usize::MAX);
+        st.proto = Proto::Line(Box::new(LineSession::new(
+            st.info.id.clone(),
+            max_line,
+            self.config.session_timeout,
+            now,
+        )));
+        st.info.line_mode = true;
+    }
+
+    /// Hands the session's events to the handler; enforces the send queue limit; keeps
+    /// the session's deadline registered.
+    pub(crate) fn process(&self, conn: &Conn, st: &mut ConnState) {
+        loop {
+            while let Some(ev) = st.proto.poll_event() {
+                match ev {
+                    Event::Established { .. } => {
+                        let mut ctx = SessionCtx {
+                            core: self,
+                            conn_id: conn.id,
+                            state: st,
+                        };
+                        self.handler.on_session_start(&mut ctx);
+                    }
+                    Event::Message(m) => {
+                        st.info.messages_in += 1;
+                        CoreStats::add(&self.stats.messages_in, 1);
+                        let mut ctx = SessionCtx {
+                            core: self,
+                            conn_id: conn.id,
+                            state: st,
+                        };
+                        self.handler.on_message(&mut ctx, m);
+                    }
+                    Event::PeerError(text) => {
+                        tracing::debug!(session = %st.info.id, error = %text, "peer sent an error");
+                    }
+                    Event::Closed(reason) => {
+                        tracing::debug!(session = %st.info.id, reason = %reason, "session closing");
+                        st.close_reason.get_or_insert(reason);
+                    }
+                    _ => {}
+                }
+            }
+            if !st.proto.is_closed()
+                && st.proto.queued_bytes() + conn.inflight.get() > self.config.send_queue_limit
+            {
+                st.proto.close(CloseReason::SlowConsumer);
+                continue;
+            }
+            break;
+        }
+        if let Some(t) = st.proto.poll_timeout() {
+            self.schedule(conn, t);
+        }
+    }
+
+    /// Queues a message to one session of this core (not the sender).
+    fn deliver(&self, conn: &Conn, content_type: &Option<ByteStr>, content: &Bytes) -> bool {
+        let Ok(mut st) = conn.state.try_borrow_mut() else {
+            return false;
+        };
+        let sent = match &mut st.proto {
+            Proto::Frame(s) if s.is_established() => s
+                .send_message(content_type.clone(), content.clone())
+                .is_ok(),
+            Proto::Frame(_) => false,
+            Proto::Line(l) => l.send_text(content).is_ok(),
+        };
+        if !sent {
+            return false;
+        }
+        st.info.messages_out += 1;
+        self.count_message_out();
+        let mut flag = WAKE_OUTPUT;
+        if st.proto.queued_bytes() + conn.inflight.get() > self.config.send_queue_limit {
+            st.proto.close(CloseReason::SlowConsumer);
+            flag |= WAKE_ABORT;
+        }
+        drop(st);
+        conn.wake(flag);
+        true
+    }
+
+    /// Chat fan-out from session `from`: this core's sessions at once, the other cores
+    /// through their inboxes.
+    pub(crate) fn broadcast(
+        &self,
+        from: u64,
+        content_type: Option<ByteStr>,
+        content: Bytes,
+    ) -> Delivery {
+        let mut d = Delivery::default();
+        for (id, c) in self.conns.borrow().iter() {
+            if *id != from && self.deliver(c, &content_type, &content) {
+                d.local += 1;
+            }
+        }
+        if self.shared.mailboxes.len() > 1 {
+            let msg = Arc::new(Broadcast {
+                content_type,
+                content,
+            });
+            for (i, mb) in self.shared.mailboxes.iter().enumerate() {
+                if i == self.index {
+                    continue;
+                }
+                if mb.offer(&msg) {
+                    d.cores += 1;
+                } else {
+                    d.dropped_cores += 1;
+                }
+            }
+            if d.dropped_cores > 0 {
+                tracing::debug!(
+                    dropped = d.dropped_cores,
+                    "chat message dropped for cores with a full inbound queue"
+                );
+            }
+        }
+        d
+    }
+
+    /// A session ended and its socket is closed: forget it.
+    pub(crate) fn finish(&self, conn: &Rc<Conn>) {
+        let now_empty = {
+            let mut conns = self.conns.borrow_mut();
+            conns.remove(&conn.id);
+            conns.is_empty()
+        };
+        self.timers.cancel(conn.id, &conn.timer_at);
+        self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
+        self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
+        let st = conn.state.borrow();
+        let reason = st.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
+        self.stats.count_close(&reason);
+        tracing::debug!(
+            session = %st.info.id,
+            reason = %reason,
+            messages_in = st.info.messages_in,
+            bytes_in = st.info.bytes_in,
+            bytes_out = st.info.bytes_out,
+            "session closed"
+        );
+        self.handler.on_session_end(&st.info, &reason);
+        if now_empty && self.shutting_down.get() {
+            if let Some(w) = self.drained.take() {
+                w.wake();
+            }
+        }
+    }
+
+    fn on_timer(&self, id: u64, now: Instant) {
+        let Some(conn) = self.conns.borrow().get(&id).cloned() else {
+            return;
+        };
+        conn.timer_at.set(None);
+        let mut flag = 0;
+        let next = {
+            let Ok(mut st) = conn.state.try_borrow_mut() else {
+                return;
+            };
+            let was_closed = st.proto.is_closed();
+            st.proto.handle_timeout(now);
+            if !was_closed && st.proto.is_closed() {
+                flag |= WAKE_OUTPUT;
+            }
+            st.proto.poll_timeout()
+        };
+        let stall = conn
+            .write_since
+            .get()
+            .map(|since| since + self.config.session_timeout);
+        if stall.is_some_and(|t| t <= now) {
+            tracing::debug!(session = %conn.state.borrow().info.id, "write made no progress");
+            flag |= WAKE_ABORT;
+        }
+        if flag != 0 {
+            conn.wake(flag);
+        }
+        let next = match (next, stall.filter(|t| *t > now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = next {
+            self.schedule(&conn, t.max(now));
+        }
+    }
+
+    /// Stops accepting, tells every session to disconnect, and waits until they are
+    /// gone or the grace period ends.
+    async fn shut_down(&self) {
+        self.shutting_down.set(true);
+        if let Some(c) = self.accept_canceller.borrow_mut().take() {
+            c.cancel();
+        }
+        let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+        tracing::debug!(core = self.index, sessions = conns.len(), "shutting down");
+        for c in &conns {
+            c.wake(WAKE_SHUTDOWN);
+        }
+        drop(conns);
+        let deadline = Instant::now() + self.config.shutdown_grace;
+        let sleep = monoio::time::sleep_until(monoio::time::Instant::from_std(deadline));
+        let mut sleep = pin!(sleep);
+        poll_fn(|cx| {
+            if self.conns.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            self.drained.set(Some(cx.waker().clone()));
+            sleep.as_mut().poll(cx)
+        })
+        .await;
+        let left = self.conns.borrow().len();
+        if left > 0 {
+            tracing::warn!(
+                core = self.index,
+                sessions = left,
+                "shutdown grace period over; closing remaining sessions"
+            );
+            for c in self.conns.borrow().values() {
+                if let Ok(st) = c.state.try_borrow() {
+                    self.stats.count_close(
+                        st.close_reason
+                            .as_ref()
+                            .unwrap_or(&CloseReason::ServerShutdown),
+                    );
+                }
+            }
+        }
+    }
+
+    fn accept_handle(&self) -> Option<monoio::io::CancelHandle> {
+        self.accept_canceller
+            .borrow()
+            .as_ref()
+            .map(Canceller::handle)
+    }
+}
+
+/// Tells a connection "Server full" and closes it.
+async fn reject<S: ConnStream>(core: Rc<Core>, mut stream: S) {
+    let frame = core.server_full.clone();
+    let len = frame.len();
+    if let Ok((Ok(n), _)) = monoio::time::timeout(Duration::from_secs(1), stream.write(frame)).await
+    {
+        if n == len {
+            core.count_bytes_out(n);
+            conn::linger(&core, &mut stream).await;
+        }
+    }
+}
+
+async fn accept_error(core: &Core, e: &io::Error) {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            tracing::warn!(core = core.index, error = %e, "accept failed; backing off");
+            monoio::time::sleep(Duration::from_millis(50)).await;
+        }
+        _ => tracing::debug!(core = core.index, error = %e, "accept failed"),
+    }
+}
+
+fn is_cancelled(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ECANCELED)
+}
+
+async fn accept_tcp(core: Rc<Core>, listener: TcpListener) {
+    while let Some(h) = core.accept_handle() {
+        match listener.cancelable_accept(h).await {
+            Ok((stream, addr)) => {
+                if core.shutting_down.get() {
+                    break;
+                }
+                let _ = stream.set_nodelay(true);
+                core.admit::<TcpStream>(stream, Transport::Tcp, Peer::Tcp(addr));
+            }
+            Err(e) if core.shutting_down.get() || is_cancelled(&e) => break,
+            Err(e) => accept_error(&core, &e).await,
+        }
+    }
+}
+
+async fn accept_unix(core: Rc<Core>, listener: UnixListener) {
+    while let Some(h) = core.accept_handle() {
+        match listener.cancelable_accept(h).await {
+            Ok((stream, _)) => {
+                if core.shutting_down.get() {
+                    break;
+                }
+                let peer = match stream.peer_cred() {
+                    Ok(c) => Peer::Unix {
+                        pid: c.pid(),
+                        uid: c.uid(),
+                        gid: c.gid(),
+                    },
+                    Err(_) => Peer::Unknown,
+                };
+                core.admit::<UnixStream>(stream, Transport::Unix, peer);
+            }
+            Err(e) if core.shutting_down.get() || is_cancelled(&e) => break,
+            Err(e) => accept_error(&core, &e).await,
+        }
+    }
+}
+
+/// The core's one timer task: sleeps until the earliest deadline of any session.
+async fn timer_task(core: Rc<Core>) {
+    let mut expired = Vec::new();
+    loop {
+        let next = core.timers.next();
+        let until = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let sleep = monoio::time::sleep_until(monoio::time::Instant::from_std(until));
+        let mut sleep = pin!(sleep);
+        poll_fn(|cx| {
+            if core.timers.park(next, cx.waker()) {
+                return Poll::Ready(());
+            }
+            sleep.as_mut().poll(cx)
+        })
+        .await;
+        let now = Instant::now();
+        core.timers.pop_expired(now, &mut expired);
+        for id in expired.drain(..) {
+            core.on_timer(id, now);
+        }
+    }
+}
+
+/// Delivers chat messages from other cores until shutdown is requested.
+async fn control(core: &Rc<Core>, inbox: &Inbox) {
+    let mailbox = core.mailbox();
+    loop {
+        poll_fn(|cx| mailbox.notify.poll_notified(cx)).await;
+        while let Some(msg) = inbox.try_recv(mailbox) {
+            for c in core.conns.borrow().values() {
+                core.deliver(c, &msg.content_type, &msg.content);
+            }
+        }
+        if mailbox.notify.shutdown_requested() {
+            return;
+        }
+    }
+}
