@@ -1,0 +1,92 @@
+//! Chat mode: a message from one session reaches every other session, re-encoded with
+//! each recipient's session id, across cores and across transports.
+
+mod support;
+
+use std::time::Duration;
+
+use sockchat_proto::FrameType;
+use support::*;
+
+per_transport!(chat_delivers_to_every_other_session);
+
+const RECEIVERS: usize = 8;
+
+fn chat_delivers_to_every_other_session(t: Transport) {
+    // Two cores and eight receivers on each transport: which core takes a connection is
+    // the kernel's choice, so with 16 receivers some are on the sender's core and some
+    // are not (checked across runs; not observable from here).
+    let server = Server::builder().cores(2).args(["--mode", "chat"]).start();
+    let mut receivers: Vec<Client> = Vec::new();
+    for i in 0..RECEIVERS * 2 {
+        let rt = TRANSPORTS[i % 2];
+        let mut c = server.handshake(rt);
+        // A round trip proves the server has registered the session.
+        c.ping();
+        receivers.push(c);
+    }
+    let mut sender = server.handshake(t);
+    sender.ping();
+
+    for (n, (ct, content)) in [
+        (Some(TEXT_UTF8), "hello everyone ✓".as_bytes().to_vec()),
+        (Some("image/jpeg"), pattern(70_000, 5)),
+        (None, b"null content type".to_vec()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let f = sender.frame(FrameType::Message, ct, &content);
+        sender.send(&f);
+        for (i, r) in receivers.iter_mut().enumerate() {
+            let m = r.expect_kind(FrameType::Message, SHORT);
+            assert_eq!(
+                m.header.session_id.as_deref(),
+                Some(r.session_id.as_str()),
+                "[{t:?}] message {n} to receiver {i} must carry the receiver's session id"
+            );
+            assert_eq!(m.header.content_type.as_deref(), ct);
+            assert!(m.content[..] == content[..], "message {n} receiver {i}");
+            // Exactly what the reference would encode for that session.
+            let expected = build_frame(
+                &r.key,
+                FrameType::Message,
+                ct,
+                Some(&r.session_id),
+                &content,
+            );
+            assert!(
+                m.raw[..] == expected[..],
+                "message {n} receiver {i}: encoding"
+            );
+        }
+        // The sender does not get its own message: the next thing it reads is its pong.
+        sender.ping();
+    }
+
+    // Messages from a receiver reach the sender and the other receivers, not itself.
+    let (first, rest) = receivers.split_first_mut().unwrap();
+    let f = first.frame(FrameType::Message, Some(TEXT_UTF8), b"from receiver 0");
+    first.send(&f);
+    let m = sender.expect_kind(FrameType::Message, SHORT);
+    assert_eq!(&m.content[..], b"from receiver 0");
+    for r in rest.iter_mut() {
+        let m = r.expect_kind(FrameType::Message, SHORT);
+        assert_eq!(&m.content[..], b"from receiver 0");
+    }
+    first.ping();
+
+    // A departed session is no longer a recipient; the others still are.
+    let gone = receivers.pop().unwrap();
+    drop(gone);
+    // Give the server a moment to notice the close (the test is correct either way:
+    // a write to a closed peer must not disturb anyone else).
+    std::thread::sleep(Duration::from_millis(100));
+    let f = sender.frame(FrameType::Message, Some(TEXT_UTF8), b"after a departure");
+    sender.send(&f);
+    for r in receivers.iter_mut() {
+        let m = r.expect_kind(FrameType::Message, SHORT);
+        assert_eq!(&m.content[..], b"after a departure");
+    }
+    sender.ping();
+}
