@@ -149,8 +149,9 @@ impl Proto {
     }
 
     fn shrink_idle(&mut self) {
-        if let Proto::Line(l) = self {
-            l.shrink_idle();
+        match self {
+            Proto::Frame(s) => s.shrink_idle(),
+            Proto::Line(l) => l.shrink_idle(),
         }
     }
 }
@@ -325,8 +326,10 @@ pub(crate) async fn drive<S: ConnStream>(core: Rc<Core>, conn: Rc<Conn>, mut str
     core.finish(&conn);
 }
 
+/// The task's future stays small (it is what an idle session costs): everything that
+/// holds buffers or several I/O operations (reading, writing, lingering) runs in a boxed
+/// sub-future allocated only while it runs; only the wait for readability is inline.
 async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
-    let mut parts: Vec<Bytes> = Vec::new();
     loop {
         let flags = conn.flags.replace(0);
         if flags & WAKE_ABORT != 0 {
@@ -343,11 +346,14 @@ async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
         }
         core.process(conn, &mut conn.state.borrow_mut());
 
-        if let Err(reason) = flush(core, conn, stream, &mut parts).await {
-            let mut st = conn.state.borrow_mut();
-            st.proto.close(reason);
-            core.process(conn, &mut st);
-            return;
+        let queued = conn.state.borrow().proto.queued_bytes() > 0;
+        if queued {
+            if let Err(reason) = Box::pin(flush(core, conn, stream)).await {
+                let mut st = conn.state.borrow_mut();
+                st.proto.close(reason);
+                core.process(conn, &mut st);
+                return;
+            }
         }
         if conn.state.borrow().proto.is_closed() {
             let linger = {
@@ -355,7 +361,7 @@ async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
                 st.close_reason.as_ref().is_some_and(needs_linger)
             };
             if linger {
-                self::linger(core, stream).await;
+                Box::pin(self::linger(core, stream)).await;
             }
             return;
         }
@@ -375,7 +381,7 @@ async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
         };
         match wake {
             Wake::Flags => {}
-            Wake::Readable(Ok(())) => read(core, conn, stream).await,
+            Wake::Readable(Ok(())) => Box::pin(read(core, conn, stream)).await,
             Wake::Readable(Err(e)) => conn
                 .state
                 .borrow_mut()
@@ -448,14 +454,10 @@ async fn read<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
 }
 
 /// Writes everything queued. An error is the reason to close with.
-async fn flush<S: ConnStream>(
-    core: &Core,
-    conn: &Conn,
-    stream: &mut S,
-    parts: &mut Vec<Bytes>,
-) -> Result<(), CloseReason> {
+async fn flush<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) -> Result<(), CloseReason> {
+    let mut parts = Vec::new();
     loop {
-        conn.state.borrow_mut().proto.poll_transmit(parts);
+        conn.state.borrow_mut().proto.poll_transmit(&mut parts);
         if parts.is_empty() {
             return Ok(());
         }
@@ -468,9 +470,9 @@ async fn flush<S: ConnStream>(
             let one = parts.pop().unwrap_or_default();
             write_one(conn, stream, one).await
         } else {
-            let v = IoVecs::new(std::mem::take(parts));
+            let v = IoVecs::new(std::mem::take(&mut parts));
             let (res, back) = write_vec(conn, stream, v).await;
-            *parts = back;
+            parts = back;
             parts.clear();
             res
         };

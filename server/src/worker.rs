@@ -251,7 +251,20 @@ impl Core {
         }
         tracing::trace!(session = %conn.state.borrow().info.id, ?peer, "accepted");
         self.conns.borrow_mut().insert(id, conn.clone());
-        monoio::spawn(conn::drive(self.clone(), conn, stream));
+        let task = conn::drive(self.clone(), conn, stream);
+        if id == 0 {
+            tracing::debug!(
+                core = self.index,
+                task_future_bytes = std::mem::size_of_val(&task),
+                conn_bytes = std::mem::size_of::<Conn>(),
+                session_bytes = std::mem::size_of::<ServerSession>(),
+                event_bytes = std::mem::size_of::<Event>(),
+                info_bytes = std::mem::size_of::<SessionInfo>(),
+                stream_bytes = std::mem::size_of::<S>(),
+                "per-connection sizes"
+            );
+        }
+        monoio::spawn(task);
     }
 
     /// Replaces a framed session that has not spoken yet by a line-mode one.

@@ -61,6 +61,15 @@ impl Outbox {
         self.queued_bytes() == 0
     }
 
+    /// Frees the buffers of an empty outbox (the coalescing buffer keeps the spare
+    /// capacity of the last frames otherwise), so an idle session holds none.
+    pub fn shrink_idle(&mut self) {
+        if self.is_empty() {
+            self.tail = BytesMut::new();
+            self.parts = VecDeque::new();
+        }
+    }
+
     /// Moves everything queued, in order, to `out` (for one vectored write).
     pub fn drain_into(&mut self, out: &mut Vec<Bytes>) {
         self.flush_tail();

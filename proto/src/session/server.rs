@@ -161,6 +161,16 @@ impl ServerSession {
         self.core.reassembly_bytes()
     }
 
+    /// Frees the spare capacity of an idle session's queues (events, outbox), so a
+    /// session waiting for input holds as little memory as possible. Cheap: call it
+    /// before waiting for input.
+    pub fn shrink_idle(&mut self) {
+        if self.core.events.is_empty() {
+            self.core.events = std::collections::VecDeque::new();
+        }
+        self.core.outbox.shrink_idle();
+    }
+
     /// Sends a message: one frame, or chunks if it is larger than a frame and the client
     /// asked for chunks.
     pub fn send_message(
