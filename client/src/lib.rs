@@ -182,7 +182,7 @@ mod tests {
         );
         assert_eq!(msg(None, b"plain").display().to_string(), "plain");
         assert_eq!(
-            msg(Some("image/jpeg"), b"\xff\xd8\xff\xe0 sixteen b")
+            msg(Some("image/jpeg"), b"\xff\xd8\xff\xe0abcdefghijkl")
                 .display()
                 .to_string(),
             "[binary: image/jpeg, 16 bytes]"

@@ -168,12 +168,23 @@ pub(crate) fn after_close(
     }
 }
 
+/// Loads the key as the server does: the file must not be readable by group or others,
+/// and one trailing newline (`\n` or `\r\n`) is not part of the key.
 fn load_key(path: Option<&PathBuf>) -> anyhow::Result<Key> {
+    use std::os::unix::fs::PermissionsExt;
     let Some(path) = path else {
         return Ok(Key::reference_default());
     };
-    let mut bytes =
-        std::fs::read(path).with_context(|| format!("reading key file {}", path.display()))?;
+    let shown = path.display();
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading key file {shown}"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        bail!("key file {shown} is accessible by group or others (mode {mode:03o}): chmod 600 it");
+    }
+    let mut bytes = std::fs::read(path).with_context(|| format!("reading key file {shown}"))?;
     if bytes.ends_with(b"\n") {
         bytes.pop();
         if bytes.ends_with(b"\r") {
@@ -181,9 +192,12 @@ fn load_key(path: Option<&PathBuf>) -> anyhow::Result<Key> {
         }
     }
     if bytes.is_empty() {
-        bail!("key file {} is empty", path.display());
+        bail!("key file {shown} is empty");
     }
-    Ok(Key::new(&bytes))
+    let key = Key::new(&bytes);
+    // Do not leave the secret in freed memory longer than needed.
+    bytes.iter_mut().for_each(|b| *b = 0);
+    Ok(key)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -269,6 +283,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
         std::fs::write(&p, "secret\n").unwrap();
+        let set_mode = |m| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        set_mode(0o644);
+        assert!(load_key(Some(&p)).is_err(), "readable by others");
+        set_mode(0o600);
         let k = load_key(Some(&p)).unwrap();
         let want = Key::new(b"secret");
         assert_eq!(k.sign(b"h", b"c"), want.sign(b"h", b"c"));
