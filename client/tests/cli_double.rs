@@ -200,6 +200,7 @@ fn interactive_on_a_terminal_echoes_and_exits_cleanly() {
     pty.expect("< hello there", LIMIT);
     // A bracketed paste arrives in one piece.
     pty.paste("\x1b[200~pasted line\x1b[201~");
+    pty.expect("pasted line", LIMIT);
     pty.type_str("\r");
     pty.expect("< pasted line", LIMIT);
     pty.type_str("exit\r");

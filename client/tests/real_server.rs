@@ -174,3 +174,37 @@ fn interactive_prints_the_shutdown_reason() {
         "{out}"
     );
 }
+
+#[test]
+fn key_file_is_read_as_the_server_reads_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "a shared secret\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key_arg = key.to_str().unwrap();
+    let sock = dir.path().join("s.sock");
+    let Some(mut server) = real_server_with("127.0.0.1:0", &sock, &["--key-file", key_arg]) else {
+        return;
+    };
+    let f = messages_file(dir.path(), "signed\n");
+
+    let mut cmd = client(&server.unix);
+    cmd.env("SOCKCHAT_KEY_FILE", &key).arg("file").arg(&f);
+    let out = run(cmd, LIMIT);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "< signed\n");
+
+    // The default key cannot talk to it, and retrying would not help.
+    let mut cmd = client(&server.tcp);
+    cmd.env_remove("SOCKCHAT_KEY_FILE").arg("file").arg(&f);
+    let out = run(cmd, LIMIT);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "no retries: {stderr}");
+    assert!(
+        stderr.starts_with("sockchat-client: handshake failed"),
+        "{stderr}"
+    );
+    assert!(server.terminate(LIMIT).success());
+}

@@ -118,13 +118,20 @@ impl PtyChild {
     }
 
     /// Types `s` a key at a time, as a person does (use `\r` for Enter, `\x04` for
-    /// Ctrl+D, `\x03` for Ctrl+C). Keys arriving together are not what this checks:
-    /// rustyline 14 leaves typeahead buffered behind its external-printer `select`
-    /// (rustyline issue 976, fixed in 19) until the next key.
+    /// Ctrl+D, `\x03` for Ctrl+C), each key after the editor has answered the previous
+    /// one. Keys arriving together are not what this checks: rustyline 14 leaves
+    /// typeahead buffered behind its external-printer `select` until the next key
+    /// (rustyline issue 976, fixed in 19), which under load would stall a test.
     pub fn type_str(&mut self, s: &str) {
         for b in s.bytes() {
-            std::thread::sleep(Duration::from_millis(3));
+            let before = self.output.lock().unwrap().len();
             self.master.write_all(&[b]).unwrap();
+            if b.is_ascii_graphic() || b == b' ' {
+                let end = Instant::now() + Duration::from_secs(5);
+                while self.output.lock().unwrap().len() == before && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
     }
 
