@@ -45,8 +45,12 @@ pub(crate) fn run(settings: &Settings, path: &Path, interval: Duration) -> anyho
             let now = Instant::now();
             // Send what the window and the interval allow.
             while next < lines.len() && next - echoed < WINDOW && now >= next_at {
-                if client.send(TEXT_PLAIN, lines[next].clone()).is_err() {
-                    break; // the Closed event says why
+                match client.send(TEXT_PLAIN, lines[next].clone()) {
+                    Ok(()) => {}
+                    Err(ClientError::Closed(_)) => break, // the Closed event says why
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e).context(format!("line {}", next + 1)))
+                    }
                 }
                 if next == echoed {
                     last_progress = now;

@@ -2,9 +2,7 @@
 //! file and interactive modes, `--send` of 20 MiB, a retry across a server restart,
 //! and the shutdown reason.
 //!
-//! The server binary is built on first use (see `support::real`). When it cannot serve
-//! at all (exits before listening), these tests say so on stderr and pass, unless
-//! `SOCKCHAT_REQUIRE_REAL_SERVER` is set.
+//! The server binary is built on first use (see `support::real`).
 
 mod support;
 
@@ -61,9 +59,7 @@ fn send_20_mib(addr: &Addr, dir: &Path) {
 #[test]
 fn both_modes_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut server) = real_server("127.0.0.1:0", &dir.path().join("s.sock")) else {
-        return;
-    };
+    let mut server = real_server("127.0.0.1:0", &dir.path().join("s.sock"));
     for addr in [server.tcp.clone(), server.unix.clone()] {
         file_mode(&addr, dir.path());
         interactive(&addr);
@@ -78,10 +74,7 @@ fn both_modes_over_tcp_and_unix() {
 fn send_a_20_mib_file_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
-    let Some(mut server) = real_server_with("127.0.0.1:0", &sock, &["--send-queue-limit", "64M"])
-    else {
-        return;
-    };
+    let mut server = real_server_with("127.0.0.1:0", &sock, &["--send-queue-limit", "64M"]);
     send_20_mib(&server.tcp, dir.path());
     send_20_mib(&server.unix, dir.path());
     assert!(server.terminate(LIMIT).success());
@@ -93,9 +86,7 @@ fn send_a_20_mib_file_over_tcp_and_unix() {
             it exceeds --send-queue-limit (8 MiB default), so a 20 MiB echo never leaves"]
 fn send_a_20_mib_file_with_default_server_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut server) = real_server("127.0.0.1:0", &dir.path().join("s.sock")) else {
-        return;
-    };
+    let mut server = real_server("127.0.0.1:0", &dir.path().join("s.sock"));
     send_20_mib(&server.tcp, dir.path());
     assert!(server.terminate(LIMIT).success());
 }
@@ -108,9 +99,7 @@ fn echoes(s: &str) -> usize {
 fn restart_mid_file(use_unix: bool) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
-    let Some(mut server) = real_server("127.0.0.1:0", &sock) else {
-        return;
-    };
+    let mut server = real_server("127.0.0.1:0", &sock);
     let addr = if use_unix {
         server.unix.clone()
     } else {
@@ -135,7 +124,7 @@ fn restart_mid_file(use_unix: bool) {
     });
     // Down for a moment: the client's retries hit a closed port or a missing socket.
     std::thread::sleep(Duration::from_millis(300));
-    let _server = real_server(&tcp, &sock).expect("restart");
+    let _server = real_server(&tcp, &sock);
     let (status, stdout, stderr) = running.wait(LIMIT);
     assert!(status.success(), "{stderr}");
     let expected: String = (1..=10).map(|i| format!("< line {i}\n")).collect();
@@ -156,9 +145,7 @@ fn file_mode_resumes_after_a_server_restart_over_unix() {
 #[test]
 fn interactive_prints_the_shutdown_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut server) = real_server("127.0.0.1:0", &dir.path().join("s.sock")) else {
-        return;
-    };
+    let mut server = real_server("127.0.0.1:0", &dir.path().join("s.sock"));
     let mut cmd = client(&server.unix);
     cmd.args(["interactive", "--retries", "0"]);
     let mut pty = PtyChild::spawn(cmd);
@@ -184,9 +171,7 @@ fn key_file_is_read_as_the_server_reads_it() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let key_arg = key.to_str().unwrap();
     let sock = dir.path().join("s.sock");
-    let Some(mut server) = real_server_with("127.0.0.1:0", &sock, &["--key-file", key_arg]) else {
-        return;
-    };
+    let mut server = real_server_with("127.0.0.1:0", &sock, &["--key-file", key_arg]);
     let f = messages_file(dir.path(), "signed\n");
 
     let mut cmd = client(&server.unix);
