@@ -210,6 +210,27 @@ fn interactive_on_a_terminal_echoes_and_exits_cleanly() {
 }
 
 #[test]
+fn a_message_arriving_while_typing_prints_above_the_line() {
+    let server = EchoDouble::tcp();
+    let mut pty = interactive(&server.addr);
+    pty.type_str("half a li");
+    *server.shared.inject.lock().unwrap() = Some("news from the server".into());
+    pty.expect("< news from the server", LIMIT);
+    // The prompt and the partial line are drawn again below the message.
+    wait_until(LIMIT, "the line redrawn", || {
+        let out = pty.output();
+        let after = &out[out.find("< news from the server").unwrap()..];
+        after.contains("> ") && after.contains("half a li")
+    });
+    pty.type_str("ne\r");
+    pty.expect("< half a line", LIMIT);
+    pty.type_str("exit\r");
+    assert!(pty.wait(LIMIT).success(), "{}", pty.output());
+    let got: Vec<_> = server.received().iter().map(|b| text(b)).collect();
+    assert_eq!(got, ["half a line"]);
+}
+
+#[test]
 fn interactive_over_unix_leaves_on_ctrl_d() {
     let dir = tempfile::tempdir().unwrap();
     let server = EchoDouble::unix(dir.path().join("s.sock"));

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sockchat_client::{Addr, Stream};
-use sockchat_proto::header::ByteStr;
+use sockchat_proto::header::{ByteStr, TEXT_UTF8};
 use sockchat_proto::{CloseReason, Event, Key, ServerSession, SessionConfig};
 
 enum Listener {
@@ -48,6 +48,8 @@ pub struct Shared {
     /// Drop the connection without echoing when the message count reaches this.
     pub drop_on_message: Mutex<Option<usize>>,
     pub connections: AtomicUsize,
+    /// A message the server sends on its own (as a chat server would), once.
+    pub inject: Mutex<Option<Bytes>>,
 }
 
 /// The echo server double. Stops (with `Server shutting down`) when dropped.
@@ -209,6 +211,12 @@ fn serve(mut stream: Stream, stop: &AtomicBool, shared: &Shared) {
         if stop.load(Ordering::SeqCst) {
             session.close(CloseReason::ServerShutdown);
             continue;
+        }
+        if session.is_established() {
+            if let Some(m) = shared.inject.lock().unwrap().take() {
+                session.send_message(Some(TEXT_UTF8), m).expect("inject");
+                continue;
+            }
         }
         let now = Instant::now();
         match stream.read(&mut buf) {
