@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::Splitable;
+use monoio::io::{AsyncReadRent, Splitable};
 use serde_json::json;
 use sockchat_proto::frame::{FrameType, MAX_CONTENT_LEN};
 use sockchat_proto::header::OCTET_STREAM;
@@ -178,6 +178,54 @@ struct Flight {
     write_failed: Cell<bool>,
 }
 
+/// Reads until one whole reply arrives: a `message`, or the last chunk of a chunked one.
+/// Anything else ends the session with the returned error kind.
+async fn next_reply<R: AsyncReadRent>(
+    reader: &mut FrameReader<R>,
+    reasm: &mut Option<Reassembler>,
+    sid: &ByteStr,
+) -> Result<Bytes, &'static str> {
+    loop {
+        let frame = reader.next().await.map_err(|e| e.kind())?;
+        check_session(&frame, sid).map_err(|e| e.kind())?;
+        match (
+            frame.header.kind,
+            reasm.as_mut(),
+            frame.header.chunk.as_ref(),
+        ) {
+            (FrameType::Message, _, _) => return Ok(frame.content),
+            (FrameType::Chunk, Some(r), Some(info)) => {
+                match r.push(info, frame.header.content_type.as_ref(), &frame.content) {
+                    Ok(Some(m)) => return Ok(m.content),
+                    Ok(None) => {}
+                    Err(e) => return Err(e.kind()),
+                }
+            }
+            (other, _, _) => return Err(ClientError::Unexpected(other).kind()),
+        }
+    }
+}
+
+/// Counts a reply: a latency sample if it equals what was sent, else an error.
+fn record(ctx: &ThreadCtx, sent_content: &[u8], got: &[u8], sent: Instant, now: Instant) {
+    if got != sent_content {
+        ctx.error(ClientError::EchoMismatch.kind());
+    } else {
+        ctx.rec
+            .borrow_mut()
+            .sample(now, ns_between(sent, now), got.len() as u64);
+    }
+}
+
+/// Counts how a session's load loop ended.
+fn ended(ctx: &ThreadCtx, res: Result<Result<(), &'static str>, monoio::time::error::Elapsed>) {
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(kind)) => ctx.error(kind),
+        Err(_) => ctx.error(ClientError::Timeout.kind()),
+    }
+}
+
 async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     let features: &[&'static str] = if p.chunked { &["chunk"] } else { &[] };
     let Some(est) = establish(&ctx, i, features, 1).await else {
@@ -185,8 +233,42 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     };
     let sid = est.session_id.clone();
     let payloads = Rc::new(payloads(&ctx, &p, i, &sid));
+    let mut reasm = p.chunked.then(|| {
+        Reassembler::new(ChunkLimits {
+            max_message_len: p.sizes.iter().max().copied().unwrap_or(1) as u64,
+            max_partial: 1,
+        })
+    });
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
     let w = ctx.wait_go().await;
+    // One timer for the whole loop (not one per read): the deadline is fixed.
+    let deadline = (w.end + ctx.cfg().drain).into();
     let key = ctx.key.clone();
+    if p.depth == 1 {
+        // Strict ping-pong needs no second task: write, then read the reply. (The
+        // server reads a whole frame before echoing it, so this cannot deadlock.)
+        let mut reader = est.reader;
+        let res = monoio::time::timeout_at(deadline, async {
+            loop {
+                let idx = p.pick(&mut rng);
+                let sent = Instant::now();
+                let wire = payloads[idx].wire.clone();
+                client::write(reader.get_mut(), wire)
+                    .await
+                    .map_err(|e| e.kind())?;
+                let got = next_reply(&mut reader, &mut reasm, &sid).await?;
+                let now = Instant::now();
+                record(&ctx, &payloads[idx].content, &got, sent, now);
+                if now >= w.end {
+                    return Ok(());
+                }
+            }
+        })
+        .await;
+        ended(&ctx, res);
+        say_goodbye(reader.get_mut(), &key, &sid).await;
+        return;
+    }
     let (conn, deframer) = est.reader.into_parts();
     let (rd, mut wr) = conn.into_split();
     let mut reader = FrameReader::with_deframer(rd, deframer, key.clone());
@@ -198,7 +280,6 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     let writer = monoio::spawn({
         let (flight, payloads, ctx, p) = (flight.clone(), payloads.clone(), ctx.clone(), p.clone());
         async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
             while flight.credits.acquire().await {
                 let idx = p.pick(&mut rng);
                 flight
@@ -214,75 +295,28 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
             wr
         }
     });
-    let mut reasm = p.chunked.then(|| {
-        Reassembler::new(ChunkLimits {
-            max_message_len: p.sizes.iter().max().copied().unwrap_or(1) as u64,
-            max_partial: 1,
-        })
-    });
-    let deadline = w.end + ctx.cfg().drain;
-    loop {
-        if flight.write_failed.get()
-            || (flight.credits.is_closed() && flight.inflight.borrow().is_empty())
-        {
-            break;
-        }
-        let frame = match monoio::time::timeout_at(deadline.into(), reader.next()).await {
-            Err(_) => {
-                ctx.error("timeout");
-                break;
+    let res = monoio::time::timeout_at(deadline, async {
+        loop {
+            if flight.write_failed.get()
+                || (flight.credits.is_closed() && flight.inflight.borrow().is_empty())
+            {
+                return Ok(());
             }
-            Ok(Err(e)) => {
-                ctx.error(e.kind());
-                break;
+            let got = next_reply(&mut reader, &mut reasm, &sid).await?;
+            let now = Instant::now();
+            let Some((sent, idx)) = flight.inflight.borrow_mut().pop_front() else {
+                return Err("unsolicited_reply");
+            };
+            record(&ctx, &payloads[idx].content, &got, sent, now);
+            if now >= w.end {
+                flight.credits.close();
+            } else {
+                flight.credits.grant();
             }
-            Ok(Ok(f)) => f,
-        };
-        let now = Instant::now();
-        if let Err(e) = check_session(&frame, &sid) {
-            ctx.error(e.kind());
-            break;
         }
-        let content = match frame.header.kind {
-            FrameType::Message => frame.content,
-            FrameType::Chunk if reasm.is_some() => {
-                let r = reasm.as_mut().expect("checked");
-                let info = frame
-                    .header
-                    .chunk
-                    .as_ref()
-                    .expect("chunk frames carry chunk info");
-                match r.push(info, frame.header.content_type.as_ref(), &frame.content) {
-                    Ok(Some(m)) => m.content,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        ctx.error(e.kind());
-                        break;
-                    }
-                }
-            }
-            other => {
-                ctx.error(ClientError::Unexpected(other).kind());
-                continue;
-            }
-        };
-        let Some((sent, idx)) = flight.inflight.borrow_mut().pop_front() else {
-            ctx.error("unsolicited_reply");
-            continue;
-        };
-        if content != payloads[idx].content {
-            ctx.error(ClientError::EchoMismatch.kind());
-        } else {
-            ctx.rec
-                .borrow_mut()
-                .sample(now, ns_between(sent, now), content.len() as u64);
-        }
-        if now >= w.end {
-            flight.credits.close();
-        } else {
-            flight.credits.grant();
-        }
-    }
+    })
+    .await;
+    ended(&ctx, res);
     flight.credits.close();
     // The writer ends at once unless it is stuck in a write the server no longer reads.
     if let Ok(mut wr) = monoio::time::timeout(ctx.cfg().drain, writer).await {

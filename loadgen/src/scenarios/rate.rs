@@ -118,41 +118,36 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
             wr
         }
     });
-    let deadline = w.end + ctx.cfg().drain;
-    let mut received = 0u64;
-    while received < count && !write_failed.get() {
-        let frame = match monoio::time::timeout_at(deadline.into(), reader.next()).await {
-            Err(_) => {
-                ctx.error("timeout");
-                break;
+    let deadline = (w.end + ctx.cfg().drain).into();
+    // One timer for the whole loop (not one per read): the deadline is fixed.
+    let res = monoio::time::timeout_at(deadline, async {
+        let mut received = 0u64;
+        while received < count && !write_failed.get() {
+            let frame = reader.next().await.map_err(|e| e.kind())?;
+            let now = Instant::now();
+            check_session(&frame, &sid).map_err(|e| e.kind())?;
+            if frame.header.kind != FrameType::Message {
+                return Err(ClientError::Unexpected(frame.header.kind).kind());
             }
-            Ok(Err(e)) => {
-                ctx.error(e.kind());
-                break;
+            let Some((sched, actual)) = inflight.borrow_mut().pop_front() else {
+                return Err("unsolicited_reply");
+            };
+            received += 1;
+            if frame.content != content {
+                ctx.error(ClientError::EchoMismatch.kind());
+                continue;
             }
-            Ok(Ok(f)) => f,
-        };
-        let now = Instant::now();
-        if let Err(e) = check_session(&frame, &sid) {
-            ctx.error(e.kind());
-            break;
+            let mut rec = ctx.rec.borrow_mut();
+            rec.sample(now, ns_between(sched, now), p.size as u64);
+            rec.record(1, now, ns_between(actual, now));
         }
-        if frame.header.kind != FrameType::Message {
-            ctx.error(ClientError::Unexpected(frame.header.kind).kind());
-            continue;
-        }
-        let Some((sched, actual)) = inflight.borrow_mut().pop_front() else {
-            ctx.error("unsolicited_reply");
-            continue;
-        };
-        received += 1;
-        if frame.content != content {
-            ctx.error(ClientError::EchoMismatch.kind());
-            continue;
-        }
-        let mut rec = ctx.rec.borrow_mut();
-        rec.sample(now, ns_between(sched, now), p.size as u64);
-        rec.record(1, now, ns_between(actual, now));
+        Ok(())
+    })
+    .await;
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(kind)) => ctx.error(kind),
+        Err(_) => ctx.error(ClientError::Timeout.kind()),
     }
     if let Ok(mut wr) = monoio::time::timeout(ctx.cfg().drain, writer).await {
         say_goodbye(&mut wr, &key, &sid).await;
