@@ -63,7 +63,7 @@ fn main() {
     let cli = Cli::parse_args();
     init_logging(cli.log_format);
     if let Err(e) = run(&cli) {
-        tracing::error!("{e:#}");
+        // One line, whatever the log format.
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

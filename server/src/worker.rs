@@ -426,7 +426,19 @@ impl Core {
             return;
         };
         conn.timer_at.set(None);
-        let mut flag = 0;
+        let timeout = self.config.session_timeout;
+        if let Some(since) = conn.write_since.get() {
+            // A write is in flight, so the driver is not reading: silence means nothing
+            // now. What counts is whether the peer takes our bytes.
+            let stall = since + timeout;
+            if stall <= now {
+                tracing::debug!(session = %conn.state.borrow().info.id, "write made no progress");
+                conn.wake(WAKE_ABORT);
+            } else {
+                self.schedule(&conn, stall);
+            }
+            return;
+        }
         let next = {
             let Ok(mut st) = conn.state.try_borrow_mut() else {
                 return;
@@ -434,24 +446,11 @@ impl Core {
             let was_closed = st.proto.is_closed();
             st.proto.handle_timeout(now);
             if !was_closed && st.proto.is_closed() {
-                flag |= WAKE_OUTPUT;
+                drop(st);
+                conn.wake(WAKE_OUTPUT);
+                return;
             }
             st.proto.poll_timeout()
-        };
-        let stall = conn
-            .write_since
-            .get()
-            .map(|since| since + self.config.session_timeout);
-        if stall.is_some_and(|t| t <= now) {
-            tracing::debug!(session = %conn.state.borrow().info.id, "write made no progress");
-            flag |= WAKE_ABORT;
-        }
-        if flag != 0 {
-            conn.wake(flag);
-        }
-        let next = match (next, stall.filter(|t| *t > now)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
         };
         if let Some(t) = next {
             self.schedule(&conn, t.max(now));
