@@ -28,6 +28,7 @@ per_transport!(
     ping_pong,
     silence_times_out,
     client_disconnect_closes_session,
+    closed_sessions_free_their_slot,
     foreign_session_id_is_refused,
 );
 
@@ -399,6 +400,60 @@ fn client_disconnect_closes_session(t: Transport) {
     }
     let mut c = server.handshake(t);
     c.echo(Some(TEXT_UTF8), b"still serving");
+}
+
+/// With `--max-sessions 1`, a new session is only admitted once the previous one is gone:
+/// proof that a disconnect (or a dropped connection) removes the session.
+fn closed_sessions_free_their_slot(t: Transport) {
+    let server = Server::builder().args(["--max-sessions", "1"]).start();
+    for round in 0..6 {
+        // The server may need a moment to notice the previous close: retry, bounded.
+        let deadline = Instant::now() + SHORT;
+        let mut attempts = 0;
+        let mut c = loop {
+            attempts += 1;
+            let mut c = server.connect(t);
+            match c.read_frame(SHORT) {
+                Ok(f) if f.header.kind == FrameType::SessionInit => {
+                    c.session_id = f
+                        .header
+                        .session_id
+                        .as_deref()
+                        .unwrap_or_default()
+                        .to_string();
+                    break c;
+                }
+                _ => {}
+            }
+            assert!(
+                Instant::now() < deadline && attempts < 200,
+                "[{t:?}] round {round}: no session admitted after the previous one closed"
+            );
+            thread::sleep(Duration::from_millis(25));
+        };
+        let ack = c.ack_frame(None);
+        c.send(&ack);
+        c.echo(Some(TEXT_UTF8), format!("round {round}").as_bytes());
+        // While it lives, nobody else gets in.
+        let mut other = server.connect(t);
+        let frames = other.expect_closed(SHORT);
+        assert!(
+            frames.iter().all(|f| f.header.kind == FrameType::Error),
+            "[{t:?}] a second session was admitted: {:?}",
+            describe(&frames)
+        );
+        if round % 2 == 0 {
+            let d = c.frame(
+                FrameType::Disconnect,
+                Some("application/json"),
+                CLIENT_DISCONNECT_CONTENT,
+            );
+            c.send(&d);
+            c.expect_closed(SHORT);
+        } else {
+            drop(c);
+        }
+    }
 }
 
 fn foreign_session_id_is_refused(t: Transport) {

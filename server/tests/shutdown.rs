@@ -137,12 +137,8 @@ fn shutdown_idle_server(t: Transport) {
         started.elapsed()
     );
     assert!(!sock.exists(), "Unix socket file left behind");
-    // Nothing listens any more.
-    match t {
-        Transport::Tcp => assert!(
-            std::net::TcpStream::connect(server.tcp.unwrap()).is_err(),
-            "TCP listener still accepting"
-        ),
-        Transport::Unix => assert!(std::os::unix::net::UnixStream::connect(&sock).is_err()),
-    }
+    // The process is gone, so its TCP listener is too (connecting to the old port is not a
+    // reliable check on a shared machine: another process may bind it at once). The Unix
+    // path, which is ours alone, must refuse.
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_err());
 }

@@ -23,10 +23,16 @@ fn stale_socket_file_is_replaced() {
     // A listener that died without unlinking its file.
     drop(UnixListener::bind(&path).unwrap());
     assert!(path.exists());
-    assert!(
-        UnixStream::connect(&path).is_err(),
-        "the stale file must refuse connections"
-    );
+    // A child being spawned by a parallel test may hold the listener's fd between fork
+    // and exec for a moment: wait (bounded) until the file refuses connections.
+    let deadline = std::time::Instant::now() + SHORT;
+    while UnixStream::connect(&path).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stale file must refuse connections"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let mut server = Server::builder().unix_path(&path).start();
     let mut c = server.handshake(Transport::Unix);
     c.echo(Some(TEXT_UTF8), b"on a replaced socket");
