@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use support::*;
 per_transport!(
     line_mode_on,
     line_mode_framed_clients_still_work,
-    line_mode_off_refuses_lines
+    line_mode_off_refuses_lines,
+    line_too_long_closes,
 );
 
 fn line_mode_on(t: Transport) {
@@ -91,4 +93,35 @@ fn line_mode_off_refuses_lines(t: Transport) {
     assert!(text.contains("magic"), "[{t:?}] error text {text:?}");
     // Framed clients are unaffected.
     server.handshake(t).echo(Some(TEXT_UTF8), b"framed");
+}
+
+/// Line mode has framed mode's limits: `--max-frame` is also the longest line.
+fn line_too_long_closes(t: Transport) {
+    let server = Server::builder()
+        .arg("--line-mode")
+        .args(["--max-frame", "1024"])
+        .start();
+    let mut c = LineClient::new(server.connect_raw(t), t);
+    c.send(b"short\n");
+    c.expect_line(b"short\n");
+    // 4 KiB without a newline: refused without waiting for one.
+    let long = vec![b'a'; 4096];
+    let _ = c.stream.write_all(&long);
+    let mut said = Vec::new();
+    let deadline = std::time::Instant::now() + SHORT;
+    loop {
+        match c.read_line(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(l) => {
+                said.push(String::from_utf8_lossy(&l).into_owned());
+                assert!(said.len() < 10, "[{t:?}] too many lines: {said:?}");
+            }
+            Err(e) if e.is_closed() => break,
+            Err(e) => panic!("[{t:?}] expected a close after an over-long line, got {e:?}"),
+        }
+    }
+    eprintln!("[{t:?}] the server said {said:?} before closing");
+    // Others are unaffected.
+    let mut d = LineClient::new(server.connect_raw(t), t);
+    d.send(b"ping\n");
+    d.expect_line(b"pong\n");
 }
