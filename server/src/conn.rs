@@ -16,13 +16,14 @@
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use monoio::buf::{IoBufMut, IoVecBuf};
+use monoio::buf::IoVecBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpStream, UnixStream};
 use sockchat_proto::frame::MAGIC;
@@ -222,7 +223,7 @@ impl Conn {
 }
 
 /// A stream the driver can run on.
-pub(crate) trait ConnStream: AsyncReadRent + AsyncWriteRent + 'static {
+pub(crate) trait ConnStream: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static {
     /// Waits until the socket is readable, holding no buffer.
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>>;
 }
@@ -381,7 +382,7 @@ async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
         };
         match wake {
             Wake::Flags => {}
-            Wake::Readable(Ok(())) => Box::pin(read(core, conn, stream)).await,
+            Wake::Readable(Ok(())) => read(core, conn, stream),
             Wake::Readable(Err(e)) => conn
                 .state
                 .borrow_mut()
@@ -403,33 +404,53 @@ fn needs_linger(reason: &CloseReason) -> bool {
     )
 }
 
-/// Reads once (the socket is readable) and feeds the session.
-async fn read<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
-    let mut buf = {
-        let mut st = conn.state.borrow_mut();
-        let mut buf = st.proto.take_buffer();
-        if buf.capacity() == 0 {
-            buf = core.pool.get();
-        }
-        let spare = buf.capacity() - buf.len();
-        if spare == 0 || (spare < MIN_READ && !st.proto.receiving_frame()) {
-            buf.reserve(core.pool.buf_size());
-        }
-        buf
-    };
-    let len = buf.len();
-    let cap = buf.capacity();
-    let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
-    buf = slice.into_inner();
-
-    let now = Instant::now();
+/// Reads once (io_uring reported the socket readable) and feeds the session.
+///
+/// The read is a non-blocking `recv` into the spare capacity of the session's receive
+/// buffer: a pooled buffer, or the buffer the deframer already sized for the whole large
+/// frame being received (so large frames land in their final buffer, no copy). It runs
+/// right when readiness is reported instead of as another io_uring operation: an
+/// ownership-passing io_uring read would hold a pooled buffer for a whole ring round trip,
+/// so with thousands of sessions ready at once (a heartbeat burst) thousands of buffers
+/// would be out at once; this way one buffer serves them one after the other, and the
+/// reply is queued one ring round trip earlier.
+fn read<S: ConnStream>(core: &Core, conn: &Conn, stream: &S) {
     let mut st = conn.state.borrow_mut();
+    let mut buf = st.proto.take_buffer();
+    if buf.capacity() == 0 {
+        buf = core.pool.get();
+    }
+    let spare = buf.capacity() - buf.len();
+    if spare == 0 || (spare < MIN_READ && !st.proto.receiving_frame()) {
+        buf.reserve(core.pool.buf_size());
+    }
+    let res = {
+        let dst = buf.spare_capacity_mut();
+        // SAFETY: `dst` is writable memory of `dst.len()` bytes owned by `buf`; recv writes
+        // at most that many bytes and reports how many.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                dst.as_mut_ptr().cast(),
+                dst.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    };
+    let now = Instant::now();
     match res {
         Ok(0) => {
             st.proto.put_buffer(buf);
             st.proto.handle_eof();
         }
         Ok(n) => {
+            // SAFETY: the kernel initialised `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
             let first = st.info.bytes_in == 0;
             st.info.bytes_in += n as u64;
             core.count_bytes_in(n);
@@ -441,6 +462,15 @@ async fn read<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
             while st.proto.handle_input_until_event(now) {
                 core.process(conn, &mut st);
             }
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            // Readiness went stale (e.g. data arrived and was consumed): wait again.
+            st.proto.put_buffer(buf);
         }
         Err(e) => {
             st.proto.put_buffer(buf);

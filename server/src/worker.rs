@@ -36,7 +36,7 @@ const READ_BUF: usize = 16 * 1024;
 /// Pooled buffers allocated per core at start.
 const POOL_PREALLOC: usize = 64;
 /// Most spare pooled buffers kept per core.
-const POOL_MAX_FREE: usize = 1024;
+const POOL_MAX_FREE: usize = 256;
 /// io_uring submission queue entries per core.
 const RING_ENTRIES: u32 = 4096;
 
