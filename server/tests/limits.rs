@@ -9,15 +9,33 @@ use std::time::{Duration, Instant};
 use sockchat_proto::FrameType;
 use support::*;
 
-per_transport!(slow_consumer_is_closed, max_frame_is_enforced, max_sessions);
+per_transport!(
+    slow_consumer_is_closed,
+    slow_consumer_closed_by_queue_limit,
+    max_frame_is_enforced,
+    max_sessions,
+);
 
 const QUEUE_LIMIT: u64 = 1 << 20;
 
+/// A client that sends but never reads is closed, by whichever rule the server applies
+/// first (send queue over the limit, or no write progress for the session timeout), and
+/// the server's memory stays bounded. A bystander on the same core keeps being served.
 fn slow_consumer_is_closed(t: Transport) {
-    // A long session timeout, so that only the queue limit can end the flood.
+    flood(t, "3s", Duration::from_secs(30));
+}
+
+/// The contract's rule: the session is closed once the server's queue for it passes
+/// `--send-queue-limit`, long before any timeout. Needs the server to keep reading (and
+/// queueing echoes) while its writes to that client are blocked.
+fn slow_consumer_closed_by_queue_limit(t: Transport) {
+    flood(t, "120s", Duration::from_secs(20));
+}
+
+fn flood(t: Transport, session_timeout: &str, flood_for: Duration) {
     let server = Server::builder()
         .args(["--send-queue-limit", &QUEUE_LIMIT.to_string()])
-        .args(["--session-timeout", "120s"])
+        .args(["--session-timeout", session_timeout])
         .start();
     let mut bystander = server.handshake(t);
     let mut c = server.handshake(t);
@@ -32,16 +50,22 @@ fn slow_consumer_is_closed(t: Transport) {
         &pattern(64 << 10, 3),
     );
     const MAX_BYTES: u64 = 512 << 20;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = Instant::now();
+    let deadline = started + flood_for;
     c.stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
+        .set_write_timeout(Some(Duration::from_millis(250)))
         .unwrap();
     let mut sent: u64 = 0;
+    let mut off = 0usize; // position in `frame`: partial writes continue where they stopped
     let mut peak_rss = before.rss;
     let mut closed_by = None;
+    let mut last_ping = Instant::now();
     while sent < MAX_BYTES && Instant::now() < deadline {
-        match c.stream.write(&frame) {
-            Ok(n) => sent += n as u64,
+        match c.stream.write(&frame[off..]) {
+            Ok(n) => {
+                sent += n as u64;
+                off = (off + n) % frame.len();
+            }
             Err(e) if is_closed_error(&e) => {
                 closed_by = Some(e);
                 break;
@@ -52,21 +76,29 @@ fn slow_consumer_is_closed(t: Transport) {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                // The server stopped reading without closing (yet); keep trying until
-                // the deadline.
+                // The server is not reading right now; keep trying until the deadline.
             }
             Err(e) => panic!("[{t:?}] unexpected write error after {sent} bytes: {e}"),
         }
         peak_rss = peak_rss.max(server.memory().rss);
+        if last_ping.elapsed() >= Duration::from_millis(500) {
+            // The same core keeps serving others (and keeps the bystander alive).
+            bystander.ping();
+            last_ping = Instant::now();
+        }
     }
     let closed_by = closed_by.unwrap_or_else(|| {
         panic!(
-            "[{t:?}] the server did not close a client that does not read within 20s \
-             ({sent} bytes sent, send queue limit {QUEUE_LIMIT}; if `sent` is small the \
-             server stopped reading instead of closing)"
+            "[{t:?}] the server did not close a client that does not read within {flood_for:?} \
+             ({sent} bytes sent, send queue limit {QUEUE_LIMIT}, session timeout \
+             {session_timeout}; if `sent` is only the kernel buffers' worth, the server \
+             stopped reading instead of queueing up to the limit)"
         )
     });
-    eprintln!("[{t:?}] slow consumer closed after {sent} bytes sent ({closed_by})");
+    eprintln!(
+        "[{t:?}] slow consumer closed after {sent} bytes sent in {:?} ({closed_by})",
+        started.elapsed()
+    );
     let after = server.memory();
     peak_rss = peak_rss.max(after.rss);
     let growth_hwm = after.hwm.saturating_sub(before.rss);
