@@ -288,11 +288,11 @@ impl Report {
                 l.p50, l.p90, l.p99, l.p999, l.max, l.mean, l.count
             );
         }
-        for (k, v) in r
-            .extra
-            .iter()
-            .filter(|(_, v)| v.is_number() || v.is_boolean())
-        {
+        // Scalars only, and not twice when a counter has the same name.
+        let shown = |(k, v): &(&String, &Value)| {
+            (v.is_number() || v.is_boolean()) && !r.counters.contains_key(*k)
+        };
+        for (k, v) in r.extra.iter().filter(shown) {
             let _ = writeln!(s, "  {k:<22} {v}");
         }
         for (k, v) in &r.counters {

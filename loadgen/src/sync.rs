@@ -3,7 +3,8 @@
 //! per-message path.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::task::{Poll, Waker};
 
 /// A one-way gate: tasks wait until it is opened, once. Used to hold every session of a
@@ -100,4 +101,32 @@ impl Credits {
         })
         .await
     }
+}
+
+/// Polls two futures concurrently until both are done. Used to submit a session's write
+/// and its read in the same io_uring submission (one `io_uring_enter` per round trip
+/// instead of two).
+pub async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    poll_fn(|cx| {
+        if ra.is_none() {
+            if let Poll::Ready(v) = a.as_mut().poll(cx) {
+                ra = Some(v);
+            }
+        }
+        if rb.is_none() {
+            if let Poll::Ready(v) = b.as_mut().poll(cx) {
+                rb = Some(v);
+            }
+        }
+        match (ra.take(), rb.take()) {
+            (Some(x), Some(y)) => Poll::Ready((x, y)),
+            (x, y) => {
+                (ra, rb) = (x, y);
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }

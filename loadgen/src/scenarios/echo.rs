@@ -26,7 +26,7 @@ use crate::cli::EchoArgs;
 use crate::client::{self, check_session, ClientError, FrameReader};
 use crate::runner::{self, ThreadCtx};
 use crate::stats::ns_between;
-use crate::sync::Credits;
+use crate::sync::{join2, Credits};
 
 const HISTS: &[&str] = &["latency", "setup_handshake"];
 
@@ -245,18 +245,23 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     let deadline = (w.end + ctx.cfg().drain).into();
     let key = ctx.key.clone();
     if p.depth == 1 {
-        // Strict ping-pong needs no second task: write, then read the reply. (The
-        // server reads a whole frame before echoing it, so this cannot deadlock.)
-        let mut reader = est.reader;
+        // Strict ping-pong needs no second task: write and read the reply together.
+        let (conn, deframer) = est.reader.into_parts();
+        let (rd, mut wr) = conn.into_split();
+        let mut reader = FrameReader::with_deframer(rd, deframer, key.clone());
         let res = monoio::time::timeout_at(deadline, async {
             loop {
                 let idx = p.pick(&mut rng);
                 let sent = Instant::now();
                 let wire = payloads[idx].wire.clone();
-                client::write(reader.get_mut(), wire)
-                    .await
-                    .map_err(|e| e.kind())?;
-                let got = next_reply(&mut reader, &mut reasm, &sid).await?;
+                // The read is submitted with the write, in one io_uring submission.
+                let (wrote, got) = join2(
+                    client::write(&mut wr, wire),
+                    next_reply(&mut reader, &mut reasm, &sid),
+                )
+                .await;
+                wrote.map_err(|e| e.kind())?;
+                let got = got?;
                 let now = Instant::now();
                 record(&ctx, &payloads[idx].content, &got, sent, now);
                 if now >= w.end {
@@ -266,7 +271,7 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
         })
         .await;
         ended(&ctx, res);
-        say_goodbye(reader.get_mut(), &key, &sid).await;
+        say_goodbye(&mut wr, &key, &sid).await;
         return;
     }
     let (conn, deframer) = est.reader.into_parts();
