@@ -23,7 +23,6 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
-use monoio::buf::IoVecBuf;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpStream, UnixStream};
 use sockchat_proto::frame::MAGIC;
@@ -226,11 +225,17 @@ impl Conn {
 pub(crate) trait ConnStream: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static {
     /// Waits until the socket is readable, holding no buffer.
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>>;
+    /// Waits until the socket is writable.
+    fn wait_writable(&self) -> impl Future<Output = io::Result<()>>;
 }
 
 impl ConnStream for TcpStream {
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
         self.readable(true)
+    }
+
+    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> {
+        self.writable(true)
     }
 }
 
@@ -238,81 +243,55 @@ impl ConnStream for UnixStream {
     fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
         self.readable(true)
     }
-}
 
-/// Owned `Bytes` parts for one `writev`.
-struct IoVecs {
-    parts: Vec<Bytes>,
-    iov: Vec<libc::iovec>,
-}
-
-impl IoVecs {
-    fn new(parts: Vec<Bytes>) -> Self {
-        let mut v = Self {
-            parts,
-            iov: Vec::new(),
-        };
-        v.rebuild();
-        v
+    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> {
+        self.writable(true)
     }
+}
 
-    fn rebuild(&mut self) {
-        self.iov.clear();
-        // IOV_MAX is 1024 on Linux; the rest goes in the next writev.
-        for p in self.parts.iter().filter(|p| !p.is_empty()).take(1024) {
-            self.iov.push(libc::iovec {
-                iov_base: p.as_ptr() as *mut libc::c_void,
-                iov_len: p.len(),
-            });
+/// Sends as much of `parts` as the socket takes now (one `sendmsg`, never blocking) and
+/// drops what was sent. Returns the bytes sent.
+fn send_now(fd: i32, parts: &mut Vec<Bytes>) -> io::Result<usize> {
+    // IOV_MAX is 1024 on Linux; the rest goes in the next call.
+    let iov: Vec<libc::iovec> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .take(1024)
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    // SAFETY: msghdr is plain data; the iovecs point into `parts`, alive for the call.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = iov.len() as _;
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    advance(parts, n);
+    Ok(n)
+}
+
+/// Drops the first `n` bytes of `parts`.
+fn advance(parts: &mut Vec<Bytes>, mut n: usize) {
+    let mut done = 0;
+    for p in parts.iter_mut() {
+        if n == 0 && !p.is_empty() {
+            break;
+        }
+        let take = n.min(p.len());
+        p.advance(take);
+        n -= take;
+        if p.is_empty() {
+            done += 1;
         }
     }
-
-    fn remaining(&self) -> usize {
-        self.parts.iter().map(Bytes::len).sum()
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        let mut done = 0;
-        for p in &mut self.parts {
-            if n == 0 {
-                break;
-            }
-            let take = n.min(p.len());
-            p.advance(take);
-            n -= take;
-            if p.is_empty() {
-                done += 1;
-            }
-        }
-        self.parts.drain(..done);
-        self.rebuild();
-    }
-}
-
-// SAFETY: `iov` points into `parts`, whose `Bytes` are heap (or static) memory that does
-// not move while this value is owned by the runtime; `iov` is only rebuilt by us between
-// operations.
-unsafe impl IoVecBuf for IoVecs {
-    fn read_iovec_ptr(&self) -> *const libc::iovec {
-        self.iov.as_ptr()
-    }
-
-    fn read_iovec_len(&self) -> usize {
-        self.iov.len()
-    }
-}
-
-/// Polls `fut` unless the connection is told to abort first.
-async fn abortable<F: Future>(conn: &Conn, fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    poll_fn(|cx| {
-        if conn.has_flag(WAKE_ABORT) {
-            return Poll::Ready(None);
-        }
-        conn.register(cx.waker());
-        fut.as_mut().poll(cx).map(Some)
-    })
-    .await
+    parts.drain(..done);
 }
 
 enum Wake {
@@ -349,7 +328,7 @@ async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
 
         let queued = conn.state.borrow().proto.queued_bytes() > 0;
         if queued {
-            if let Err(reason) = Box::pin(flush(core, conn, stream)).await {
+            if let Err(reason) = Box::pin(flush(core, conn, &*stream)).await {
                 let mut st = conn.state.borrow_mut();
                 st.proto.close(reason);
                 core.process(conn, &mut st);
@@ -483,83 +462,96 @@ fn read<S: ConnStream>(core: &Core, conn: &Conn, stream: &S) {
     }
 }
 
-/// Writes everything queued. An error is the reason to close with.
-async fn flush<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) -> Result<(), CloseReason> {
-    let mut parts = Vec::new();
-    loop {
-        conn.state.borrow_mut().proto.poll_transmit(&mut parts);
-        if parts.is_empty() {
-            return Ok(());
-        }
-        let total: usize = parts.iter().map(Bytes::len).sum();
-        let now = Instant::now();
-        conn.inflight.set(total);
-        conn.write_since.set(Some(now));
-        core.schedule(conn, now + core.config.session_timeout);
-        let res = if parts.len() == 1 {
-            let one = parts.pop().unwrap_or_default();
-            write_one(conn, stream, one).await
-        } else {
-            let v = IoVecs::new(std::mem::take(&mut parts));
-            let (res, back) = write_vec(conn, stream, v).await;
-            parts = back;
-            parts.clear();
-            res
-        };
-        conn.inflight.set(0);
-        conn.write_since.set(None);
-        res?;
-        core.count_bytes_out(total);
-        conn.state.borrow_mut().info.bytes_out += total as u64;
-    }
+/// What woke a blocked writer.
+enum WriteWake {
+    Writable(io::Result<()>),
+    Readable(io::Result<()>),
+    Abort,
 }
 
-fn io_reason(e: &io::Error) -> CloseReason {
-    CloseReason::Io(e.kind())
-}
-
-async fn write_one<S: ConnStream>(
-    conn: &Conn,
-    stream: &mut S,
-    mut b: Bytes,
-) -> Result<(), CloseReason> {
-    while !b.is_empty() {
-        let Some((res, back)) = abortable(conn, stream.write(b)).await else {
-            return Err(CloseReason::SlowConsumer);
-        };
-        b = back;
-        match res {
-            Ok(0) => return Err(CloseReason::Io(io::ErrorKind::WriteZero)),
-            Ok(n) => {
-                b.advance(n.min(b.len()));
-                conn.write_since.set(Some(Instant::now()));
+/// Writes everything queued, all ready frames in one `sendmsg` (writev). When the socket
+/// is full, waits for writability *while still reading*: a client that sends without
+/// reading keeps getting its input handled, so its queue grows until the send queue
+/// limit closes it as a slow consumer (and a write with no progress for the session
+/// timeout closes it too). An error is the reason to close with.
+async fn flush<S: ConnStream>(core: &Core, conn: &Conn, stream: &S) -> Result<(), CloseReason> {
+    let fd = stream.as_raw_fd();
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut read_open = true;
+    let result = loop {
+        if pending.is_empty() {
+            conn.state.borrow_mut().proto.poll_transmit(&mut pending);
+            if pending.is_empty() {
+                break Ok(());
             }
-            Err(e) => return Err(io_reason(&e)),
         }
-    }
-    Ok(())
-}
-
-async fn write_vec<S: ConnStream>(
-    conn: &Conn,
-    stream: &mut S,
-    mut v: IoVecs,
-) -> (Result<(), CloseReason>, Vec<Bytes>) {
-    while v.remaining() > 0 {
-        let Some((res, back)) = abortable(conn, stream.writev(v)).await else {
-            return (Err(CloseReason::SlowConsumer), Vec::new());
-        };
-        v = back;
-        match res {
-            Ok(0) => return (Err(CloseReason::Io(io::ErrorKind::WriteZero)), v.parts),
+        match send_now(fd, &mut pending) {
             Ok(n) => {
-                v.advance(n);
-                conn.write_since.set(Some(Instant::now()));
+                core.count_bytes_out(n);
+                conn.state.borrow_mut().info.bytes_out += n as u64;
+                if n > 0 && conn.write_since.get().is_some() {
+                    conn.write_since.set(Some(Instant::now()));
+                }
+                if pending.is_empty() {
+                    continue;
+                }
             }
-            Err(e) => return (Err(io_reason(&e)), v.parts),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => break Err(CloseReason::Io(e.kind())),
         }
-    }
-    (Ok(()), v.parts)
+        // The socket is full: wait, still serving input.
+        conn.inflight.set(pending.iter().map(Bytes::len).sum());
+        if conn.write_since.get().is_none() {
+            let now = Instant::now();
+            conn.write_since.set(Some(now));
+            core.schedule(conn, now + core.config.session_timeout);
+        }
+        read_open &= !conn.state.borrow().proto.is_closed();
+        let wake = {
+            let w = stream.wait_writable();
+            let mut w = pin!(w);
+            let r = read_open.then(|| stream.wait_readable());
+            let mut r = pin!(r);
+            poll_fn(|cx| {
+                if conn.has_flag(WAKE_ABORT) {
+                    return Poll::Ready(WriteWake::Abort);
+                }
+                conn.register(cx.waker());
+                if let Poll::Ready(res) = w.as_mut().poll(cx) {
+                    return Poll::Ready(WriteWake::Writable(res));
+                }
+                match r.as_mut().as_pin_mut() {
+                    Some(r) => r.poll(cx).map(WriteWake::Readable),
+                    None => Poll::Pending,
+                }
+            })
+            .await
+        };
+        match wake {
+            WriteWake::Abort => break Err(CloseReason::SlowConsumer),
+            WriteWake::Writable(Ok(())) => {}
+            WriteWake::Readable(Ok(())) => {
+                read(core, conn, stream);
+                let st = conn.state.borrow();
+                if st.close_reason == Some(CloseReason::SlowConsumer) {
+                    break Err(CloseReason::SlowConsumer);
+                }
+                if st.proto.is_closed() {
+                    read_open = false;
+                }
+            }
+            WriteWake::Writable(Err(e)) | WriteWake::Readable(Err(e)) => {
+                break Err(CloseReason::Io(e.kind()))
+            }
+        }
+    };
+    conn.inflight.set(0);
+    conn.write_since.set(None);
+    result
 }
 
 /// After our last frame: send FIN, then read and discard until the peer closes too (or
@@ -596,22 +588,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn iovecs_advance_across_parts() {
-        let mut v = IoVecs::new(vec![
+    fn advance_across_parts() {
+        let mut v = vec![
             Bytes::from_static(b"abc"),
             Bytes::new(),
             Bytes::from_static(b"defg"),
             Bytes::from_static(b"hi"),
-        ]);
-        assert_eq!(v.iov.len(), 3);
-        assert_eq!(v.remaining(), 9);
-        v.advance(4);
-        assert_eq!(v.remaining(), 5);
-        assert_eq!(&v.parts[0][..], b"efg");
-        assert_eq!(v.iov.len(), 2);
-        v.advance(5);
-        assert_eq!(v.remaining(), 0);
-        assert!(v.iov.is_empty());
+        ];
+        advance(&mut v, 4);
+        assert_eq!(v.len(), 2);
+        assert_eq!(&v[0][..], b"efg");
+        advance(&mut v, 5);
+        assert!(v.is_empty());
+    }
+
+    #[test]
+    fn send_now_writes_all_parts_in_order() {
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut parts = vec![Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
+        assert_eq!(send_now(a.as_raw_fd(), &mut parts).unwrap(), 11);
+        assert!(parts.is_empty());
+        let mut got = [0u8; 11];
+        std::io::Read::read_exact(&mut b, &mut got).unwrap();
+        assert_eq!(&got, b"hello world");
     }
 
     #[test]

@@ -282,48 +282,52 @@ impl Core {
     /// Hands the session's events to the handler; enforces the send queue limit; keeps
     /// the session's deadline registered.
     pub(crate) fn process(&self, conn: &Conn, st: &mut ConnState) {
-        loop {
-            while let Some(ev) = st.proto.poll_event() {
-                match ev {
-                    Event::Established { .. } => {
-                        let mut ctx = SessionCtx {
-                            core: self,
-                            conn_id: conn.id,
-                            state: st,
-                        };
-                        self.handler.on_session_start(&mut ctx);
-                    }
-                    Event::Message(m) => {
-                        st.info.messages_in += 1;
-                        CoreStats::add(&self.stats.messages_in, 1);
-                        let mut ctx = SessionCtx {
-                            core: self,
-                            conn_id: conn.id,
-                            state: st,
-                        };
-                        self.handler.on_message(&mut ctx, m);
-                    }
-                    Event::PeerError(text) => {
-                        tracing::debug!(session = %st.info.id, error = %text, "peer sent an error");
-                    }
-                    Event::Closed(reason) => {
-                        tracing::debug!(session = %st.info.id, reason = %reason, "session closing");
-                        st.close_reason.get_or_insert(reason);
-                    }
-                    _ => {}
+        while let Some(ev) = st.proto.poll_event() {
+            match ev {
+                Event::Established { .. } => {
+                    let mut ctx = SessionCtx {
+                        core: self,
+                        conn_id: conn.id,
+                        state: st,
+                    };
+                    self.handler.on_session_start(&mut ctx);
                 }
+                Event::Message(m) => {
+                    st.info.messages_in += 1;
+                    if self.over_queue_limit(conn, st) {
+                        // Still more to answer while the earlier answers sit unread.
+                        st.proto.close(CloseReason::SlowConsumer);
+                        continue;
+                    }
+                    CoreStats::add(&self.stats.messages_in, 1);
+                    let mut ctx = SessionCtx {
+                        core: self,
+                        conn_id: conn.id,
+                        state: st,
+                    };
+                    self.handler.on_message(&mut ctx, m);
+                }
+                Event::PeerError(text) => {
+                    tracing::debug!(session = %st.info.id, error = %text, "peer sent an error");
+                }
+                Event::Closed(reason) => {
+                    tracing::debug!(session = %st.info.id, reason = %reason, "session closing");
+                    st.close_reason.get_or_insert(reason);
+                }
+                _ => {}
             }
-            if !st.proto.is_closed()
-                && st.proto.queued_bytes() + conn.inflight.get() > self.config.send_queue_limit
-            {
-                st.proto.close(CloseReason::SlowConsumer);
-                continue;
-            }
-            break;
         }
         if let Some(t) = st.proto.poll_timeout() {
             self.schedule(conn, t);
         }
+    }
+
+    /// True when more than `--send-queue-limit` bytes already wait for this session (in
+    /// its queue or in the write in flight). Checked *before* queueing another message,
+    /// so one message larger than the limit (a 10 MiB frame, a 50 MiB chunked message)
+    /// still goes out; memory per session stays below the limit plus one message.
+    fn over_queue_limit(&self, conn: &Conn, st: &ConnState) -> bool {
+        st.proto.queued_bytes() + conn.inflight.get() > self.config.send_queue_limit
     }
 
     /// Queues a message to one session of this core (not the sender).
@@ -331,6 +335,15 @@ impl Core {
         let Ok(mut st) = conn.state.try_borrow_mut() else {
             return false;
         };
+        if st.proto.is_closed() {
+            return false;
+        }
+        if self.over_queue_limit(conn, &st) {
+            st.proto.close(CloseReason::SlowConsumer);
+            drop(st);
+            conn.wake(WAKE_OUTPUT | WAKE_ABORT);
+            return false;
+        }
         let sent = match &mut st.proto {
             Proto::Frame(s) if s.is_established() => s
                 .send_message(content_type.clone(), content.clone())
@@ -343,13 +356,8 @@ impl Core {
         }
         st.info.messages_out += 1;
         self.count_message_out();
-        let mut flag = WAKE_OUTPUT;
-        if st.proto.queued_bytes() + conn.inflight.get() > self.config.send_queue_limit {
-            st.proto.close(CloseReason::SlowConsumer);
-            flag |= WAKE_ABORT;
-        }
         drop(st);
-        conn.wake(flag);
+        conn.wake(WAKE_OUTPUT);
         true
     }
 
