@@ -130,7 +130,7 @@ fn header_json(c: &mut Criterion) {
     }
     let total: usize = headers.iter().map(Bytes::len).sum();
     let mut g = c.benchmark_group("header_json");
-    // One iteration parses all the reference headers (12, about 100 B each).
+    // One iteration parses all 13 reference headers (81 to 122 B, 1,446 B in all).
     g.throughput(Throughput::Bytes(total as u64));
     g.bench_function("serde_json/Header::parse", |b| {
         b.iter(|| {
