@@ -36,6 +36,9 @@ struct FrameSpec {
     content_type: Option<String>,
     content: Vec<u8>,
     features: Option<Vec<String>>,
+    /// Add `"chunk"` to `features`: random strings almost never spell it, and without it
+    /// the server refuses every chunk frame before the reassembler.
+    ask_chunk: bool,
     chunk: Option<(String, u8, u8, u16)>,
     /// Split the frame in two writes at this fraction of its length.
     split: u8,
@@ -101,6 +104,11 @@ fn build(key: &Key, spec: &FrameSpec) -> Option<Vec<u8>> {
         .features
         .as_ref()
         .map(|f| f.iter().map(|s| ByteStr::from(s.as_str())).collect());
+    if spec.ask_chunk {
+        h.features
+            .get_or_insert_with(Vec::new)
+            .push(ByteStr::from_static("chunk"));
+    }
     if kind == FrameType::Chunk {
         let (id, index, count, total) = spec.chunk.clone().unwrap_or_default();
         // Small numbers, so that chunks of one message meet and reassembly completes.
