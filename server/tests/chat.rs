@@ -10,16 +10,27 @@ use support::*;
 
 per_transport!(chat_delivers_to_every_other_session);
 
-const RECEIVERS: usize = 8;
+/// Receivers per transport: TCP connections are spread over the cores by the kernel's
+/// SO_REUSEPORT hash, so with 16 of them the odds that all land on one core are 2^-15.
+const TCP_RECEIVERS: usize = 16;
+const UNIX_RECEIVERS: usize = 8;
 
 fn chat_delivers_to_every_other_session(t: Transport) {
-    // Two cores and eight receivers on each transport: which core takes a connection is
-    // the kernel's choice, so with 16 receivers some are on the sender's core and some
-    // are not (checked across runs; not observable from here).
-    let server = Server::builder().cores(2).args(["--mode", "chat"]).start();
+    // Two cores and many receivers: which core takes a connection is the kernel's choice,
+    // so some receivers are on the sender's core and some are not. The server's debug log
+    // at shutdown (sessions per core) confirms the premise.
+    let mut server = Server::builder()
+        .cores(2)
+        .args(["--mode", "chat"])
+        .env("RUST_LOG", "sockchat_server=debug")
+        .start();
     let mut receivers: Vec<Client> = Vec::new();
-    for i in 0..RECEIVERS * 2 {
-        let rt = TRANSPORTS[i % 2];
+    for i in 0..TCP_RECEIVERS + UNIX_RECEIVERS {
+        let rt = if i % 3 == 2 {
+            Transport::Unix
+        } else {
+            Transport::Tcp
+        };
         let mut c = server.handshake(rt);
         // A round trip proves the server has registered the session.
         c.ping();
@@ -89,4 +100,38 @@ fn chat_delivers_to_every_other_session(t: Transport) {
         assert_eq!(&m.content[..], b"after a departure");
     }
     sender.ping();
+
+    // Premise: sessions were live on both cores when the server stopped.
+    server.stop_clean();
+    let per_core = sessions_per_core(&server.stderr());
+    if per_core.is_empty() {
+        eprintln!("no per-core session counts in the server's debug log; premise unchecked");
+    } else {
+        eprintln!("[{t:?}] sessions per core at shutdown: {per_core:?}");
+        assert!(
+            per_core.iter().filter(|&&(_, n)| n > 0).count() >= 2,
+            "[{t:?}] all sessions were on one core, so nothing crossed cores: {per_core:?}"
+        );
+    }
+}
+
+/// `(core, sessions)` from the server's debug lines `shutting down core=C sessions=N`.
+fn sessions_per_core(stderr: &str) -> Vec<(String, u64)> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("shutting down"))
+        .filter_map(|l| {
+            let field = |name: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .map(|v| {
+                        v.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                            .to_string()
+                    })
+            };
+            let core = field("core=")?;
+            let n = field("sessions=")?.parse().ok()?;
+            Some((core, n))
+        })
+        .collect()
 }
