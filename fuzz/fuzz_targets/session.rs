@@ -1,7 +1,7 @@
 //! Fuzz target `session`: a `ServerSession` driven by a sequence of operations decoded
 //! from the input (via `arbitrary`): raw bytes, well-formed signed frames of any type
-//! (with this session's id or another), signed arbitrary header JSON, clock steps, EOF,
-//! echoes, sends and closes.
+//! (with this session's id or another), signed arbitrary header JSON, whole messages cut
+//! into chunk frames (fed in any order), clock steps, EOF, echoes, sends and closes.
 //!
 //! Random bytes almost never pass CRC-32 and HMAC, so most operations build correctly
 //! signed frames: that is what lets the fuzzer past the handshake into heartbeats,
@@ -48,7 +48,19 @@ struct FrameSpec {
 enum Op {
     Raw(Vec<u8>),
     Frame(FrameSpec),
-    SignedJson { json: Vec<u8>, content: Vec<u8> },
+    SignedJson {
+        json: Vec<u8>,
+        content: Vec<u8>,
+    },
+    /// A whole message split into well-formed chunk frames by `chunk::split`, then fed in
+    /// an order picked by `order` (each byte selects one of the chunks: so some may be
+    /// repeated, reordered or missing).
+    Chunked {
+        id: u8,
+        content: Vec<u8>,
+        max_chunk: u8,
+        order: Option<Vec<u8>>,
+    },
     Advance(u32),
     Eof,
     EchoAll,
@@ -209,6 +221,32 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::SignedJson { json, content } => {
                 let frame = signed(&key, json, content);
                 h.feed(&frame);
+            }
+            Op::Chunked {
+                id,
+                content,
+                max_chunk,
+                order,
+            } => {
+                let Ok(parts) = sockchat_proto::split(
+                    &key,
+                    Some(ByteStr::from(SESSION_ID)),
+                    None,
+                    ByteStr::from(id.to_string()),
+                    Bytes::copy_from_slice(content),
+                    usize::from(*max_chunk).max(1),
+                ) else {
+                    continue;
+                };
+                let parts: Vec<_> = parts.collect();
+                let picks: Vec<usize> = match order {
+                    None => (0..parts.len()).collect(),
+                    Some(o) => o.iter().map(|&i| usize::from(i) % parts.len()).collect(),
+                };
+                for i in picks.into_iter().take(64) {
+                    let p = &parts[i];
+                    h.feed(&[&p.head[..], &p.content[..]].concat());
+                }
             }
             Op::Advance(ms) => {
                 let before = h.session.poll_timeout();
