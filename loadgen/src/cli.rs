@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::conn::Target;
+use crate::runner::RingMode;
 
 /// Load generator for sockchat: thread-per-core (monoio, io_uring), every received frame
 /// verified, coordinated-omission-corrected latency, versioned JSON reports.
@@ -115,6 +116,10 @@ pub struct CommonArgs {
     /// Name of this run in reports (default: scenario and transport).
     #[arg(long)]
     pub label: Option<String>,
+    /// io_uring setup of the worker threads: coop (COOP_TASKRUN: no interrupt per
+    /// completion), defer (also DEFER_TASKRUN), plain (monoio's default).
+    #[arg(long, value_enum, default_value_t = RingMode::Coop)]
+    pub ring: RingMode,
 }
 
 /// `echo` options.

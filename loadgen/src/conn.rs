@@ -112,6 +112,15 @@ impl AsyncWriteRent for Conn {
     }
 }
 
+impl std::os::fd::AsRawFd for Conn {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
 // SAFETY: both inner streams are `Split` in monoio (reads and writes are independent
 // operations on one fd); the enum adds no shared state.
 unsafe impl Split for Conn {}

@@ -6,6 +6,7 @@
 //! * [`scenarios`]: echo, rate, heartbeat, churn, fanout, raw-echo, raw-churn.
 //! * [`client`]: the protocol side of a session, on `sockchat-proto`'s codec.
 //! * [`conn`]: TCP / Unix stream abstraction over monoio.
+//! * [`echo_wire`]: echo replies verified by byte comparison with the frame sent.
 //! * [`stats`], [`histogram`]: recording and HdrHistogram encoding.
 //! * [`report`], [`machine`], [`cpu`]: the versioned JSON report.
 //! * [`render`], [`compare`]: Markdown/SVG rendering and regression checks.
@@ -16,6 +17,7 @@ pub mod client;
 pub mod compare;
 pub mod conn;
 pub mod cpu;
+pub mod echo_wire;
 pub mod histogram;
 pub mod machine;
 pub mod raw_server;

@@ -63,7 +63,12 @@ impl Credits {
 
     /// Adds one credit.
     pub fn grant(&self) {
-        self.count.set(self.count.get() + 1);
+        self.grant_n(1);
+    }
+
+    /// Adds `n` credits (one wake-up for all of them).
+    pub fn grant_n(&self, n: u64) {
+        self.count.set(self.count.get() + n);
         self.wake();
     }
 
@@ -94,6 +99,26 @@ impl Credits {
             if n > 0 {
                 self.count.set(n - 1);
                 Poll::Ready(true)
+            } else {
+                *self.waiter.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+impl Credits {
+    /// Takes every available credit, waiting for at least one; 0 once closed. Lets a
+    /// writer send all the messages that are due in one write.
+    pub async fn acquire_all(&self) -> u64 {
+        poll_fn(|cx| {
+            if self.closed.get() {
+                return Poll::Ready(0);
+            }
+            let n = self.count.replace(0);
+            if n > 0 {
+                Poll::Ready(n)
             } else {
                 *self.waiter.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending

@@ -14,18 +14,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::{AsyncReadRent, Splitable};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use serde_json::json;
 use sockchat_proto::frame::{FrameType, MAX_CONTENT_LEN};
 use sockchat_proto::header::OCTET_STREAM;
 use sockchat_proto::{ByteStr, ChunkLimits, Reassembler};
+use std::os::fd::AsRawFd;
 
 use super::{establish, finish, for_each_session, load_key, pattern, run_config, say_goodbye};
 use super::{Finished, ScenarioError};
 use crate::cli::EchoArgs;
-use crate::client::{self, check_session, ClientError, FrameReader};
+use crate::client::{self, check_session, ClientError, Established, FrameReader};
+use crate::echo_wire::{EchoReader, Take};
 use crate::runner::{self, ThreadCtx};
 use crate::stats::ns_between;
+use crate::stats::Window;
 use crate::sync::{join2, Credits};
 
 const HISTS: &[&str] = &["latency", "setup_handshake"];
@@ -231,6 +234,204 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     let Some(est) = establish(&ctx, i, features, 1).await else {
         return;
     };
+    if p.chunked {
+        return session_chunked(ctx, p, i, est).await;
+    }
+    let sid = est.session_id.clone();
+    let payloads = Rc::new(payloads(&ctx, &p, i, &sid));
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
+    let max_wire = payloads.iter().map(|x| x.wire.len()).max().unwrap_or(0);
+    let (conn, mut deframer) = est.reader.into_parts();
+    let watch = ctx.watch(i, conn.as_raw_fd());
+    let (rd, mut wr) = conn.into_split();
+    let capacity = (max_wire * p.depth).clamp(4096, 256 << 10);
+    let mut reader = EchoReader::new(
+        rd,
+        deframer.take_buffer(),
+        capacity,
+        ctx.key.clone(),
+        sid.clone(),
+    );
+    let w = ctx.wait_go().await;
+    let wr = if p.depth == 1 {
+        let res = ping_pong(&ctx, &p, &payloads, &mut rng, &mut reader, &mut wr, w).await;
+        ended_fast(&ctx, res);
+        Some(wr)
+    } else {
+        pipelined(&ctx, &p, payloads, rng, &mut reader, wr, w).await
+    };
+    if let Some(mut wr) = wr {
+        say_goodbye(&mut wr, &ctx.key, &sid).await;
+    }
+    ctx.rec
+        .borrow_mut()
+        .count("echo_slow_path", reader.slow_path());
+    // Before the socket closes (with `reader`, after this).
+    drop(watch);
+}
+
+/// Counts a reply checked by [`EchoReader`].
+fn record_take(ctx: &ThreadCtx, t: Take, bytes: usize, sent: Instant, now: Instant) {
+    match t {
+        Take::Echo => ctx
+            .rec
+            .borrow_mut()
+            .sample(now, ns_between(sent, now), bytes as u64),
+        Take::Mismatch => ctx.error(ClientError::EchoMismatch.kind()),
+        Take::Need => {}
+    }
+}
+
+/// Counts how a fast-path loop ended; after the deadline any failure is its doing.
+fn ended_fast(ctx: &ThreadCtx, res: Result<(), &'static str>) {
+    if let Err(kind) = res {
+        ctx.error(if ctx.expired() {
+            ClientError::Timeout.kind()
+        } else {
+            kind
+        });
+    }
+}
+
+/// Depth 1: each message is written together with the read of its reply (one io_uring
+/// submission) and the reply compared by bytes.
+async fn ping_pong<R: AsyncReadRent, W: AsyncWriteRent>(
+    ctx: &ThreadCtx,
+    p: &Params,
+    payloads: &[Payload],
+    rng: &mut Rng,
+    reader: &mut EchoReader<R>,
+    wr: &mut W,
+    w: Window,
+) -> Result<(), &'static str> {
+    loop {
+        let pl = &payloads[p.pick(rng)];
+        let sent = Instant::now();
+        let (wrote, got) = join2(
+            client::write(wr, pl.wire.clone()),
+            reader.reply(&pl.wire, &pl.content),
+        )
+        .await;
+        wrote.map_err(|e| e.kind())?;
+        let got = got.map_err(|e| e.kind())?;
+        let now = Instant::now();
+        record_take(ctx, got, pl.content.len(), sent, now);
+        if now >= w.end {
+            return Ok(());
+        }
+    }
+}
+
+/// Depth > 1: a writer task sends every message that is due in one write; the reader
+/// checks every reply a read brought, then hands the writer that many credits at once.
+/// Returns the write half when the writer ended in time (for the goodbye).
+async fn pipelined<R: AsyncReadRent, W: AsyncWriteRent + 'static>(
+    ctx: &Rc<ThreadCtx>,
+    p: &Arc<Params>,
+    payloads: Rc<Vec<Payload>>,
+    mut rng: Rng,
+    reader: &mut EchoReader<R>,
+    mut wr: W,
+    w: Window,
+) -> Option<W> {
+    let flight = Rc::new(Flight {
+        inflight: RefCell::new(VecDeque::with_capacity(p.depth)),
+        credits: Credits::new(p.depth as u64),
+        write_failed: Cell::new(false),
+    });
+    let writer = monoio::spawn({
+        let (flight, payloads, ctx, p) = (flight.clone(), payloads.clone(), ctx.clone(), p.clone());
+        async move {
+            // One size: every batch is a prefix of `depth` copies of the frame.
+            let single = (payloads.len() == 1).then(|| {
+                let one = &payloads[0].wire;
+                (one.len(), one.repeat(p.depth).into())
+            });
+            let mut scratch: Vec<u8> = Vec::new();
+            loop {
+                let n = flight.credits.acquire_all().await as usize;
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                let res = match &single {
+                    Some((len, all)) => {
+                        let all: &Bytes = all;
+                        flight
+                            .inflight
+                            .borrow_mut()
+                            .extend(std::iter::repeat((now, 0)).take(n));
+                        client::write(&mut wr, all.slice(..n * len)).await
+                    }
+                    None => {
+                        scratch.clear();
+                        for _ in 0..n {
+                            let idx = p.pick(&mut rng);
+                            scratch.extend_from_slice(&payloads[idx].wire);
+                            flight.inflight.borrow_mut().push_back((now, idx));
+                        }
+                        let (res, buf) = wr.write_all(std::mem::take(&mut scratch)).await;
+                        scratch = buf;
+                        res.map(drop).map_err(ClientError::Write)
+                    }
+                };
+                if let Err(e) = res {
+                    // After the deadline the reader counts the timeout.
+                    if !ctx.expired() {
+                        ctx.error(e.kind());
+                    }
+                    flight.write_failed.set(true);
+                    break;
+                }
+            }
+            wr
+        }
+    });
+    let res = async {
+        loop {
+            let now = Instant::now();
+            let mut done = 0;
+            loop {
+                let Some(&(sent, idx)) = flight.inflight.borrow().front() else {
+                    break;
+                };
+                let pl = &payloads[idx];
+                let t = reader.take(&pl.wire, &pl.content).map_err(|e| e.kind())?;
+                if t == Take::Need {
+                    break;
+                }
+                flight.inflight.borrow_mut().pop_front();
+                record_take(ctx, t, pl.content.len(), sent, now);
+                done += 1;
+            }
+            if done > 0 {
+                if now >= w.end {
+                    flight.credits.close();
+                } else {
+                    flight.credits.grant_n(done);
+                }
+            }
+            if flight.write_failed.get()
+                || (flight.credits.is_closed() && flight.inflight.borrow().is_empty())
+            {
+                return Ok(());
+            }
+            if reader.buffered() > 0 && flight.inflight.borrow().is_empty() {
+                return Err("unsolicited_reply");
+            }
+            reader.fill().await.map_err(|e| e.kind())?;
+        }
+    }
+    .await;
+    ended_fast(ctx, res);
+    flight.credits.close();
+    // The writer ends at once unless it is stuck in a write the server no longer reads
+    // (then the deadline watch ends that write).
+    monoio::time::timeout(ctx.cfg().drain, writer).await.ok()
+}
+
+/// The chunked path: replies are decoded (and reassembled), compared by content.
+async fn session_chunked(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize, est: Established) {
     let sid = est.session_id.clone();
     let payloads = Rc::new(payloads(&ctx, &p, i, &sid));
     let mut reasm = p.chunked.then(|| {

@@ -118,6 +118,7 @@ pub fn run_config(
         hist_names: hist_names.to_vec(),
         setup,
         server_pid: c.server_pid,
+        ring: c.ring,
     })
 }
 
