@@ -28,8 +28,9 @@ fn run() -> Result<ExitCode> {
             let signals = block_signals();
             let server = raw_server::RawServer::start(&target, a.threads.unwrap_or(cores), &a.cpus)
                 .context("starting the raw echo server")?;
-            cleanup_on_signal(signals, &server.target);
+            stop_on_signal(signals, server.stopper());
             eprintln!("raw-server listening on {}", server.target);
+            // Returns once a signal stopped the workers; removes the socket file.
             server.wait();
             Ok(ExitCode::SUCCESS)
         }
@@ -81,21 +82,14 @@ fn block_signals() -> libc::sigset_t {
 }
 
 /// On SIGINT/SIGTERM (blocked everywhere by [`block_signals`], taken here with sigwait),
-/// removes the raw server's Unix socket file and exits.
-fn cleanup_on_signal(set: libc::sigset_t, target: &loadgen::conn::Target) {
-    let path = match target {
-        loadgen::conn::Target::Unix(p) => Some(p.clone()),
-        loadgen::conn::Target::Tcp(_) => None,
-    };
+/// stops the raw server's workers (which then remove its Unix socket file).
+fn stop_on_signal(set: libc::sigset_t, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     let _ = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut sig = 0;
             // SAFETY: `set` is an initialised sigset and `sig` a valid out pointer.
             unsafe { libc::sigwait(&set, &mut sig) };
-            if let Some(p) = &path {
-                let _ = std::fs::remove_file(p);
-            }
-            std::process::exit(0);
+            stop.store(true, std::sync::atomic::Ordering::Release);
         });
 }

@@ -10,8 +10,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use monoio::io::AsyncWriteRentExt;
@@ -31,19 +33,26 @@ pub enum ServerError {
     Worker(String),
 }
 
-/// A running raw server.
+/// A running raw server. Dropping it (or [`stop`](Self::stop)) ends its workers: each
+/// checks a stop flag every [`STOP_CHECK`] while it waits for connections, then drops
+/// its runtime with every connection, and the Unix socket file is removed.
 #[derive(Debug)]
 pub struct RawServer {
     /// Where it listens (the TCP port is the real one when port 0 was asked for).
     pub target: Target,
     threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
 }
+
+/// How often an idle worker looks at the stop flag.
+pub const STOP_CHECK: Duration = Duration::from_millis(20);
 
 impl RawServer {
     /// Binds `target` and starts `threads` workers (pinned to `cpus` round robin if not
     /// empty). Workers run until the process exits.
     pub fn start(target: &Target, threads: usize, cpus: &[usize]) -> Result<Self, ServerError> {
         let threads = threads.max(1);
+        let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
         let mut handles = Vec::new();
         let bound = match target {
@@ -53,7 +62,7 @@ impl RawServer {
                 for idx in 0..threads {
                     let tx = ready_tx.clone();
                     let cpu = (!cpus.is_empty()).then(|| cpus[idx % cpus.len()]);
-                    handles.push(spawn(idx, cpu, move || {
+                    handles.push(spawn(idx, cpu, stop.clone(), move || {
                         let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
                         match TcpListener::bind_with_config(addr, &opts) {
                             Ok(l) => {
@@ -83,7 +92,7 @@ impl RawServer {
                         .try_clone()
                         .map_err(|e| ServerError::Bind(path.display().to_string(), e))?;
                     let cpu = (!cpus.is_empty()).then(|| cpus[idx % cpus.len()]);
-                    handles.push(spawn(idx, cpu, move || {
+                    handles.push(spawn(idx, cpu, stop.clone(), move || {
                         l.set_nonblocking(true).ok();
                         match UnixListener::from_std(l) {
                             Ok(l) => Listener::Unix(l),
@@ -97,13 +106,48 @@ impl RawServer {
         Ok(Self {
             target: bound,
             threads: handles,
+            stop,
         })
     }
 
-    /// Blocks until every worker has ended (they end only with the process).
-    pub fn wait(self) {
-        for h in self.threads {
+    /// Blocks until every worker has ended (after the flag from
+    /// [`stopper`](Self::stopper) is set), then removes the Unix socket file.
+    pub fn wait(mut self) {
+        for h in std::mem::take(&mut self.threads) {
             let _ = h.join();
+        }
+        self.remove_socket_file();
+    }
+
+    fn remove_socket_file(&self) {
+        if let Target::Unix(p) = &self.target {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// A handle that stops the server from another thread.
+    pub fn stopper(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Stops every worker and waits for them (each within about [`STOP_CHECK`]).
+    pub fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for h in std::mem::take(&mut self.threads) {
+            let _ = h.join();
+        }
+        self.remove_socket_file();
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.shut();
         }
     }
 }
@@ -117,6 +161,7 @@ enum Listener {
 fn spawn(
     idx: usize,
     cpu: Option<usize>,
+    stop: Arc<AtomicBool>,
     make: impl FnOnce() -> Listener + Send + 'static,
 ) -> Result<JoinHandle<()>, ServerError> {
     std::thread::Builder::new()
@@ -138,21 +183,38 @@ fn spawn(
             };
             rt.block_on(async move {
                 let listener = make();
+                let stopped = async {
+                    while !stop.load(Ordering::Acquire) {
+                        monoio::time::sleep(STOP_CHECK).await;
+                    }
+                };
+                let mut stopped = std::pin::pin!(stopped);
                 loop {
-                    let conn = match &listener {
-                        Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
-                            let _ = s.set_nodelay(true);
-                            Conn::Tcp(s)
-                        }),
-                        Listener::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
-                        Listener::None => return,
+                    let accept = async {
+                        match &listener {
+                            Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
+                                let _ = s.set_nodelay(true);
+                                Conn::Tcp(s)
+                            }),
+                            Listener::Unix(l) => l.accept().await.map(|(s, _)| Conn::Unix(s)),
+                            Listener::None => Err(io::Error::other("no listener")),
+                        }
+                    };
+                    if matches!(listener, Listener::None) {
+                        return;
+                    }
+                    // The accept still in flight is cancelled when the runtime (and its
+                    // ring) is dropped, with every connection task.
+                    let conn = monoio::select! {
+                        _ = &mut stopped => return,
+                        c = accept => c,
                     };
                     match conn {
                         Ok(c) => {
                             monoio::spawn(echo(c));
                         }
                         // EMFILE and the like: back off instead of spinning.
-                        Err(_) => monoio::time::sleep(std::time::Duration::from_millis(5)).await,
+                        Err(_) => monoio::time::sleep(Duration::from_millis(5)).await,
                     }
                 }
             });

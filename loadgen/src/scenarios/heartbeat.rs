@@ -3,7 +3,8 @@
 //! stream, not a burst per interval). Reports pong latency and missed ticks: a tick is
 //! missed when its ping could not be sent within its interval (loadgen late) or its pong
 //! came after the next tick was due (server late). A pong that never comes within
-//! `max(3 intervals, 5 s)` is a `timeout` error and ends the session.
+//! `max(3 intervals, 5 s)` is a `timeout` error and ends the session. Ticks and missed
+//! ticks count the measured window only (not the warm-up), like the latency figures.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -56,6 +57,11 @@ async fn session(ctx: Rc<ThreadCtx>, interval: Duration, i: usize) {
     let offset = interval.mul_f64(i as f64 / ctx.cfg().sessions as f64);
     let pong_timeout = (interval * 3).max(Duration::from_secs(5));
     let tick_at = |k: u64| w.go + offset + interval.mul_f64(k as f64);
+    // Ticks (and missed ones) are counted for the measured window only, like latency.
+    let counted = |k: u64| {
+        let t = tick_at(k);
+        t >= w.measure_start && t < w.end
+    };
     let (mut k, mut ticks, mut missed) = (0u64, 0u64, 0u64);
     'ticks: loop {
         let sched = tick_at(k);
@@ -64,14 +70,21 @@ async fn session(ctx: Rc<ThreadCtx>, interval: Duration, i: usize) {
         }
         monoio::time::sleep_until(sched.into()).await;
         let sent = Instant::now();
-        ticks += 1;
         if sent >= tick_at(k + 1) {
-            // The sender itself fell behind by a whole interval: skip to the current tick.
+            // The sender itself fell behind by a whole interval: the ticks it slept
+            // through are missed; go on with the current one.
             let behind = ((sent - sched).as_secs_f64() / interval.as_secs_f64()) as u64;
-            missed += behind;
-            ticks += behind.saturating_sub(1);
-            k += behind;
+            for j in k..k + behind.max(1) {
+                if counted(j) {
+                    ticks += 1;
+                    missed += 1;
+                }
+            }
+            k += behind.max(1);
             continue;
+        }
+        if counted(k) {
+            ticks += 1;
         }
         if let Err(e) = client::write(est.reader.get_mut(), ping.clone()).await {
             ctx.error(e.kind());
@@ -107,8 +120,10 @@ async fn session(ctx: Rc<ThreadCtx>, interval: Duration, i: usize) {
             // Ticks whose time passed while waiting for this pong were missed.
             k += 1;
             while tick_at(k) <= now && tick_at(k) < w.end {
-                missed += 1;
-                ticks += 1;
+                if counted(k) {
+                    missed += 1;
+                    ticks += 1;
+                }
                 k += 1;
             }
             break;
