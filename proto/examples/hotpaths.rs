@@ -42,7 +42,7 @@ enum Prepared {
     Encode { content: Vec<u8>, out: BytesMut },
     Decode { frame: Bytes },
     Reassemble { chunks: Vec<sockchat_proto::Frame> },
-    Session { session: ServerSession, frame: Bytes, now: Instant },
+    Session { session: Box<ServerSession>, frame: Bytes, now: Instant },
 }
 
 #[inline(never)]
@@ -112,7 +112,7 @@ fn prepare(key: &Key, name: &str, size: usize) -> Prepared {
             session.handle_input(now);
             while session.poll_event().is_some() {}
             session.poll_transmit(&mut Vec::new());
-            Prepared::Session { session, frame: frame(&key, size), now }
+            Prepared::Session { session: Box::new(session), frame: frame(&key, size), now }
         }
     }
 }

@@ -24,11 +24,14 @@ pub enum Decoded {
 /// length checks, the buffer is grown once to hold the whole frame, so the rest of a large
 /// frame is read straight into the memory the returned [`Frame`] points to: no second copy.
 /// Nothing is reserved for a frame whose fixed header fails those checks.
+///
+/// The parsed fixed header of a partly received frame is not stored: its 64 bytes are
+/// still at the front of the buffer and re-parsing them costs a few dozen instructions,
+/// while storing them would cost every idle session 64 bytes.
 #[derive(Debug, Default)]
 pub struct Deframer {
     buf: BytesMut,
     limits: Limits,
-    pending: Option<FixedHeader>,
 }
 
 impl Deframer {
@@ -37,7 +40,6 @@ impl Deframer {
         Self {
             buf: BytesMut::new(),
             limits,
-            pending: None,
         }
     }
 
@@ -84,33 +86,30 @@ impl Deframer {
 
     /// Length of the frame being received, once its fixed header has been checked.
     pub fn pending_frame_len(&self) -> Option<usize> {
-        self.pending.map(|f| f.frame_len())
+        self.pending().map(|f| f.frame_len())
+    }
+
+    /// The fixed header at the front of the buffer, if complete and valid.
+    fn pending(&self) -> Option<FixedHeader> {
+        FixedHeader::parse(&self.buf, &self.limits).ok().flatten()
     }
 
     /// Decodes the next frame from the buffered bytes.
     ///
     /// After an error the stream is out of sync and the connection should be closed.
     pub fn decode(&mut self, key: &Key) -> Result<Decoded, DecodeError> {
-        let fixed = match self.pending {
-            Some(f) => f,
-            None => match FixedHeader::parse(&self.buf, &self.limits)? {
-                None => return Ok(Decoded::NeedMore(FIXED_HEADER_LEN - self.buf.len())),
-                Some(f) => {
-                    // Limits were checked by `parse`; only now is memory reserved.
-                    let len = f.frame_len();
-                    if self.buf.capacity() < len {
-                        self.buf.reserve(len - self.buf.len());
-                    }
-                    self.pending = Some(f);
-                    f
-                }
-            },
+        let Some(fixed) = FixedHeader::parse(&self.buf, &self.limits)? else {
+            return Ok(Decoded::NeedMore(FIXED_HEADER_LEN - self.buf.len()));
         };
         let len = fixed.frame_len();
         if self.buf.len() < len {
+            // Limits were checked by `parse`; only now is memory reserved, once, for the
+            // whole frame (a no-op on later calls for the same frame).
+            if self.buf.capacity() < len {
+                self.buf.reserve(len - self.buf.len());
+            }
             return Ok(Decoded::NeedMore(len - self.buf.len()));
         }
-        self.pending = None;
         let raw = self.buf.split_to(len).freeze();
         verify(key, &fixed, raw).map(Decoded::Frame)
     }
@@ -120,7 +119,7 @@ impl Deframer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let missing = match self.pending {
+        let missing = match self.pending() {
             Some(f) => f.frame_len() - self.buf.len(),
             None => FIXED_HEADER_LEN.saturating_sub(self.buf.len()).max(1),
         };

@@ -105,7 +105,14 @@ impl FrameType {
 
     /// Parses a wire name.
     pub fn from_wire(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == name)
+        Self::from_wire_bytes(name.as_bytes())
+    }
+
+    /// Parses a wire name given as bytes (no UTF-8 check needed: names are ASCII).
+    pub fn from_wire_bytes(name: &[u8]) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str().as_bytes() == name)
     }
 }
 

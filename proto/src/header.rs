@@ -1,15 +1,19 @@
 //! The header JSON: parsing (zero-copy where the JSON has no escapes) and writing in
 //! exactly the bytes Python's `json.dumps` produces.
 //!
-//! Parsing uses `serde_json` borrowing from the frame buffer. The criterion bench
-//! `header_json` (proto/benches/codec.rs) compares it with `simd-json` on real ~100-byte
-//! headers: `simd-json` must first copy the header into a mutable scratch buffer and sets up
-//! its SIMD stages per call, which costs more than it saves on inputs this short, so
-//! `serde_json` is kept (figures in bench-results/proto.md).
+//! Parsing first tries a byte-exact match of the layout every reference peer writes (no
+//! escapes, keys in the reference's order), which costs a few comparisons; anything else goes
+//! to `serde_json`, borrowing from the frame buffer. The criterion bench `header_json`
+//! (proto/benches/codec.rs, figures in bench-results/proto.md) compared `serde_json` with
+//! `simd-json` on the reference vectors' ~110-byte headers: `simd_json::serde::from_slice`
+//! was 1.9–2.3× slower (it allocates its tape and string buffers per call); its
+//! buffer-reusing entry point was within the run-to-run noise of `serde_json` (0.76–0.98×).
+//! `serde_json` is kept: no speed reason to switch, one fewer dependency, no `unsafe` input
+//! handling, and the fast path above takes the common case off both.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
@@ -144,10 +148,20 @@ impl Header {
     /// Parses header JSON held in `json` (a slice of the frame buffer); strings without
     /// escapes are returned as slices of it. Unknown keys are ignored.
     pub fn parse(json: &Bytes) -> Result<Self, DecodeError> {
+        Self::parse_within(json, 0..json.len())
+    }
+
+    /// Parses the header JSON at `range` of `buf` (the whole frame), so strings can share
+    /// `buf` without first taking a separate `Bytes` of the JSON.
+    pub(crate) fn parse_within(buf: &Bytes, range: Range<usize>) -> Result<Self, DecodeError> {
+        if let Some(h) = parse_canonical(buf, range.clone()) {
+            return Ok(h);
+        }
+        let json = &buf[range];
         let raw: RawHeader<'_> = serde_json::from_slice(json).map_err(bad_json)?;
         let share = |s: Text<'_>| -> ByteStr {
             match s.0 {
-                Cow::Borrowed(b) => ByteStr(json.slice_ref(b.as_bytes())),
+                Cow::Borrowed(b) => ByteStr(buf.slice_ref(b.as_bytes())),
                 Cow::Owned(o) => ByteStr::from(o),
             }
         };
@@ -220,6 +234,67 @@ impl Header {
         let mut out = BytesMut::with_capacity(128);
         self.write_json(&mut out);
         out.freeze()
+    }
+}
+
+/// The fast path: the exact bytes every reference peer and this crate's writer produce for
+/// a non-chunk frame, `{"type": "T", "content_type": C, "session_id": S}` with C and S
+/// plain-ASCII strings or `null`. It accepts only inputs serde_json would read the same
+/// way, and returns `None` for anything else (other key order or spacing, escapes,
+/// non-ASCII, extra keys, chunk frames), which then takes the general parser. On ~110-byte
+/// headers this replaces most of the decode cost of a small frame (bench-results/proto.md).
+fn parse_canonical(buf: &Bytes, range: Range<usize>) -> Option<Header> {
+    const TYPE_KEY: &[u8] = b"{\"type\": \"";
+    let start = range.start;
+    let json = &buf[range];
+    // One branch-free pass (the compiler vectorises it): printable ASCII only and no
+    // backslash means no escapes anywhere and valid UTF-8 everywhere, so the string values
+    // below need no further checks.
+    let plain = json
+        .iter()
+        .fold(true, |ok, &b| ok & (0x20..0x7f).contains(&b) & (b != b'\\'));
+    if !plain || !json.starts_with(TYPE_KEY) {
+        return None;
+    }
+    let t = TYPE_KEY.len() + memchr::memchr(b'"', &json[TYPE_KEY.len()..])?;
+    let kind = FrameType::from_wire_bytes(&json[TYPE_KEY.len()..t])?;
+    if kind == FrameType::Chunk {
+        return None;
+    }
+    let (content_type, next) = opt_field(buf, start, json, t + 1, b", \"content_type\": ")?;
+    let (session_id, next) = opt_field(buf, start, json, next, b", \"session_id\": ")?;
+    if &json[next..] != b"}" {
+        return None;
+    }
+    Some(Header {
+        kind,
+        content_type,
+        session_id,
+        features: None,
+        chunk: None,
+    })
+}
+
+/// `key` then `null` or a string; the value (sharing `buf`) and the index after it. The
+/// caller has checked that `json` is plain printable ASCII without backslashes.
+fn opt_field(
+    buf: &Bytes,
+    base: usize,
+    json: &[u8],
+    at: usize,
+    key: &[u8],
+) -> Option<(Option<ByteStr>, usize)> {
+    if json.get(at..at + key.len())? != key {
+        return None;
+    }
+    let at = at + key.len();
+    match json.get(at)? {
+        b'n' if json.get(at..at + 4)? == b"null" => Some((None, at + 4)),
+        b'"' => {
+            let end = at + 1 + memchr::memchr(b'"', &json[at + 1..])?;
+            Some((Some(ByteStr(buf.slice(base + at + 1..base + end))), end + 1))
+        }
+        _ => None,
     }
 }
 
@@ -388,6 +463,53 @@ mod tests {
         let ct = h.content_type.unwrap();
         let range = json.as_ptr() as usize..json.as_ptr() as usize + json.len();
         assert!(range.contains(&(ct.as_bytes().as_ptr() as usize)));
+    }
+
+    #[test]
+    fn the_canonical_fast_path_agrees_with_serde_json() {
+        let cases: [&[u8]; 8] = [
+            br#"{"type": "message", "content_type": "text/plain; charset=utf-8", "session_id": "abc"}"#,
+            br#"{"type": "error", "content_type": null, "session_id": null}"#,
+            br#"{"type": "heartbeat", "content_type": "", "session_id": ""}"#,
+            // Not canonical: each must take the general path and give the same answer.
+            br#"{"type":"message","content_type":"a","session_id":"b"}"#,
+            br#"{"type": "message", "content_type": "\u00e9", "session_id": "b"}"#,
+            br#"{"type": "message", "content_type": "a", "session_id": "b", "x": 1}"#,
+            br#"{"type": "message", "content_type": "a", "session_id": "b"} "#,
+            br#"{"type": "message", "content_type": "a", "session_id": 5}"#,
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let json = Bytes::copy_from_slice(case);
+            let fast = parse_canonical(&json, 0..json.len());
+            assert_eq!(fast.is_some(), i < 3, "case {i}");
+            let raw: Result<RawHeader<'_>, _> = serde_json::from_slice(case);
+            match (fast, raw) {
+                (Some(f), Ok(r)) => {
+                    assert_eq!(
+                        f.content_type.as_deref(),
+                        r.content_type.as_ref().map(|t| &*t.0)
+                    );
+                    assert_eq!(
+                        f.session_id.as_deref(),
+                        r.session_id.as_ref().map(|t| &*t.0)
+                    );
+                }
+                (None, _) => {}
+                (Some(_), Err(e)) => {
+                    panic!("case {i}: fast path accepted what serde_json refuses: {e}")
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_canonical_prefixes_never_panic() {
+        let full = br#"{"type": "message", "content_type": null, "session_id": "abc"}"#;
+        for end in 0..full.len() {
+            let json = Bytes::copy_from_slice(&full[..end]);
+            assert!(parse_canonical(&json, 0..json.len()).is_none());
+            assert!(Header::parse(&json).is_err());
+        }
     }
 
     #[test]

@@ -277,3 +277,17 @@ impl ServerSession {
         self.core.close(CloseReason::ClientDisconnect { reason });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every idle established session on a server holds one of these; the server's
+    /// target is 1 KiB of user-space memory per idle session in all, so growth here is a
+    /// regression to look at (bench-results/server.md has the measured total).
+    #[test]
+    fn an_idle_session_stays_small() {
+        let size = std::mem::size_of::<ServerSession>();
+        assert!(size <= 288, "ServerSession is {size} bytes");
+    }
+}
