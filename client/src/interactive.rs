@@ -134,7 +134,9 @@ pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
                 }
                 let content = Bytes::copy_from_slice(text.as_bytes());
                 let mut inner = state.inner();
-                inner.outstanding.push_back(content.clone());
+                if !settings.no_echo {
+                    inner.outstanding.push_back(content.clone());
+                }
                 if let Some(c) = &inner.client {
                     // On failure the line stays outstanding and the receiver resends
                     // it after reconnecting.

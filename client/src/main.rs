@@ -51,6 +51,12 @@ struct Cli {
     #[arg(long, global = true, default_value = "30", value_parser = parse_duration)]
     echo_timeout: Duration,
 
+    /// The server does not echo messages back (e.g. `sockchat-server --mode chat`):
+    /// interactive mode then neither tracks nor waits for echoes. File mode and `--send`
+    /// exist to verify echoes and refuse it.
+    #[arg(long, global = true)]
+    no_echo: bool,
+
     /// Send this file's bytes as one message and verify the echo.
     #[arg(long, value_name = "FILE")]
     send: Option<PathBuf>,
@@ -98,6 +104,7 @@ pub(crate) struct Settings {
     pub options: ClientOptions,
     pub retries: u32,
     pub echo_timeout: Duration,
+    pub no_echo: bool,
 }
 
 impl Settings {
@@ -219,7 +226,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         options,
         retries: cli.retries,
         echo_timeout: cli.echo_timeout,
+        no_echo: cli.no_echo,
     };
+    if cli.no_echo && !matches!((&cli.mode, &cli.send), (Some(Mode::Interactive), None)) {
+        bail!("--no-echo applies to interactive mode only: file mode and --send verify echoes");
+    }
     match (cli.mode, cli.send) {
         (Some(_), Some(_)) => bail!("--send is a mode of its own: drop the subcommand"),
         (None, Some(file)) => send_file::run(&settings, &file, cli.content_type.as_deref()),

@@ -82,8 +82,6 @@ fn send_a_20_mib_file_over_tcp_and_unix() {
 
 /// The same with the server's defaults.
 #[test]
-#[ignore = "sockchat-server queues a whole echo at once and closes it as slow_consumer when \
-            it exceeds --send-queue-limit (8 MiB default), so a 20 MiB echo never leaves"]
 fn send_a_20_mib_file_with_default_server_limits() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = real_server("127.0.0.1:0", &dir.path().join("s.sock"));
@@ -192,4 +190,33 @@ fn key_file_is_read_as_the_server_reads_it() {
         "{stderr}"
     );
     assert!(server.terminate(LIMIT).success());
+}
+
+/// Against a chat server nothing comes back to the sender: with `--no-echo`, interactive
+/// mode sees the other session's message, and `exit` leaves at once with status 0.
+#[test]
+fn interactive_no_echo_against_a_chat_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = real_server_with(
+        "127.0.0.1:0",
+        &dir.path().join("s.sock"),
+        &["--mode", "chat"],
+    );
+    let mut cmd = client(&server.unix);
+    cmd.args(["interactive", "--no-echo", "--retries", "0"]);
+    let mut pty = PtyChild::spawn(cmd);
+    pty.expect("> ", LIMIT);
+    // A second participant, over TCP: its line reaches the interactive session.
+    let mut other = client(&server.tcp);
+    other.args(["interactive", "--no-echo", "--retries", "0"]);
+    let mut other = PtyChild::spawn(other);
+    other.expect("> ", LIMIT);
+    other.type_str("hello from the other side\r");
+    pty.expect("hello from the other side", LIMIT);
+    pty.type_str("nobody echoes this\r");
+    other.expect("nobody echoes this", LIMIT);
+    pty.type_str("exit\r");
+    assert_eq!(pty.wait(LIMIT).code(), Some(0), "{}", pty.output());
+    other.type_str("exit\r");
+    assert_eq!(other.wait(LIMIT).code(), Some(0), "{}", other.output());
 }
