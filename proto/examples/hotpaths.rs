@@ -28,7 +28,11 @@ const CASES: [(&str, u32, usize); 6] = [
 ];
 
 fn header() -> Header {
-    Header::new(FrameType::Message, Some(TEXT_UTF8), Some(ByteStr::from(SID)))
+    Header::new(
+        FrameType::Message,
+        Some(TEXT_UTF8),
+        Some(ByteStr::from(SID)),
+    )
 }
 
 fn frame(key: &Key, size: usize) -> Bytes {
@@ -39,10 +43,21 @@ fn frame(key: &Key, size: usize) -> Bytes {
 
 /// Everything a case needs, built before counting starts.
 enum Prepared {
-    Encode { content: Vec<u8>, out: BytesMut },
-    Decode { frame: Bytes },
-    Reassemble { chunks: Vec<sockchat_proto::Frame> },
-    Session { session: Box<ServerSession>, frame: Bytes, now: Instant },
+    Encode {
+        content: Vec<u8>,
+        out: BytesMut,
+    },
+    Decode {
+        frame: Bytes,
+    },
+    Reassemble {
+        chunks: Vec<sockchat_proto::Frame>,
+    },
+    Session {
+        session: Box<ServerSession>,
+        frame: Bytes,
+        now: Instant,
+    },
 }
 
 #[inline(never)]
@@ -63,12 +78,19 @@ fn measure(key: &Key, prepared: &mut Prepared, iterations: u32) -> usize {
                 let mut r = Reassembler::new(Default::default());
                 for c in chunks.iter() {
                     let info = c.header.chunk.as_ref().expect("chunk info");
-                    if let Some(m) = r.push(info, c.header.content_type.as_ref(), &c.content).expect("valid") {
+                    if let Some(m) = r
+                        .push(info, c.header.content_type.as_ref(), &c.content)
+                        .expect("valid")
+                    {
                         sink += m.content.len();
                     }
                 }
             }
-            Prepared::Session { session, frame, now } => {
+            Prepared::Session {
+                session,
+                frame,
+                now,
+            } => {
                 session.deframer_mut().extend_from_slice(frame);
                 session.handle_input(*now);
                 while let Some(e) = session.poll_event() {
@@ -87,12 +109,24 @@ fn measure(key: &Key, prepared: &mut Prepared, iterations: u32) -> usize {
 
 fn prepare(key: &Key, name: &str, size: usize) -> Prepared {
     match name {
-        n if n.starts_with("encode") => Prepared::Encode { content: vec![b'x'; size], out: BytesMut::new() },
-        n if n.starts_with("decode") => Prepared::Decode { frame: frame(key, size) },
+        n if n.starts_with("encode") => Prepared::Encode {
+            content: vec![b'x'; size],
+            out: BytesMut::new(),
+        },
+        n if n.starts_with("decode") => Prepared::Decode {
+            frame: frame(key, size),
+        },
         n if n.starts_with("reassemble") => {
             let content = Bytes::from(vec![b'y'; size]);
-            let parts = split(key, Some(ByteStr::from(SID)), Some(TEXT_UTF8), ByteStr::from("m"), content, size / 16)
-                .expect("splits");
+            let parts = split(
+                key,
+                Some(ByteStr::from(SID)),
+                Some(TEXT_UTF8),
+                ByteStr::from("m"),
+                content,
+                size / 16,
+            )
+            .expect("splits");
             let chunks = parts
                 .map(|p| {
                     let wire = Bytes::from([&p.head[..], &p.content[..]].concat());
@@ -104,15 +138,28 @@ fn prepare(key: &Key, name: &str, size: usize) -> Prepared {
         _ => {
             let now = Instant::now();
             let key = Arc::new(key.clone());
-            let mut session = ServerSession::new(ByteStr::from(SID), key.clone(), Arc::new(SessionConfig::default()), now);
-            let ack = Header::new(FrameType::SessionAck, Some(TEXT_UTF8), Some(ByteStr::from(SID)));
+            let mut session = ServerSession::new(
+                ByteStr::from(SID),
+                key.clone(),
+                Arc::new(SessionConfig::default()),
+                now,
+            );
+            let ack = Header::new(
+                FrameType::SessionAck,
+                Some(TEXT_UTF8),
+                Some(ByteStr::from(SID)),
+            );
             let mut buf = BytesMut::new();
             encode_into(&key, &ack, b"Session acknowledged", &mut buf).expect("ack");
             session.deframer_mut().extend_from_slice(&buf);
             session.handle_input(now);
             while session.poll_event().is_some() {}
             session.poll_transmit(&mut Vec::new());
-            Prepared::Session { session: Box::new(session), frame: frame(&key, size), now }
+            Prepared::Session {
+                session: Box::new(session),
+                frame: frame(&key, size),
+                now,
+            }
         }
     }
 }
