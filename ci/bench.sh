@@ -6,12 +6,13 @@
 #                                  interleaved with its baseline; writes
 #                                  bench-results/<date>-<commit>.json, charts, and
 #                                  regenerates bench-results/README.md
-#   ci/bench.sh --quick            CI check (~2 min): echo 64 B depth 16 TCP+Unix and churn
-#                                  TCP+Unix vs the raw server, a small heartbeat; one short
-#                                  run each; ratios compared with bench-results/baseline.json
-#                                  by `loadgen compare`; fails only on a drop beyond 30%
+#   ci/bench.sh --quick            CI check (~1.5 min after the build): echo 64 B depth 16
+#                                  TCP+Unix and churn TCP+Unix vs the raw server, a small
+#                                  heartbeat; 3 short runs each; ratios compared with
+#                                  bench-results/baseline.json by `loadgen compare`; fails
+#                                  only when a ratio is more than 30% worse
 #   ci/bench.sh --quick --update-baseline
-#                                  re-baseline (3 runs each); commit the JSON with a reason
+#                                  re-baseline (5 runs each); commit the JSON with a reason
 #   BASE_REV=<rev> ci/bench.sh     also builds sockchat-server at <rev> (git archive into a
 #                                  temp dir) and runs it interleaved as a second baseline
 #   other options: --runs N --duration S --warmup S --server-cpu N --loadgen-cpu N
