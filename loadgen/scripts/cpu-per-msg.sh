@@ -21,6 +21,7 @@ for run in $(seq 1 "$runs"); do
     --threads 1 --cpus 1 ${LOADGEN_ARGS:-} --warmup 1 --duration "$dur" --server-pid "$pid" --quiet \
     --json "$dir/r.json" >/dev/null || echo "run $run: loadgen exit $?" >&2
   kill -TERM "$pid"; wait "$pid" || true
+  if grep -q '"errors_total": [1-9]' "$dir/r.json"; then cp "$dir/r.json" "/tmp/cpu-per-msg-fail-$$-$run.json"; fi
   python3 - "$dir/r.json" "$transport" "$depth" "$run" "$load" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); c = r["cpu"]; x = r["results"]
@@ -28,6 +29,6 @@ lg, sv = c["loadgen_cpu_ns_per_msg"], c["server_cpu_ns_per_msg"]
 print(f"{sys.argv[2]} depth {sys.argv[3]} run {sys.argv[4]}: loadgen {lg:.0f} ns/msg "
       f"(user {c['loadgen_user_s']:.2f} s sys {c['loadgen_sys_s']:.2f} s)  server {sv:.0f} ns/msg "
       f"(user {c['server_user_s']:.2f} s sys {c['server_sys_s']:.2f} s)  ratio {lg/sv:.2f}  "
-      f"{x['messages_per_sec']:.0f} msg/s  errors {x['errors_total']}  load {sys.argv[5]}")
+      f"{x['messages_per_sec']:.0f} msg/s  errors {x['errors_total']} {x['errors'] or ''}  load {sys.argv[5]}")
 PY
 done

@@ -233,6 +233,9 @@ pub struct RawServerArgs {
     /// Pin worker threads to these CPUs, round robin.
     #[arg(long, value_delimiter = ',', value_name = "CPU,...")]
     pub cpus: Vec<usize>,
+    /// io_uring setup of the workers (plain: monoio's default, as sockchat-server).
+    #[arg(long, value_enum, default_value_t = RingMode::Plain)]
+    pub ring: RingMode,
 }
 
 /// `report` options.

@@ -26,8 +26,13 @@ fn run() -> Result<ExitCode> {
             // Before any thread starts, so every thread inherits the blocked mask and
             // the signals reach only the waiting thread.
             let signals = block_signals();
-            let server = raw_server::RawServer::start(&target, a.threads.unwrap_or(cores), &a.cpus)
-                .context("starting the raw echo server")?;
+            let server = raw_server::RawServer::start_with(
+                &target,
+                a.threads.unwrap_or(cores),
+                &a.cpus,
+                a.ring,
+            )
+            .context("starting the raw echo server")?;
             stop_on_signal(signals, server.stopper());
             eprintln!("raw-server listening on {}", server.target);
             // Returns once a signal stopped the workers; removes the socket file.

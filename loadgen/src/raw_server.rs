@@ -21,6 +21,7 @@ use monoio::net::{ListenerOpts, TcpListener, UnixListener};
 use thiserror::Error;
 
 use crate::conn::{read_append, Conn, Target};
+use crate::runner::RingMode;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -51,6 +52,16 @@ impl RawServer {
     /// Binds `target` and starts `threads` workers (pinned to `cpus` round robin if not
     /// empty). Workers run until the process exits.
     pub fn start(target: &Target, threads: usize, cpus: &[usize]) -> Result<Self, ServerError> {
+        Self::start_with(target, threads, cpus, RingMode::Plain)
+    }
+
+    /// [`start`](Self::start) with the workers' io_uring set up as `ring` says.
+    pub fn start_with(
+        target: &Target,
+        threads: usize,
+        cpus: &[usize],
+        ring: RingMode,
+    ) -> Result<Self, ServerError> {
         let threads = threads.max(1);
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
@@ -62,7 +73,7 @@ impl RawServer {
                 for idx in 0..threads {
                     let tx = ready_tx.clone();
                     let cpu = (!cpus.is_empty()).then(|| cpus[idx % cpus.len()]);
-                    handles.push(spawn(idx, cpu, stop.clone(), move || {
+                    handles.push(spawn(idx, cpu, ring, stop.clone(), move || {
                         let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
                         match TcpListener::bind_with_config(addr, &opts) {
                             Ok(l) => {
@@ -92,7 +103,7 @@ impl RawServer {
                         .try_clone()
                         .map_err(|e| ServerError::Bind(path.display().to_string(), e))?;
                     let cpu = (!cpus.is_empty()).then(|| cpus[idx % cpus.len()]);
-                    handles.push(spawn(idx, cpu, stop.clone(), move || {
+                    handles.push(spawn(idx, cpu, ring, stop.clone(), move || {
                         l.set_nonblocking(true).ok();
                         match UnixListener::from_std(l) {
                             Ok(l) => Listener::Unix(l),
@@ -161,6 +172,7 @@ enum Listener {
 fn spawn(
     idx: usize,
     cpu: Option<usize>,
+    ring: RingMode,
     stop: Arc<AtomicBool>,
     make: impl FnOnce() -> Listener + Send + 'static,
 ) -> Result<JoinHandle<()>, ServerError> {
@@ -170,11 +182,7 @@ fn spawn(
             if let Some(cpu) = cpu {
                 let _ = monoio::utils::bind_to_cpu_set([cpu]);
             }
-            let mut rt = match monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .with_entries(4096)
-                .enable_timer()
-                .build()
-            {
+            let mut rt = match crate::runner::runtime(ring) {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("raw-server worker {idx}: runtime: {e}");
