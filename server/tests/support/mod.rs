@@ -1140,3 +1140,444 @@ impl LineClient {
         );
     }
 }
+
+// =======================================================================================
+// Hostile-client harness (appended for hostile_*.rs, faults_*.rs and security.rs)
+// =======================================================================================
+
+/// The bound on a well-behaved session's echo round trip while an offender works on the
+/// same core (`--cores 1`). Normal round trips take well under a millisecond; 100 ms
+/// means "the offender did not block the core", with room for a shared 2-vCPU machine
+/// running a debug build of the server next to the test's own threads.
+pub const BYSTANDER_MAX_LATENCY: Duration = Duration::from_millis(100);
+/// The bystander's pause between round trips.
+pub const BYSTANDER_PERIOD: Duration = Duration::from_millis(15);
+
+/// `VmRSS` of any process, in bytes (0 once it is gone).
+pub fn proc_rss(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:") * 1024
+}
+
+/// `VmHWM` (peak RSS) of any process, in bytes (0 once it is gone).
+pub fn proc_hwm(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:") * 1024
+}
+
+fn proc_status_kib(pid: u32, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Open file descriptors of a process (0 once it is gone).
+pub fn proc_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Waits (bounded) until `cond` holds; returns whether it did.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CRC-32 (IEEE, as zlib), for building frames with chosen header bytes.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A frame with this exact header JSON (any bytes) and content: correct lengths, CRCs and
+/// HMAC, so only what the test put in the header JSON (or changes afterwards) is wrong.
+pub fn raw_frame(key: &Key, header_json: &[u8], content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + header_json.len() + content.len());
+    out.extend_from_slice(&sockchat_proto::frame::MAGIC);
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&(header_json.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32(header_json).to_be_bytes());
+    out.extend_from_slice(&(content.len() as u64).to_be_bytes());
+    out.extend_from_slice(&crc32(content).to_be_bytes());
+    out.extend_from_slice(&key.sign(header_json, content));
+    out.extend_from_slice(header_json);
+    out.extend_from_slice(content);
+    out
+}
+
+/// Header JSON in the reference's format (`json.dumps` defaults).
+pub fn reference_header_json(kind: &str, content_type: Option<&str>, sid: Option<&str>) -> String {
+    let q = |v: Option<&str>| v.map_or("null".to_string(), |s| format!("\"{s}\""));
+    format!(
+        "{{\"type\": \"{kind}\", \"content_type\": {}, \"session_id\": {}}}",
+        q(content_type),
+        q(sid)
+    )
+}
+
+/// A `chunk` frame (extension) with any values, well formed otherwise.
+pub fn chunk_frame(
+    key: &Key,
+    sid: &str,
+    message_id: &str,
+    index: u64,
+    count: u64,
+    total_len: u64,
+    content: &[u8],
+) -> Vec<u8> {
+    let h = format!(
+        "{{\"type\": \"chunk\", \"content_type\": \"application/octet-stream\", \
+         \"session_id\": \"{sid}\", \"message_id\": \"{message_id}\", \"index\": {index}, \
+         \"count\": {count}, \"total_len\": {total_len}}}"
+    );
+    raw_frame(key, h.as_bytes(), content)
+}
+
+/// What a well-behaved session saw while a case ran.
+#[derive(Debug, Clone)]
+pub struct BystanderReport {
+    /// Echo round trips completed.
+    pub round_trips: u64,
+    /// The slowest of them.
+    pub max_latency: Duration,
+    /// The first thing that went wrong (no echo, wrong frame, close), if any.
+    pub failure: Option<String>,
+    /// Highest server RSS sampled (each period), in bytes.
+    pub peak_rss: u64,
+}
+
+/// A well-behaved session doing an echo round trip every [`BYSTANDER_PERIOD`] on its own
+/// thread, recording the slowest one, and sampling the server's RSS as it goes.
+#[derive(Debug)]
+pub struct Bystander {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<JoinHandle<BystanderReport>>,
+    pub transport: Transport,
+    pub session_id: String,
+}
+
+impl Bystander {
+    /// Connects, completes the handshake, warms up, then starts the round trips.
+    pub fn start(server: &Server, t: Transport) -> Bystander {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let mut c = server.handshake(t);
+        c.echo(Some(TEXT_UTF8), b"bystander warm-up");
+        let session_id = c.session_id.clone();
+        let pid = server.pid();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let handle = thread::Builder::new()
+            .name("bystander".into())
+            .spawn(move || {
+                let mut report = BystanderReport {
+                    round_trips: 0,
+                    max_latency: Duration::ZERO,
+                    failure: None,
+                    peak_rss: proc_rss(pid),
+                };
+                // Bounded: a case never runs this long; the loop also ends on `stop`.
+                let give_up = Instant::now() + Duration::from_secs(600);
+                let mut n: u64 = 0;
+                while !stop2.load(Ordering::Relaxed) && Instant::now() < give_up {
+                    n += 1;
+                    let content = format!("bystander round trip {n}");
+                    let f = c.frame(FrameType::Message, Some(TEXT_UTF8), content.as_bytes());
+                    let t0 = Instant::now();
+                    if let Err(e) = c.try_send(&f) {
+                        report.failure = Some(format!("write failed after {n} round trips: {e}"));
+                        break;
+                    }
+                    match c.read_frame(SHORT) {
+                        Ok(back)
+                            if back.header.kind == FrameType::Message && back.raw[..] == f[..] =>
+                        {
+                            let rtt = t0.elapsed();
+                            report.max_latency = report.max_latency.max(rtt);
+                            report.round_trips += 1;
+                        }
+                        Ok(other) => {
+                            report.failure = Some(format!(
+                                "round trip {n}: expected the echo, got {:?}",
+                                describe(&[other])
+                            ));
+                            break;
+                        }
+                        Err(e) => {
+                            report.failure = Some(format!("round trip {n}: no echo: {e:?}"));
+                            break;
+                        }
+                    }
+                    report.peak_rss = report.peak_rss.max(proc_rss(pid));
+                    thread::sleep(BYSTANDER_PERIOD);
+                }
+                report
+            })
+            .expect("spawn bystander");
+        Bystander {
+            stop,
+            handle: Some(handle),
+            transport: t,
+            session_id,
+        }
+    }
+
+    /// Stops the round trips and returns what was seen.
+    pub fn finish(mut self) -> BystanderReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle
+            .take()
+            .expect("not finished yet")
+            .join()
+            .expect("bystander thread panicked")
+    }
+
+    /// Stops and asserts the session was served throughout, each round trip below
+    /// [`BYSTANDER_MAX_LATENCY`].
+    pub fn check(self, case: &str) -> BystanderReport {
+        let t = self.transport;
+        let r = self.finish();
+        eprintln!(
+            "[{t:?} {case}] bystander: {} round trips, max latency {:?}",
+            r.round_trips, r.max_latency
+        );
+        if let Some(f) = &r.failure {
+            panic!("[{t:?} {case}] the well-behaved session on the same core failed: {f}");
+        }
+        assert!(
+            r.round_trips > 0,
+            "[{t:?} {case}] the well-behaved session made no round trip"
+        );
+        assert!(
+            r.max_latency < BYSTANDER_MAX_LATENCY,
+            "[{t:?} {case}] the well-behaved session's echo took {:?} (bound {:?})",
+            r.max_latency,
+            BYSTANDER_MAX_LATENCY
+        );
+        r
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The server's counters from its `server stopped` log line (`--log-format json`).
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub fields: std::collections::BTreeMap<String, u64>,
+    pub closes: std::collections::BTreeMap<String, u64>,
+}
+
+impl Totals {
+    pub fn get(&self, name: &str) -> u64 {
+        self.fields.get(name).copied().unwrap_or(0)
+    }
+
+    pub fn closes(&self, label: &str) -> u64 {
+        self.closes.get(label).copied().unwrap_or(0)
+    }
+}
+
+/// Parses the `server stopped` line of a JSON log (`None` if there is none).
+pub fn parse_totals(stderr: &str) -> Option<Totals> {
+    let line = stderr.lines().rev().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["fields"]["message"] == "server stopped")
+            .then(|| v["fields"]["totals"].as_str().map(str::to_string))
+            .flatten()
+    })?;
+    let (fields, closes) = line.split_once("closes:")?;
+    let mut t = Totals::default();
+    let pairs = |s: &str| -> Vec<(String, u64)> {
+        s.split_whitespace()
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    };
+    t.fields.extend(pairs(fields));
+    t.closes.extend(pairs(closes));
+    Some(t)
+}
+
+/// One hostile case: a one-core server (so offender and bystander share the core), a
+/// bystander doing round trips throughout, and the server's memory before and after.
+#[derive(Debug)]
+pub struct Arena {
+    pub server: Server,
+    pub bystander: Option<Bystander>,
+    pub transport: Transport,
+    /// Server RSS once the bystander runs, before the offender starts.
+    pub baseline_rss: u64,
+    baseline_hwm: u64,
+    pub case: String,
+}
+
+impl Arena {
+    /// Starts `sockchat-server --cores 1 --log-format json ARGS` and the bystander.
+    pub fn start(t: Transport, case: &str, args: &[&str]) -> Arena {
+        let server = Server::builder()
+            .cores(1)
+            .args(["--log-format", "json"])
+            .args(args.iter().copied())
+            .start();
+        let bystander = Bystander::start(&server, t);
+        // Let the bystander's first round trips settle the server's steady state.
+        thread::sleep(Duration::from_millis(100));
+        let baseline_rss = proc_rss(server.pid());
+        let baseline_hwm = proc_hwm(server.pid());
+        Arena {
+            server,
+            bystander: Some(bystander),
+            transport: t,
+            baseline_rss,
+            baseline_hwm,
+            case: case.to_string(),
+        }
+    }
+
+    /// Highest RSS during the case so far: the bystander's samples and, if the peak moved
+    /// since the start, `VmHWM` (which also catches spikes between samples).
+    pub fn peak_growth(&self, sampled_peak: u64) -> u64 {
+        let hwm = proc_hwm(self.server.pid());
+        let peak = if hwm > self.baseline_hwm {
+            sampled_peak.max(hwm)
+        } else {
+            sampled_peak
+        };
+        peak.max(proc_rss(self.server.pid()))
+            .saturating_sub(self.baseline_rss)
+    }
+
+    /// Ends the case: checks the bystander (served throughout, latency bound), that the
+    /// server's RSS never grew by `mem_bound` bytes or more, and stops the server cleanly;
+    /// returns its counters.
+    pub fn finish(mut self, mem_bound: u64) -> Totals {
+        let (t, case) = (self.transport, self.case.clone());
+        let report = self.bystander.take().expect("bystander").check(&case);
+        let growth = self.peak_growth(report.peak_rss);
+        eprintln!(
+            "[{t:?} {case}] server RSS baseline {} KiB, peak growth {} KiB (bound {} KiB)",
+            self.baseline_rss >> 10,
+            growth >> 10,
+            mem_bound >> 10
+        );
+        assert!(
+            growth < mem_bound,
+            "[{t:?} {case}] server memory grew by {} KiB, bound {} KiB",
+            growth >> 10,
+            mem_bound >> 10
+        );
+        self.server.stop_clean();
+        let stderr = self.server.stderr();
+        parse_totals(&stderr).unwrap_or_else(|| {
+            panic!(
+                "[{t:?} {case}] no `server stopped` totals in the log\n{}",
+                self.server.diagnostics()
+            )
+        })
+    }
+}
+
+/// How a hostile connection ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Frames received (after `session_init`, if the caller read it) up to the close.
+    pub frames: Vec<Frame>,
+    /// Time from the call to the close.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The text of the last `error` or `disconnect` frame.
+    pub fn notice(&self) -> Option<(FrameType, String)> {
+        self.frames
+            .iter()
+            .rev()
+            .find(|f| matches!(f.header.kind, FrameType::Error | FrameType::Disconnect))
+            .map(|f| {
+                (
+                    f.header.kind,
+                    String::from_utf8_lossy(&f.content).into_owned(),
+                )
+            })
+    }
+}
+
+impl Client {
+    /// Reads until the server closes (within `within`), tolerating a reset or a frame cut
+    /// short by the close; panics on a timeout.
+    pub fn read_until_closed(&mut self, within: Duration) -> Outcome {
+        let start = Instant::now();
+        let deadline = start + within;
+        let mut frames = Vec::new();
+        // Bounded by the deadline.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.read_frame(left) {
+                Ok(f) => frames.push(f),
+                Err(e) if e.is_closed() || matches!(e, ReadError::EofInFrame(_)) => {
+                    return Outcome {
+                        frames,
+                        elapsed: start.elapsed(),
+                    }
+                }
+                Err(e) => panic!(
+                    "[{:?}] expected a close within {within:?}, got {e:?} after {:?}",
+                    self.transport,
+                    describe(&frames)
+                ),
+            }
+        }
+    }
+
+    /// Expects a notice of `kind` (an `error` or a `disconnect`) whose text contains
+    /// `needle` (case-insensitive) as the last frame, then the close, within `within`.
+    pub fn expect_notice_within(
+        &mut self,
+        kind: FrameType,
+        needle: &str,
+        within: Duration,
+    ) -> Outcome {
+        let out = self.read_until_closed(within);
+        let last = out.frames.last().unwrap_or_else(|| {
+            panic!(
+                "[{:?}] closed without a {kind} frame (wanted {needle:?})",
+                self.transport
+            )
+        });
+        let text = String::from_utf8_lossy(&last.content).into_owned();
+        assert!(
+            last.header.kind == kind && text.to_lowercase().contains(&needle.to_lowercase()),
+            "[{:?}] expected a last {kind} frame containing {needle:?}, got {:?}",
+            self.transport,
+            describe(&out.frames)
+        );
+        out
+    }
+}
