@@ -186,7 +186,8 @@ fn out_of_range_index(t: Transport) {
 /// disagreeing with its message's first one.
 fn bad_count_and_length(t: Transport) {
     let a = arena(t, "chunk_bad_count_len");
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> Vec<u8>>, &str)> = vec![
+    type Make = Box<dyn Fn(&str) -> Vec<u8>>;
+    let cases: Vec<(&str, Make, &str)> = vec![
         (
             "count 0",
             Box::new(|sid| chunk_frame(&key(), sid, "c0", 0, 0, 10, b"x")),
