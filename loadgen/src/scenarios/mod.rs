@@ -103,6 +103,16 @@ pub fn run_config(
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = c.threads.unwrap_or(cores).clamp(1, c.sessions);
+    // One descriptor per session, plus each thread's ring, eventfd and timer, stdio and
+    // a few for the report.
+    let need = c.sessions as u64 + 4 * threads as u64 + 16;
+    let limit = raise_nofile_limit();
+    if need > limit {
+        return Err(ScenarioError::Config(format!(
+            "--sessions {} needs about {need} open files; the limit is {limit} (ulimit -n)",
+            c.sessions
+        )));
+    }
     Ok(RunConfig {
         scenario,
         target: c.target.target(),
@@ -120,6 +130,30 @@ pub fn run_config(
         server_pid: c.server_pid,
         ring: c.ring,
     })
+}
+
+/// Raises the soft open-file limit to the hard one; returns the limit now in force.
+pub fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return u64::MAX;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 /// Session `i`'s part of setup: waits for its connect slot, connects and hand-shakes
