@@ -33,8 +33,10 @@ pub fn run(scenario: &str, t: &Target, args: &[&str]) -> Report {
             "0.3",
             "--duration",
             "1.2",
+            // An upper bound only (sessions end as soon as their replies are in): generous,
+            // so a loaded CI machine does not turn a slow tail into `timeout` errors.
             "--drain",
-            "2",
+            "10",
         ]
         .iter()
         .map(|s| s.to_string()),
