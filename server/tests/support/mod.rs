@@ -1265,10 +1265,21 @@ pub struct BystanderReport {
     pub failure: Option<String>,
     /// Highest server RSS sampled (each period), in bytes.
     pub peak_rss: u64,
+    /// Round trips over the bound during which the test process itself was not scheduled
+    /// for at least half the round trip (the whole machine stalled, see [`Bystander`]).
+    pub excused: Vec<Duration>,
 }
 
 /// A well-behaved session doing an echo round trip every [`BYSTANDER_PERIOD`] on its own
 /// thread, recording the slowest one, and sampling the server's RSS as it goes.
+///
+/// The machine these tests run on is a shared 2-vCPU VM where other builds run: now and
+/// then every process on it stalls for hundreds of milliseconds. A probe thread in the test
+/// process sleeps 2 ms in a loop and records every gap over 25 ms. A round trip over the
+/// bound that overlaps a probe gap of at least half its length is a machine stall (this
+/// process was not running either), not the server blocking its core: it is reported
+/// (`excused`) instead of failing the case. A server that blocks its core does not stall
+/// the test process (it has the other vCPU), so the bound keeps its meaning.
 #[derive(Debug)]
 pub struct Bystander {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -1288,6 +1299,22 @@ impl Bystander {
         let pid = server.pid();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let gaps: Arc<std::sync::Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+        let (gaps2, stop3) = (gaps.clone(), stop.clone());
+        let probe = thread::Builder::new()
+            .name("stall-probe".into())
+            .spawn(move || {
+                let give_up = Instant::now() + Duration::from_secs(600);
+                while !stop3.load(Ordering::Relaxed) && Instant::now() < give_up {
+                    let t = Instant::now();
+                    thread::sleep(Duration::from_millis(2));
+                    let gap = t.elapsed();
+                    if gap > Duration::from_millis(25) {
+                        gaps2.lock().unwrap().push((t, gap));
+                    }
+                }
+            })
+            .expect("spawn stall probe");
         let handle = thread::Builder::new()
             .name("bystander".into())
             .spawn(move || {
@@ -1296,7 +1323,9 @@ impl Bystander {
                     max_latency: Duration::ZERO,
                     failure: None,
                     peak_rss: proc_rss(pid),
+                    excused: Vec::new(),
                 };
+                let mut slow: Vec<(Instant, Duration)> = Vec::new();
                 // Bounded: a case never runs this long; the loop also ends on `stop`.
                 let give_up = Instant::now() + Duration::from_secs(600);
                 let mut n: u64 = 0;
@@ -1314,7 +1343,11 @@ impl Bystander {
                             if back.header.kind == FrameType::Message && back.raw[..] == f[..] =>
                         {
                             let rtt = t0.elapsed();
-                            report.max_latency = report.max_latency.max(rtt);
+                            if rtt >= BYSTANDER_MAX_LATENCY {
+                                slow.push((t0, rtt));
+                            } else {
+                                report.max_latency = report.max_latency.max(rtt);
+                            }
                             report.round_trips += 1;
                         }
                         Ok(other) => {
@@ -1331,6 +1364,19 @@ impl Bystander {
                     }
                     report.peak_rss = report.peak_rss.max(proc_rss(pid));
                     thread::sleep(BYSTANDER_PERIOD);
+                }
+                stop2.store(true, Ordering::Relaxed);
+                let _ = probe.join();
+                let gaps = gaps.lock().unwrap();
+                for (t0, rtt) in slow {
+                    let stalled = gaps
+                        .iter()
+                        .any(|&(g0, gap)| g0 < t0 + rtt && t0 < g0 + gap && gap * 2 >= rtt);
+                    if stalled {
+                        report.excused.push(rtt);
+                    } else {
+                        report.max_latency = report.max_latency.max(rtt);
+                    }
                 }
                 report
             })
@@ -1359,8 +1405,14 @@ impl Bystander {
         let t = self.transport;
         let r = self.finish();
         eprintln!(
-            "[{t:?} {case}] bystander: {} round trips, max latency {:?}",
-            r.round_trips, r.max_latency
+            "[{t:?} {case}] bystander: {} round trips, max latency {:?}{}",
+            r.round_trips,
+            r.max_latency,
+            if r.excused.is_empty() {
+                String::new()
+            } else {
+                format!(" (excluded, the whole machine stalled: {:?})", r.excused)
+            }
         );
         if let Some(f) = &r.failure {
             panic!("[{t:?} {case}] the well-behaved session on the same core failed: {f}");
