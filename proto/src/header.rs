@@ -158,6 +158,13 @@ impl Header {
             return Ok(h);
         }
         let json = &buf[range];
+        // serde's derived struct visitor also accepts a JSON array of the fields in order;
+        // the protocol (and the reference) only knows objects.
+        if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(DecodeError::BadHeaderJson(
+                "header is not a JSON object".into(),
+            ));
+        }
         let raw: RawHeader<'_> = serde_json::from_slice(json).map_err(bad_json)?;
         let share = |s: Text<'_>| -> ByteStr {
             match s.0 {
@@ -169,7 +176,7 @@ impl Header {
             .kind
             .ok_or_else(|| DecodeError::BadHeaderJson("missing \"type\"".into()))?;
         let kind = FrameType::from_wire(&name.0)
-            .ok_or_else(|| DecodeError::UnknownType(excerpt(&name.0)))?;
+            .ok_or_else(|| DecodeError::UnknownType(excerpt(&name.0, 64)))?;
         let chunk = if kind == FrameType::Chunk {
             match (raw.message_id, raw.index, raw.count, raw.total_len) {
                 (Some(id), Some(index), Some(count), Some(total_len)) => Some(ChunkInfo {
@@ -344,13 +351,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+/// serde_json's messages can quote a peer's string value whole ("invalid type: string
+/// \"...\""); the text goes back in an `error` frame, so it is cut to a short excerpt.
 fn bad_json(e: serde_json::Error) -> DecodeError {
-    DecodeError::BadHeaderJson(e.to_string())
+    DecodeError::BadHeaderJson(excerpt(&e.to_string(), 120))
 }
 
-/// At most 64 chars of peer text, so an error frame never reflects a large payload.
-fn excerpt(s: &str) -> String {
-    s.chars().take(64).collect()
+/// At most `max` chars of text derived from peer input, so an `error` frame never
+/// reflects a large payload back.
+fn excerpt(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
 }
 
 fn put_int(out: &mut impl BufMut, v: u64) {
@@ -550,6 +564,30 @@ mod tests {
             Header::parse(&Bytes::from(deep_unknown)).unwrap().kind,
             FrameType::Message
         );
+    }
+
+    #[test]
+    fn arrays_are_not_headers_and_errors_do_not_reflect_long_input() {
+        let array = Bytes::from_static(br#"["message", null, "abc"]"#);
+        assert_eq!(
+            Header::parse(&array),
+            Err(DecodeError::BadHeaderJson(
+                "header is not a JSON object".into()
+            ))
+        );
+        let long = format!(
+            r#"{{"type": "message", "index": "{}"}}"#,
+            "x".repeat(60_000)
+        );
+        match Header::parse(&Bytes::from(long)) {
+            Err(DecodeError::BadHeaderJson(text)) => assert!(text.chars().count() <= 121, "{text}"),
+            other => panic!("{other:?}"),
+        }
+        let unknown = format!(r#"{{"type": "{}"}}"#, "y".repeat(1000));
+        match Header::parse(&Bytes::from(unknown)) {
+            Err(DecodeError::UnknownType(name)) => assert_eq!(name.chars().count(), 65),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
