@@ -76,16 +76,17 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RingMode {
-    /// `IORING_SETUP_COOP_TASKRUN | TASKRUN_FLAG`: completions are not signalled to the
-    /// thread with an inter-processor interrupt; it picks them up at its next
-    /// `io_uring_enter`, which a busy load generator makes after every round of tasks
-    /// anyway. Saves the IPI (costly in a VM) per completion batch.
-    #[default]
+    /// `IORING_SETUP_COOP_TASKRUN | TASKRUN_FLAG` (and a larger completion queue):
+    /// completions are not signalled to the thread with an inter-processor interrupt; it
+    /// picks them up at its next `io_uring_enter`. Cheaper per message with a few hundred
+    /// busy sessions, but with monoio 0.2.4 it delayed completions by seconds with
+    /// 19,900 heartbeat sessions (see README), so it is not the default.
     Coop,
     /// Coop plus `SINGLE_ISSUER | DEFER_TASKRUN` (completion work runs only when the
     /// thread waits for events).
     Defer,
     /// No setup flags (monoio's default).
+    #[default]
     Plain,
 }
 
@@ -433,6 +434,9 @@ fn worker<Fut: Future<Output = ()> + 'static>(
     Ok(rec.finish())
 }
 
+/// Completion queue size with the coop modes (their completions are reaped in batches).
+const CQ_ENTRIES: u32 = 32768;
+
 /// A worker's runtime: io_uring (set up as `ring` says) with the legacy driver as the
 /// fallback, and the timer.
 pub fn runtime(
@@ -447,13 +451,16 @@ pub fn runtime(
     match ring {
         RingMode::Plain => {}
         RingMode::Coop => {
-            urb.setup_coop_taskrun().setup_taskrun_flag();
+            urb.setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_cqsize(CQ_ENTRIES);
         }
         RingMode::Defer => {
             urb.setup_coop_taskrun()
                 .setup_taskrun_flag()
                 .setup_single_issuer()
-                .setup_defer_taskrun();
+                .setup_defer_taskrun()
+                .setup_cqsize(CQ_ENTRIES);
         }
     }
     monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
