@@ -60,6 +60,8 @@ class Server:
         self.pid = self.proc.pid
         self.lines = []
         pipe = self.proc.stdout if stream == "stdout" else self.proc.stderr
+        # After readiness the pipe is drained into the log so the server never blocks on it.
+        self._pipe = pipe
         deadline = time.monotonic() + 20
         buf = b""
         while True:
@@ -82,8 +84,6 @@ class Server:
                 m = re.search(ready_re, text)
                 if m:
                     self.match = m
-                    # Keep draining the pipe into the log so the server never blocks on it.
-                    self._pipe = pipe
                     return
 
     def drain(self):
