@@ -2,11 +2,11 @@
 # Load benchmark suite: sockchat-server against loadgen, with each case's baseline measured
 # in the same run (see bench-results/README.md for the latest report).
 #
-#   ci/bench.sh                    full suite (~15 min on 2 vCPUs): every case 3 runs
+#   ci/bench.sh                    full suite (~6 min of runs on 2 vCPUs): every case 3 runs
 #                                  interleaved with its baseline; writes
 #                                  bench-results/<date>-<commit>.json, charts, and
 #                                  regenerates bench-results/README.md
-#   ci/bench.sh --quick            CI check (~1.5 min after the build): echo 64 B depth 16
+#   ci/bench.sh --quick            CI check (~80 s after the build): echo 64 B depth 16
 #                                  TCP+Unix and churn TCP+Unix vs the raw server, a small
 #                                  heartbeat; 3 short runs each; ratios compared with
 #                                  bench-results/baseline.json by `loadgen compare`; fails
