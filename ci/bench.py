@@ -860,6 +860,26 @@ def write_readme(doc, made, json_name):
                       f"[runs table]({rel}/README.md)", "",
                       f"![latency percentiles]({rel}/latency.svg)", "",
                       f"![throughput per second]({rel}/throughput.svg)", ""]
+    others = sorted(f for f in RESULTS.glob("20??-??-??-*.json") if f.name != json_name)
+    if others:
+        lines += ["", "## Other runs (raw figures)", ""]
+        for f in others:
+            try:
+                o = json.load(open(f))
+                la = o["load_average"]
+                base = o["settings"].get("base_rev")
+                lines.append(f'- [`{f.name}`]({f.name}): {o["suite"]} suite at `{o["commit"]}`, '
+                             f'{o["started_utc"]}, load {fmt_load(la["start"])} → '
+                             f'{fmt_load(la["end"])}'
+                             + (f"; includes the second-build comparison with `{base}` "
+                                f"(ratio this build / {base}, medians, other processes' CPU "
+                                f"share in brackets): " + ", ".join(
+                                    f'{c["name"]} {c["ratio"]["median_over_median"]:.2f} '
+                                    f'[{c.get("other_cpu_pct", {}).get("median", 0):.0f}%]'
+                                    for c in o["cases"] if c["group"] == "base-rev" and c["ratio"])
+                                if base else ""))
+            except (OSError, ValueError, KeyError):
+                lines.append(f"- [`{f.name}`]({f.name})")
     lines += [
         "",
         "## Reproduce",
@@ -931,7 +951,16 @@ def main():
     ap.add_argument("--keep", type=Path, help="copy every raw loadgen report here")
     ap.add_argument("--base-server", type=Path, help="(set by bench.sh from BASE_REV)")
     ap.add_argument("--base-rev", default="")
+    ap.add_argument("--render-only", type=Path, metavar="RUN.json",
+                    help="regenerate bench-results/README.md from a committed run's JSON "
+                         "(charts left as they are)")
     a = ap.parse_args()
+    if a.render_only:
+        doc = json.load(open(a.render_only))
+        made = {g: RESULTS / "charts" / g for g in ("echo-64", "churn", "latency", "echo-1m")
+                if (RESULTS / "charts" / g / "README.md").exists()}
+        write_readme(doc, made, a.render_only.name)
+        return 0
     if a.runs is None:
         a.runs = (5 if a.update_baseline else 3) if a.quick else 3
     if a.warmup is None:
