@@ -658,12 +658,13 @@ def target_text(r):
 
 
 def compare_with_baseline(bins, results, tmp, max_regression, busy_threshold):
-    """CI gate. Per case, two ratios go through `loadgen compare`: the throughput ratio
-    (as messages_per_sec) and the server CPU cost ratio (as server_cpu_ns_per_msg). The
-    cost ratio is always gated; the throughput ratio only when other processes used less
-    than busy_threshold percent of the machine during the case (on a busy shared machine,
-    scheduling delays cut sockchat's multi-round-trip cycles far more than the raw
-    server's, so that ratio measures the neighbours, not the code)."""
+    """CI gate: per case, the throughput ratio (sockchat / raw, as messages_per_sec) goes
+    through `loadgen compare`, which also fails on errors or missing sessions. The ratio
+    is gated only when other processes used less than busy_threshold percent of the CPUs
+    during the case: on a busy shared machine, scheduling delays cut sockchat's
+    multi-round-trip cycles far more than the raw server's, so the ratio then measures the
+    neighbours, not the code. The server CPU cost ratio is printed but not gated: it moved
+    by 30-60% between a quiet and a moderately loaded run of the same binaries here."""
     if not BASELINE.exists():
         print(f"no {BASELINE.relative_to(REPO)}: nothing to compare (create it with "
               "`ci/bench.sh --quick --update-baseline`)")
@@ -672,8 +673,8 @@ def compare_with_baseline(bins, results, tmp, max_regression, busy_threshold):
     ok = True
     print(f"== ratio regression check against {BASELINE.relative_to(REPO)} "
           f"(commit {base.get('commit')}), loadgen compare --max-regression {max_regression}")
-    print("   messages_per_sec = throughput ratio sockchat / raw (higher is better);")
-    print("   server_cpu_ns_per_msg = server CPU per message, sockchat / raw (lower is better)")
+    print("   messages_per_sec = throughput ratio sockchat / raw (higher is better); the CPU")
+    print("   cost ratio (server CPU per message, sockchat / raw) is shown, not gated")
     for r in results:
         if not r.get("ratio") or "_report" not in r:
             continue
@@ -688,6 +689,8 @@ def compare_with_baseline(bins, results, tmp, max_regression, busy_threshold):
         if not gate_tp:
             brep["results"]["messages_per_sec"] = 0.0
             nrep["results"]["messages_per_sec"] = 0.0
+        brep["cpu"]["server_cpu_ns_per_msg"] = None
+        nrep["cpu"]["server_cpu_ns_per_msg"] = None
         bpath, npath = tmp / f"cmp-{r['name']}-base.json", tmp / f"cmp-{r['name']}-new.json"
         json.dump(brep, open(bpath, "w"))
         json.dump(nrep, open(npath, "w"))
@@ -697,7 +700,7 @@ def compare_with_baseline(bins, results, tmp, max_regression, busy_threshold):
               f"{r['ratio']['median_over_median']:.3f}"
               + ("" if gate_tp else f" (not gated: other processes used {other:.0f}% of the "
                                     f"CPUs, threshold {busy_threshold:.0f}%)")
-              + (f"; CPU cost ratio {bcost:.3f} -> {cost:.3f}" if cost and bcost else ""))
+              + (f"; CPU cost ratio {bcost:.3f} -> {cost:.3f} (not gated)" if cost and bcost else ""))
         p = subprocess.run([str(bins["loadgen"]), "compare", str(bpath), str(npath),
                             "--max-regression", str(max_regression)],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -944,9 +947,9 @@ def main():
     ap.add_argument("--server-cpu", type=int, default=0)
     ap.add_argument("--loadgen-cpu", type=int, default=1)
     ap.add_argument("--max-regression", type=float, default=30.0)
-    ap.add_argument("--busy-threshold", type=float, default=10.0,
+    ap.add_argument("--busy-threshold", type=float, default=5.0,
                     help="quick: gate the throughput ratios only when other processes used "
-                         "less than this percent of the CPUs (default 10)")
+                         "less than this percent of the CPUs (default 5)")
     ap.add_argument("--only", help="comma-separated case names (full mode: no files written)")
     ap.add_argument("--keep", type=Path, help="copy every raw loadgen report here")
     ap.add_argument("--base-server", type=Path, help="(set by bench.sh from BASE_REV)")
