@@ -114,8 +114,8 @@ fn check_content(content: &[u8]) -> Result<(), EncodeError> {
     Ok(())
 }
 
-/// Writes the fixed header for `json` + `content` into `out[start..start + 64]`, which the
-/// caller has already filled with the JSON after it.
+/// The 64-byte fixed header (lengths, CRCs, HMAC) for `json` + `content`. Callers encode the
+/// JSON first, straight into its place after 64 reserved bytes, then copy this in front.
 fn finish_fixed(
     key: &Key,
     json: &[u8],
