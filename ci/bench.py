@@ -871,7 +871,9 @@ def write_readme(doc, made, json_name):
                 o = json.load(open(f))
                 la = o["load_average"]
                 base = o["settings"].get("base_rev")
-                lines.append(f'- [`{f.name}`]({f.name}): {o["suite"]} suite at `{o["commit"]}`, '
+                tool = (o.get("loadgen_tool") or {}).get("git_commit", "?")[:7]
+                lines.append(f'- [`{f.name}`]({f.name}): {o["suite"]} suite at `{o["commit"]}` '
+                             f'(loadgen built from `{tool}`), '
                              f'{o["started_utc"]}, load {fmt_load(la["start"])} → '
                              f'{fmt_load(la["end"])}'
                              + (f"; includes the second-build comparison with `{base}` "
