@@ -87,13 +87,7 @@ impl ClientSession {
 
     /// The server closed the connection.
     pub fn handle_eof(&mut self) {
-        if !self.core.closed {
-            let reason = match self.core.deframer.finish() {
-                Ok(()) => CloseReason::PeerClosed,
-                Err(e) => CloseReason::InvalidFrame(e),
-            };
-            self.core.close(reason);
-        }
+        self.core.handle_eof();
     }
 
     /// Sends a due heartbeat, or fires the handshake or silence timeout.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::outbox;
 use super::{CloseReason, Event, Features, Message, Outbox, SendError, SessionConfig};
 use crate::chunk::{self, Reassembler};
 use crate::codec::{encode_into, encode_parts, Frame, Key};
@@ -135,7 +136,7 @@ impl Core {
             return Ok(());
         }
         let header = Header::new(FrameType::Message, content_type, self.session_id.clone());
-        if len <= 4096 {
+        if len <= outbox::COALESCE_MAX {
             encode_into(&self.key, &header, &content, self.outbox.tail_mut())?;
         } else {
             self.outbox
@@ -181,6 +182,17 @@ impl Core {
     /// Bytes reserved for partially received chunked messages.
     pub(crate) fn reassembly_bytes(&self) -> u64 {
         self.reassembler.as_ref().map_or(0, |r| r.reserved_bytes())
+    }
+
+    /// End of input from the peer: a clean close between frames, or a truncated frame.
+    pub(crate) fn handle_eof(&mut self) {
+        if !self.closed {
+            let reason = match self.deframer.finish() {
+                Ok(()) => CloseReason::PeerClosed,
+                Err(e) => CloseReason::InvalidFrame(e),
+            };
+            self.close(reason);
+        }
     }
 
     /// Ends the session without telling the peer (it ended it).

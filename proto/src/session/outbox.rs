@@ -18,7 +18,7 @@ pub struct Outbox {
 
 /// Content at or below this size is copied into the coalescing buffer; above it, it is
 /// queued by reference (a copy of a few KiB costs less than another iovec entry).
-const COALESCE_MAX: usize = 4096;
+pub(crate) const COALESCE_MAX: usize = 4096;
 
 impl Outbox {
     /// The buffer small frames are encoded into, after everything already queued.

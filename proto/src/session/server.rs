@@ -107,13 +107,7 @@ impl ServerSession {
 
     /// The peer closed its side (read returned 0).
     pub fn handle_eof(&mut self) {
-        if !self.core.closed {
-            let reason = match self.core.deframer.finish() {
-                Ok(()) => CloseReason::PeerClosed,
-                Err(e) => CloseReason::InvalidFrame(e),
-            };
-            self.core.close(reason);
-        }
+        self.core.handle_eof();
     }
 
     /// Fires the handshake or silence timeout if `now` is past it.
