@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sockchat_proto::header::ByteStr;
-use sockchat_proto::session::{ClientSession, Event as ProtoEvent, Features, SessionConfig};
+use sockchat_proto::session::{
+    ClientSession, Event as ProtoEvent, Features, Session, SessionConfig,
+};
 use sockchat_proto::{CloseReason, Key};
 
 use crate::addr::{Addr, Stream};
@@ -76,9 +78,9 @@ enum WriterCmd {
 }
 
 /// The session and everything that must change together with it. Every mutation of
-/// the session is followed by [`Core::pump`] under the same lock, so bytes reach the
+/// the session is followed by [`LockedSession::pump`] under the same lock, so bytes reach the
 /// writer and events reach the application in the order the session produced them.
-struct Core {
+struct LockedSession {
     session: ClientSession,
     to_writer: Sender<WriterCmd>,
     events: Sender<Event>,
@@ -88,7 +90,7 @@ struct Core {
     queued_bytes: u64,
 }
 
-impl Core {
+impl LockedSession {
     fn pump(&mut self) {
         let mut out = Vec::new();
         self.session.poll_transmit(&mut out);
@@ -142,14 +144,14 @@ struct Progress {
 }
 
 struct Shared {
-    core: Mutex<Core>,
+    core: Mutex<LockedSession>,
     progress: Mutex<Progress>,
     progress_cv: Condvar,
     linger: Duration,
 }
 
 impl Shared {
-    fn core(&self) -> MutexGuard<'_, Core> {
+    fn core(&self) -> MutexGuard<'_, LockedSession> {
         // A panic in another thread must not turn every later call into a panic.
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -207,7 +209,7 @@ impl Client {
             .unwrap_or_default();
         let features = session.features();
         let shared = Arc::new(Shared {
-            core: Mutex::new(Core {
+            core: Mutex::new(LockedSession {
                 session,
                 to_writer,
                 events: events_tx,
@@ -342,7 +344,7 @@ impl Client {
                 Ok(Some(e))
             }
             Err(RecvTimeoutError::Timeout) => Ok(None),
-            // The sender lives in `Core`, which lives as long as `self`.
+            // The sender lives in `LockedSession`, which lives as long as `self`.
             Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed(
                 self.close_reason().unwrap_or(CloseReason::PeerClosed),
             )),

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use sockchat_proto::frame::{FixedHeader, FIXED_HEADER_LEN};
-use sockchat_proto::session::{Event, Message, SessionConfig};
+use sockchat_proto::session::{Event, Message, Session, SessionConfig};
 use sockchat_proto::{
     encode_into, ByteStr, ChunkInfo, ChunkLimits, Decoded, Deframer, FrameType, Header, Key,
     Limits, ServerSession,

@@ -18,10 +18,10 @@ use crate::conn::{read_append, Conn, Target};
 pub const DISCONNECT_CONTENT: &[u8] =
     br#"{"message": "Disconnecting", "reason": "Client disconnecting"}"#;
 
-/// Why a session failed. [`kind`](ClientError::kind) is the name errors are counted
+/// Why a session failed. [`kind`](SessionError::kind) is the name errors are counted
 /// under in reports.
 #[derive(Debug, Error)]
-pub enum ClientError {
+pub enum SessionError {
     /// Connecting failed.
     #[error("connect: {0}")]
     Connect(io::Error),
@@ -66,7 +66,7 @@ pub enum ClientError {
     FeatureRefused(&'static str),
 }
 
-impl ClientError {
+impl SessionError {
     /// Stable name for error counts.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -103,7 +103,7 @@ impl<R: AsyncReadRent> FrameReader<R> {
     }
 
     /// The next verified frame. After an error the stream is out of sync.
-    pub async fn next(&mut self) -> Result<Frame, ClientError> {
+    pub async fn next(&mut self) -> Result<Frame, SessionError> {
         loop {
             if let Decoded::Frame(f) = self.deframer.decode(&self.key)? {
                 return Ok(f);
@@ -112,9 +112,9 @@ impl<R: AsyncReadRent> FrameReader<R> {
             let (res, buf) = read_append(&mut self.r, buf).await;
             self.deframer.put_buffer(buf);
             match res {
-                Ok(0) => return Err(ClientError::Eof),
+                Ok(0) => return Err(SessionError::Eof),
                 Ok(_) => {}
-                Err(e) => return Err(ClientError::Read(e)),
+                Err(e) => return Err(SessionError::Read(e)),
             }
         }
     }
@@ -163,29 +163,29 @@ pub fn disconnect(key: &Key, sid: &ByteStr) -> Bytes {
 }
 
 /// Writes a whole buffer.
-pub async fn write<W: AsyncWriteRent>(w: &mut W, b: Bytes) -> Result<(), ClientError> {
+pub async fn write<W: AsyncWriteRent>(w: &mut W, b: Bytes) -> Result<(), SessionError> {
     let (res, _) = w.write_all(b).await;
-    res.map(|_| ()).map_err(ClientError::Write)
+    res.map(|_| ()).map_err(SessionError::Write)
 }
 
 /// Checks a frame belongs to `sid` and is not an `error` or `disconnect` from the
 /// server; returns it for the caller's type-specific checks.
-pub fn check_session(frame: &Frame, sid: &ByteStr) -> Result<(), ClientError> {
+pub fn check_session(frame: &Frame, sid: &ByteStr) -> Result<(), SessionError> {
     match frame.header.kind {
         FrameType::Error => {
-            return Err(ClientError::ServerError(
+            return Err(SessionError::ServerError(
                 String::from_utf8_lossy(&frame.content).into_owned(),
             ))
         }
         FrameType::Disconnect => {
-            return Err(ClientError::ServerDisconnect(
+            return Err(SessionError::ServerDisconnect(
                 String::from_utf8_lossy(&frame.content).into_owned(),
             ))
         }
         _ => {}
     }
     if frame.header.session_id.as_ref() != Some(sid) {
-        return Err(ClientError::SessionIdMismatch);
+        return Err(SessionError::SessionIdMismatch);
     }
     Ok(())
 }
@@ -212,18 +212,18 @@ pub async fn handshake(
     target: &Target,
     key: Rc<Key>,
     features: &[&'static str],
-) -> Result<Established, ClientError> {
-    let conn = Conn::connect(target).await.map_err(ClientError::Connect)?;
+) -> Result<Established, SessionError> {
+    let conn = Conn::connect(target).await.map_err(SessionError::Connect)?;
     let mut reader = FrameReader::with_deframer(conn, Deframer::default(), key.clone());
     let init = reader.next().await?;
     if init.header.kind != FrameType::SessionInit {
-        return Err(ClientError::Unexpected(init.header.kind));
+        return Err(SessionError::Unexpected(init.header.kind));
     }
     let sid = init
         .header
         .session_id
         .clone()
-        .ok_or(ClientError::NoSessionId)?;
+        .ok_or(SessionError::NoSessionId)?;
     let mut ack = Header::new(FrameType::SessionAck, Some(OCTET_STREAM), Some(sid.clone()));
     if !features.is_empty() {
         ack.features = Some(features.iter().map(|f| ByteStr::from_static(f)).collect());
@@ -238,12 +238,12 @@ pub async fn handshake(
         let answer = reader.next().await?;
         check_session(&answer, &sid)?;
         if answer.header.kind != FrameType::SessionAck {
-            return Err(ClientError::Unexpected(answer.header.kind));
+            return Err(SessionError::Unexpected(answer.header.kind));
         }
         granted = answer.header.features.unwrap_or_default();
         for f in features {
             if !granted.iter().any(|g| g == f) {
-                return Err(ClientError::FeatureRefused(f));
+                return Err(SessionError::FeatureRefused(f));
             }
         }
     }

@@ -24,7 +24,7 @@ use sockchat_proto::codec::verify;
 use sockchat_proto::frame::FrameType;
 use sockchat_proto::{ByteStr, FixedHeader, Key, Limits};
 
-use crate::client::{check_session, ClientError};
+use crate::client::{check_session, SessionError};
 
 /// Spare capacity kept free for the next read.
 const MIN_SPARE: usize = 2048;
@@ -95,7 +95,7 @@ impl<R: AsyncReadRent> EchoReader<R> {
 
     /// Checks the buffered bytes for the echo of `sent` (a frame this session encoded,
     /// whose content is `content`).
-    pub fn take(&mut self, sent: &[u8], content: &[u8]) -> Result<Take, ClientError> {
+    pub fn take(&mut self, sent: &[u8], content: &[u8]) -> Result<Take, SessionError> {
         let avail = &self.buf[self.head..];
         let n = sent.len();
         if avail.len() >= n {
@@ -113,7 +113,7 @@ impl<R: AsyncReadRent> EchoReader<R> {
     }
 
     /// The slow path: decode and verify the frame at the head of the buffer.
-    fn decode(&mut self, content: &[u8]) -> Result<Take, ClientError> {
+    fn decode(&mut self, content: &[u8]) -> Result<Take, SessionError> {
         let avail = &self.buf[self.head..];
         let Some(fixed) = FixedHeader::parse(avail, &self.limits)? else {
             self.want = sockchat_proto::frame::FIXED_HEADER_LEN;
@@ -129,7 +129,7 @@ impl<R: AsyncReadRent> EchoReader<R> {
         let frame = verify(&self.key, &fixed, raw)?;
         check_session(&frame, &self.sid)?;
         if frame.header.kind != FrameType::Message {
-            return Err(ClientError::Unexpected(frame.header.kind));
+            return Err(SessionError::Unexpected(frame.header.kind));
         }
         self.slow_path += 1;
         Ok(if frame.content[..] == *content {
@@ -140,8 +140,8 @@ impl<R: AsyncReadRent> EchoReader<R> {
     }
 
     /// Reads once, appending to the buffered bytes (room is made for the frame being
-    /// received). End of stream is [`ClientError::Eof`].
-    pub async fn fill(&mut self) -> Result<usize, ClientError> {
+    /// received). End of stream is [`SessionError::Eof`].
+    pub async fn fill(&mut self) -> Result<usize, SessionError> {
         let need = self.want.max(self.buffered() + MIN_SPARE);
         if self.buf.capacity() - self.head < need {
             if self.head > 0 {
@@ -158,14 +158,14 @@ impl<R: AsyncReadRent> EchoReader<R> {
         let (res, slice) = self.r.read(buf.slice_mut(len..cap)).await;
         self.buf = slice.into_inner();
         match res {
-            Ok(0) => Err(ClientError::Eof),
+            Ok(0) => Err(SessionError::Eof),
             Ok(n) => Ok(n),
-            Err(e) => Err(ClientError::Read(e)),
+            Err(e) => Err(SessionError::Read(e)),
         }
     }
 
     /// Reads until the echo of `sent` has arrived.
-    pub async fn reply(&mut self, sent: &[u8], content: &[u8]) -> Result<Take, ClientError> {
+    pub async fn reply(&mut self, sent: &[u8], content: &[u8]) -> Result<Take, SessionError> {
         loop {
             match self.take(sent, content)? {
                 Take::Need => {
@@ -235,7 +235,10 @@ mod tests {
             assert_eq!(r.reply(&b, &[7u8; 5000]).await.unwrap(), Take::Echo);
             assert_eq!(r.reply(&a, b"hello").await.unwrap(), Take::Echo);
             assert_eq!(r.slow_path(), 0);
-            assert!(matches!(r.reply(&a, b"hello").await, Err(ClientError::Eof)));
+            assert!(matches!(
+                r.reply(&a, b"hello").await,
+                Err(SessionError::Eof)
+            ));
         });
     }
 

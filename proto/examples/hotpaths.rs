@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use sockchat_proto::header::{ByteStr, TEXT_UTF8};
-use sockchat_proto::session::{Event, SessionConfig};
+use sockchat_proto::session::{Event, Session, SessionConfig};
 use sockchat_proto::{
     decode_frame, encode_into, split, FrameType, Header, Key, Limits, Reassembler, ServerSession,
 };

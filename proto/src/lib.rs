@@ -13,7 +13,8 @@
 //!   verification.
 //! * [`deframer`]: the streaming deframer with "need more bytes" vs "invalid".
 //! * [`chunk`]: the chunk extension (splitter and reassembler).
-//! * [`session`]: `ServerSession`, `ClientSession`, and the `CloseReason` enum.
+//! * [`session`]: the [`Session`] driving interface, `ServerSession`, `ClientSession`,
+//!   `LineSession`, and the `CloseReason` enum.
 //! * [`line`](mod@line): the opt-in line mode codec.
 
 pub mod chunk;
@@ -33,5 +34,6 @@ pub use frame::{FixedHeader, FrameType, Limits};
 pub use header::{ByteStr, ChunkInfo, Header};
 pub use line::{Line, LineCodec, LineError};
 pub use session::{
-    ClientSession, CloseReason, Event, Features, Message, SendError, ServerSession, SessionConfig,
+    ClientSession, CloseReason, Event, Features, LineSession, Message, SendError, ServerSession,
+    Session, SessionConfig, Violation,
 };

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sockchat_proto::header::{ByteStr, Header, TEXT_UTF8};
-use sockchat_proto::session::Features;
+use sockchat_proto::session::{Features, Session};
 use sockchat_proto::{
     encode_into, ChunkError, ChunkInfo, ClientSession, CloseReason, Event, FrameType, Key,
     ServerSession, SessionConfig,

@@ -22,15 +22,14 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpStream, UnixStream};
 use sockchat_proto::frame::MAGIC;
-use sockchat_proto::{CloseReason, Event, ServerSession};
+use sockchat_proto::{CloseReason, LineSession, ServerSession, Session};
 
 use crate::handler::SessionInfo;
-use crate::line::LineSession;
-use crate::worker::Core;
+use crate::worker::Worker;
 
 /// Wake-up reasons, set by other tasks.
 pub(crate) const WAKE_OUTPUT: u8 = 1;
@@ -54,104 +53,24 @@ pub(crate) enum Proto {
     Line(Box<LineSession>),
 }
 
-impl Proto {
-    pub(crate) fn is_closed(&self) -> bool {
+/// Every driving call goes through [`Session`]: the enum only picks the session, so it
+/// adds nothing to the API (and a framed session needs no box or vtable of its own).
+impl std::ops::Deref for Proto {
+    type Target = dyn Session;
+
+    fn deref(&self) -> &Self::Target {
         match self {
-            Proto::Frame(s) => s.is_closed(),
-            Proto::Line(l) => l.is_closed(),
+            Proto::Frame(s) => s,
+            Proto::Line(l) => &**l,
         }
     }
+}
 
-    pub(crate) fn close(&mut self, reason: CloseReason) {
+impl std::ops::DerefMut for Proto {
+    fn deref_mut(&mut self) -> &mut Self::Target {
         match self {
-            Proto::Frame(s) => s.close(reason),
-            Proto::Line(l) => l.close(reason),
-        }
-    }
-
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        match self {
-            Proto::Frame(s) => s.handle_timeout(now),
-            Proto::Line(l) => l.handle_timeout(now),
-        }
-    }
-
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match self {
-            Proto::Frame(s) => s.poll_timeout(),
-            Proto::Line(l) => l.poll_timeout(),
-        }
-    }
-
-    pub(crate) fn queued_bytes(&self) -> usize {
-        match self {
-            Proto::Frame(s) => s.queued_bytes(),
-            Proto::Line(l) => l.queued_bytes(),
-        }
-    }
-
-    pub(crate) fn poll_event(&mut self) -> Option<Event> {
-        match self {
-            Proto::Frame(s) => s.poll_event(),
-            Proto::Line(l) => l.poll_event(),
-        }
-    }
-
-    fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
-        match self {
-            Proto::Frame(s) => s.poll_transmit(out),
-            Proto::Line(l) => l.poll_transmit(out),
-        }
-    }
-
-    fn take_buffer(&mut self) -> BytesMut {
-        match self {
-            Proto::Frame(s) => s.deframer_mut().take_buffer(),
-            Proto::Line(l) => l.take_buffer(),
-        }
-    }
-
-    fn put_buffer(&mut self, buf: BytesMut) {
-        match self {
-            Proto::Frame(s) => s.deframer_mut().put_buffer(buf),
-            Proto::Line(l) => l.put_buffer(buf),
-        }
-    }
-
-    /// True when a frame of known size is being received (its buffer is already sized).
-    fn receiving_frame(&mut self) -> bool {
-        match self {
-            Proto::Frame(s) => s.deframer_mut().pending_frame_len().is_some(),
-            Proto::Line(_) => false,
-        }
-    }
-
-    fn is_input_idle(&mut self) -> bool {
-        match self {
-            Proto::Frame(s) => s.deframer_mut().is_idle(),
-            Proto::Line(l) => l.is_input_idle(),
-        }
-    }
-
-    /// Handles buffered input up to the first event; true if input may remain.
-    fn handle_input_until_event(&mut self, now: Instant) -> bool {
-        match self {
-            Proto::Frame(s) => s.handle_input_until_event(now),
-            Proto::Line(l) => l.handle_input_until_event(now),
-        }
-    }
-
-    fn handle_eof(&mut self) {
-        match self {
-            Proto::Frame(s) => s.handle_eof(),
-            Proto::Line(l) => l.handle_eof(),
-        }
-    }
-
-    fn shrink_idle(&mut self) {
-        match self {
-            Proto::Frame(s) => s.shrink_idle(),
-            Proto::Line(l) => l.shrink_idle(),
+            Proto::Frame(s) => s,
+            Proto::Line(l) => &mut **l,
         }
     }
 }
@@ -300,7 +219,7 @@ enum Wake {
 }
 
 /// Runs one connection to its end, then unregisters it from its core.
-pub(crate) async fn drive<S: ConnStream>(core: Rc<Core>, conn: Rc<Conn>, mut stream: S) {
+pub(crate) async fn drive<S: ConnStream>(core: Rc<Worker>, conn: Rc<Conn>, mut stream: S) {
     run(&core, &conn, &mut stream).await;
     drop(stream);
     core.finish(&conn);
@@ -309,7 +228,7 @@ pub(crate) async fn drive<S: ConnStream>(core: Rc<Core>, conn: Rc<Conn>, mut str
 /// The task's future stays small (it is what an idle session costs): everything that
 /// holds buffers or several I/O operations (reading, writing, lingering) runs in a boxed
 /// sub-future allocated only while it runs; only the wait for readability is inline.
-async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
+async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
     loop {
         let flags = conn.flags.replace(0);
         if flags & WAKE_ABORT != 0 {
@@ -338,7 +257,7 @@ async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
         if conn.state.borrow().proto.is_closed() {
             let linger = {
                 let st = conn.state.borrow();
-                st.close_reason.as_ref().is_some_and(needs_linger)
+                st.close_reason.as_ref().is_some_and(CloseReason::lingers)
             };
             if linger {
                 Box::pin(self::linger(core, stream)).await;
@@ -371,18 +290,6 @@ async fn run<S: ConnStream>(core: &Core, conn: &Conn, stream: &mut S) {
     }
 }
 
-/// Closes after which the peer may still be sending while our last frame is on its way:
-/// closing at once could turn into a reset that destroys that frame.
-fn needs_linger(reason: &CloseReason) -> bool {
-    !matches!(
-        reason,
-        CloseReason::PeerClosed
-            | CloseReason::ClientDisconnect { .. }
-            | CloseReason::Io(_)
-            | CloseReason::SlowConsumer
-    )
-}
-
 /// Reads once (io_uring reported the socket readable) and feeds the session.
 ///
 /// The read is a non-blocking `recv` into the spare capacity of the session's receive
@@ -393,14 +300,14 @@ fn needs_linger(reason: &CloseReason) -> bool {
 /// so with thousands of sessions ready at once (a heartbeat burst) thousands of buffers
 /// would be out at once; this way one buffer serves them one after the other, and the
 /// reply is queued one ring round trip earlier.
-fn read<S: ConnStream>(core: &Core, conn: &Conn, stream: &S) {
+fn read<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) {
     let mut st = conn.state.borrow_mut();
     let mut buf = st.proto.take_buffer();
     if buf.capacity() == 0 {
         buf = core.pool.get();
     }
     let spare = buf.capacity() - buf.len();
-    if spare == 0 || (spare < MIN_READ && !st.proto.receiving_frame()) {
+    if spare == 0 || (spare < MIN_READ && st.proto.pending_frame_len().is_none()) {
         buf.reserve(core.pool.buf_size());
     }
     let res = {
@@ -474,7 +381,7 @@ enum WriteWake {
 /// reading keeps getting its input handled, so its queue grows until the send queue
 /// limit closes it as a slow consumer (and a write with no progress for the session
 /// timeout closes it too). An error is the reason to close with.
-async fn flush<S: ConnStream>(core: &Core, conn: &Conn, stream: &S) -> Result<(), CloseReason> {
+async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<(), CloseReason> {
     let fd = stream.as_raw_fd();
     let mut pending: Vec<Bytes> = Vec::new();
     let mut read_open = true;
@@ -556,7 +463,7 @@ async fn flush<S: ConnStream>(core: &Core, conn: &Conn, stream: &S) -> Result<()
 
 /// After our last frame: send FIN, then read and discard until the peer closes too (or
 /// `LINGER` passes), so unread input does not turn the close into a reset.
-pub(crate) async fn linger<S: ConnStream>(core: &Core, stream: &mut S) {
+pub(crate) async fn linger<S: ConnStream>(core: &Worker, stream: &mut S) {
     let _ = stream.shutdown().await;
     let deadline = Instant::now() + LINGER;
     let mut buf = core.pool.get();
@@ -611,15 +518,5 @@ mod tests {
         let mut got = [0u8; 11];
         std::io::Read::read_exact(&mut b, &mut got).unwrap();
         assert_eq!(&got, b"hello world");
-    }
-
-    #[test]
-    fn linger_only_when_we_initiated_with_a_notice() {
-        assert!(needs_linger(&CloseReason::SessionTimeout));
-        assert!(needs_linger(&CloseReason::InvalidFrame(
-            sockchat_proto::DecodeError::BadMagic
-        )));
-        assert!(!needs_linger(&CloseReason::PeerClosed));
-        assert!(!needs_linger(&CloseReason::SlowConsumer));
     }
 }

@@ -14,7 +14,7 @@ use sockchat_proto::header::ByteStr;
 use sockchat_proto::{CloseReason, Message, SendError};
 
 use crate::conn::{ConnState, Proto};
-use crate::worker::Core;
+use crate::worker::Worker;
 
 /// How a session reached the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub trait Handler: Send + Sync + 'static {
 /// What a handler can do with the session it was called for, and with the others.
 #[derive(Debug)]
 pub struct SessionCtx<'a> {
-    pub(crate) core: &'a Core,
+    pub(crate) core: &'a Worker,
     pub(crate) conn_id: u64,
     pub(crate) state: &'a mut ConnState,
 }
@@ -124,10 +124,7 @@ impl SessionCtx<'_> {
         content_type: Option<ByteStr>,
         content: Bytes,
     ) -> Result<(), SendError> {
-        let r = match &mut self.state.proto {
-            Proto::Frame(s) => s.send_message(content_type, content),
-            Proto::Line(l) => l.send_text(&content),
-        };
+        let r = self.state.proto.send_message(content_type, content);
         if r.is_ok() {
             self.state.info.messages_out += 1;
             self.core.count_message_out();
@@ -138,10 +135,7 @@ impl SessionCtx<'_> {
     /// Sends `message` back to this session. A message that came in one frame goes back
     /// as the same verified bytes, without re-encoding.
     pub fn echo(&mut self, message: Message) -> Result<(), SendError> {
-        let r = match &mut self.state.proto {
-            Proto::Frame(s) => s.echo(message),
-            Proto::Line(l) => l.send_text(&message.content),
-        };
+        let r = self.state.proto.echo(message);
         if r.is_ok() {
             self.state.info.messages_out += 1;
             self.core.count_message_out();

@@ -33,7 +33,6 @@ pub mod timer;
 
 mod conn;
 mod fanout;
-mod line;
 mod worker;
 
 pub use config::{ConfigError, Mode, ServerConfig};

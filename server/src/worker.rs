@@ -17,7 +17,9 @@ use bytes::{Bytes, BytesMut};
 use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use sockchat_proto::header::{ByteStr, Header, OCTET_STREAM};
-use sockchat_proto::{encode_into, CloseReason, Event, FrameType, ServerSession, SessionConfig};
+use sockchat_proto::{
+    encode_into, CloseReason, Event, FrameType, LineSession, ServerSession, Session, SessionConfig,
+};
 
 use crate::config::ServerConfig;
 use crate::conn::{
@@ -25,7 +27,6 @@ use crate::conn::{
 };
 use crate::fanout::{Broadcast, Inbox, Mailbox};
 use crate::handler::{Delivery, Handler, Peer, SessionCtx, SessionInfo, Transport};
-use crate::line::LineSession;
 use crate::pool::BufPool;
 use crate::server::Shared;
 use crate::stats::CoreStats;
@@ -48,7 +49,7 @@ pub(crate) struct CoreListeners {
 }
 
 /// A core's state, shared by its tasks (single-threaded).
-pub struct Core {
+pub struct Worker {
     pub(crate) index: usize,
     pub(crate) config: Arc<ServerConfig>,
     session_config: Arc<SessionConfig>,
@@ -65,9 +66,9 @@ pub struct Core {
     server_full: Bytes,
 }
 
-impl std::fmt::Debug for Core {
+impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Core")
+        f.debug_struct("Worker")
             .field("index", &self.index)
             .field("sessions", &self.conns.borrow().len())
             .finish_non_exhaustive()
@@ -120,7 +121,7 @@ pub(crate) fn run_core(
         }
     };
     rt.block_on(async move {
-        let core = Rc::new(Core::new(index, config, handler, shared));
+        let core = Rc::new(Worker::new(index, config, handler, shared));
         let started = start_accepting(&core, listeners);
         let failed = started
             .as_ref()
@@ -137,7 +138,7 @@ pub(crate) fn run_core(
     })
 }
 
-fn start_accepting(core: &Rc<Core>, listeners: CoreListeners) -> io::Result<()> {
+fn start_accepting(core: &Rc<Worker>, listeners: CoreListeners) -> io::Result<()> {
     for l in listeners.tcp {
         let l = TcpListener::from_std(l)?;
         monoio::spawn(accept_tcp(core.clone(), l));
@@ -149,7 +150,7 @@ fn start_accepting(core: &Rc<Core>, listeners: CoreListeners) -> io::Result<()> 
     Ok(())
 }
 
-impl Core {
+impl Worker {
     fn new(
         index: usize,
         config: Arc<ServerConfig>,
@@ -344,13 +345,11 @@ impl Core {
             conn.wake(WAKE_OUTPUT | WAKE_ABORT);
             return false;
         }
-        let sent = match &mut st.proto {
-            Proto::Frame(s) if s.is_established() => s
-                .send_message(content_type.clone(), content.clone())
-                .is_ok(),
-            Proto::Frame(_) => false,
-            Proto::Line(l) => l.send_text(content).is_ok(),
-        };
+        // Not yet established (framed, mid-handshake) or closed: `NotOpen`, not sent.
+        let sent = st
+            .proto
+            .send_message(content_type.clone(), content.clone())
+            .is_ok();
         if !sent {
             return false;
         }
@@ -517,7 +516,7 @@ impl Core {
 }
 
 /// Tells a connection "Server full" and closes it.
-async fn reject<S: ConnStream>(core: Rc<Core>, mut stream: S) {
+async fn reject<S: ConnStream>(core: Rc<Worker>, mut stream: S) {
     let frame = core.server_full.clone();
     let len = frame.len();
     if let Ok((Ok(n), _)) = monoio::time::timeout(Duration::from_secs(1), stream.write(frame)).await
@@ -529,7 +528,7 @@ async fn reject<S: ConnStream>(core: Rc<Core>, mut stream: S) {
     }
 }
 
-async fn accept_error(core: &Core, e: &io::Error) {
+async fn accept_error(core: &Worker, e: &io::Error) {
     match e.raw_os_error() {
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
             tracing::warn!(core = core.index, error = %e, "accept failed; backing off");
@@ -543,7 +542,7 @@ fn is_cancelled(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ECANCELED)
 }
 
-async fn accept_tcp(core: Rc<Core>, listener: TcpListener) {
+async fn accept_tcp(core: Rc<Worker>, listener: TcpListener) {
     while let Some(h) = core.accept_handle() {
         match listener.cancelable_accept(h).await {
             Ok((stream, addr)) => {
@@ -559,7 +558,7 @@ async fn accept_tcp(core: Rc<Core>, listener: TcpListener) {
     }
 }
 
-async fn accept_unix(core: Rc<Core>, listener: UnixListener) {
+async fn accept_unix(core: Rc<Worker>, listener: UnixListener) {
     while let Some(h) = core.accept_handle() {
         match listener.cancelable_accept(h).await {
             Ok((stream, _)) => {
@@ -583,7 +582,7 @@ async fn accept_unix(core: Rc<Core>, listener: UnixListener) {
 }
 
 /// The core's one timer task: sleeps until the earliest deadline of any session.
-async fn timer_task(core: Rc<Core>) {
+async fn timer_task(core: Rc<Worker>) {
     let mut expired = Vec::new();
     loop {
         let next = core.timers.next();
@@ -606,7 +605,7 @@ async fn timer_task(core: Rc<Core>) {
 }
 
 /// Delivers chat messages from other cores until shutdown is requested.
-async fn control(core: &Rc<Core>, inbox: &Inbox) {
+async fn control(core: &Rc<Worker>, inbox: &Inbox) {
     let mailbox = core.mailbox();
     loop {
         poll_fn(|cx| mailbox.notify.poll_notified(cx)).await;

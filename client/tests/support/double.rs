@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sockchat_client::{Addr, Stream};
 use sockchat_proto::header::{ByteStr, TEXT_UTF8};
-use sockchat_proto::{CloseReason, Event, Key, ServerSession, SessionConfig};
+use sockchat_proto::{CloseReason, Event, Key, ServerSession, Session, SessionConfig};
 
 enum Listener {
     Tcp(TcpListener),

@@ -14,7 +14,7 @@ use sockchat_proto::frame::FrameType;
 
 use super::{finish, load_key, run_config, Finished, ScenarioError};
 use crate::cli::ChurnArgs;
-use crate::client::{self, check_session, is_pong, ClientError};
+use crate::client::{self, check_session, is_pong, SessionError};
 use crate::runner::{self, ThreadCtx};
 use crate::stats::ns_between;
 
@@ -94,7 +94,7 @@ async fn churn_loop(ctx: Rc<ThreadCtx>, i: usize, verify: bool) {
 }
 
 /// One connect → handshake → disconnect → close; returns the handshake time.
-async fn cycle(ctx: &ThreadCtx, verify: bool, t0: Instant) -> Result<u64, ClientError> {
+async fn cycle(ctx: &ThreadCtx, verify: bool, t0: Instant) -> Result<u64, SessionError> {
     let mut est = client::handshake(&ctx.cfg().target, ctx.key.clone(), &[]).await?;
     let sid = est.session_id.clone();
     if verify {
@@ -102,7 +102,7 @@ async fn cycle(ctx: &ThreadCtx, verify: bool, t0: Instant) -> Result<u64, Client
         let f = est.reader.next().await?;
         check_session(&f, &sid)?;
         if !is_pong(&f) {
-            return Err(ClientError::Unexpected(f.header.kind));
+            return Err(SessionError::Unexpected(f.header.kind));
         }
     }
     let hs = ns_between(t0, Instant::now());
@@ -111,17 +111,17 @@ async fn cycle(ctx: &ThreadCtx, verify: bool, t0: Instant) -> Result<u64, Client
     let closed = monoio::time::timeout(Duration::from_secs(2), async {
         loop {
             match est.reader.next().await {
-                Err(ClientError::Eof) | Err(ClientError::Read(_)) => return Ok(()),
+                Err(SessionError::Eof) | Err(SessionError::Read(_)) => return Ok(()),
                 Err(e) => return Err(e),
                 // A server may confirm with its own `disconnect` before closing.
                 Ok(f) if f.header.kind == FrameType::Disconnect => {}
-                Ok(f) => return Err(ClientError::Unexpected(f.header.kind)),
+                Ok(f) => return Err(SessionError::Unexpected(f.header.kind)),
             }
         }
     })
     .await;
     match closed {
         Ok(r) => r.map(|_| hs),
-        Err(_) => Err(ClientError::NoClose),
+        Err(_) => Err(SessionError::NoClose),
     }
 }

@@ -24,7 +24,7 @@ use std::os::fd::AsRawFd;
 use super::{establish, finish, for_each_session, load_key, pattern, run_config, say_goodbye};
 use super::{Finished, ScenarioError};
 use crate::cli::EchoArgs;
-use crate::client::{self, check_session, ClientError, Established, FrameReader};
+use crate::client::{self, check_session, Established, FrameReader, SessionError};
 use crate::echo_wire::{EchoReader, Take};
 use crate::runner::{self, ThreadCtx};
 use crate::stats::ns_between;
@@ -204,7 +204,7 @@ async fn next_reply<R: AsyncReadRent>(
                     Err(e) => return Err(e.kind()),
                 }
             }
-            (other, _, _) => return Err(ClientError::Unexpected(other).kind()),
+            (other, _, _) => return Err(SessionError::Unexpected(other).kind()),
         }
     }
 }
@@ -212,7 +212,7 @@ async fn next_reply<R: AsyncReadRent>(
 /// Counts a reply: a latency sample if it equals what was sent, else an error.
 fn record(ctx: &ThreadCtx, sent_content: &[u8], got: &[u8], sent: Instant, now: Instant) {
     if got != sent_content {
-        ctx.error(ClientError::EchoMismatch.kind());
+        ctx.error(SessionError::EchoMismatch.kind());
     } else {
         ctx.rec
             .borrow_mut()
@@ -225,7 +225,7 @@ fn ended(ctx: &ThreadCtx, res: Result<Result<(), &'static str>, monoio::time::er
     match res {
         Ok(Ok(())) => {}
         Ok(Err(kind)) => ctx.error(kind),
-        Err(_) => ctx.error(ClientError::Timeout.kind()),
+        Err(_) => ctx.error(SessionError::Timeout.kind()),
     }
 }
 
@@ -277,7 +277,7 @@ fn record_take(ctx: &ThreadCtx, t: Take, bytes: usize, sent: Instant, now: Insta
             .rec
             .borrow_mut()
             .sample(now, ns_between(sent, now), bytes as u64),
-        Take::Mismatch => ctx.error(ClientError::EchoMismatch.kind()),
+        Take::Mismatch => ctx.error(SessionError::EchoMismatch.kind()),
         Take::Need => {}
     }
 }
@@ -286,7 +286,7 @@ fn record_take(ctx: &ThreadCtx, t: Take, bytes: usize, sent: Instant, now: Insta
 fn ended_fast(ctx: &ThreadCtx, res: Result<(), &'static str>) {
     if let Err(kind) = res {
         ctx.error(if ctx.expired() {
-            ClientError::Timeout.kind()
+            SessionError::Timeout.kind()
         } else {
             kind
         });
@@ -372,7 +372,7 @@ async fn pipelined<R: AsyncReadRent, W: AsyncWriteRent + 'static>(
                         }
                         let (res, buf) = wr.write_all(std::mem::take(&mut scratch)).await;
                         scratch = buf;
-                        res.map(drop).map_err(ClientError::Write)
+                        res.map(drop).map_err(SessionError::Write)
                     }
                 };
                 if let Err(e) = res {

@@ -22,7 +22,7 @@ use sockchat_proto::header::OCTET_STREAM;
 use super::{establish, finish, load_key, pattern, run_config, say_goodbye};
 use super::{Finished, ScenarioError};
 use crate::cli::FanoutArgs;
-use crate::client::{self, check_session, ClientError, FrameReader};
+use crate::client::{self, check_session, FrameReader, SessionError};
 use crate::runner::{self, ThreadCtx};
 use crate::stats::{ns_between, Window};
 
@@ -206,7 +206,7 @@ async fn receiver(
             break;
         }
         if frame.header.kind != FrameType::Message {
-            ctx.error(ClientError::Unexpected(frame.header.kind).kind());
+            ctx.error(SessionError::Unexpected(frame.header.kind).kind());
             continue;
         }
         let c = &frame.content;

@@ -17,7 +17,7 @@ use sockchat_proto::frame::FrameType;
 use super::{establish, finish, for_each_session, load_key, run_config, say_goodbye};
 use super::{Finished, ScenarioError};
 use crate::cli::HeartbeatArgs;
-use crate::client::{self, check_session, is_pong, ClientError};
+use crate::client::{self, check_session, is_pong, SessionError};
 use crate::runner::{self, ThreadCtx};
 use crate::stats::ns_between;
 
@@ -94,7 +94,7 @@ async fn session(ctx: Rc<ThreadCtx>, interval: Duration, i: usize) {
             let read = monoio::time::timeout(pong_timeout, est.reader.next()).await;
             let frame = match read {
                 Err(_) => {
-                    ctx.error(ClientError::Timeout.kind());
+                    ctx.error(SessionError::Timeout.kind());
                     break 'ticks;
                 }
                 Ok(Err(e)) => {

@@ -22,7 +22,7 @@ use sockchat_proto::header::OCTET_STREAM;
 use super::{establish, finish, for_each_session, load_key, pattern, run_config, say_goodbye};
 use super::{Finished, ScenarioError};
 use crate::cli::RateArgs;
-use crate::client::{self, check_session, ClientError, FrameReader};
+use crate::client::{self, check_session, FrameReader, SessionError};
 use crate::runner::{self, ThreadCtx};
 use crate::stats::{ns_between, Window};
 
@@ -127,14 +127,14 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
             let now = Instant::now();
             check_session(&frame, &sid).map_err(|e| e.kind())?;
             if frame.header.kind != FrameType::Message {
-                return Err(ClientError::Unexpected(frame.header.kind).kind());
+                return Err(SessionError::Unexpected(frame.header.kind).kind());
             }
             let Some((sched, actual)) = inflight.borrow_mut().pop_front() else {
                 return Err("unsolicited_reply");
             };
             received += 1;
             if frame.content != content {
-                ctx.error(ClientError::EchoMismatch.kind());
+                ctx.error(SessionError::EchoMismatch.kind());
                 continue;
             }
             let mut rec = ctx.rec.borrow_mut();
@@ -147,7 +147,7 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     match res {
         Ok(Ok(())) => {}
         Ok(Err(kind)) => ctx.error(kind),
-        Err(_) => ctx.error(ClientError::Timeout.kind()),
+        Err(_) => ctx.error(SessionError::Timeout.kind()),
     }
     if let Ok(mut wr) = monoio::time::timeout(ctx.cfg().drain, writer).await {
         say_goodbye(&mut wr, &key, &sid).await;

@@ -3,10 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::common::Core;
-use super::{disconnect_reason, CloseReason, Event, Features, Message, SendError, SessionConfig};
+use super::common::FramedCommon;
+use super::reason::{Side, Violation};
+use super::{
+    disconnect_reason, CloseReason, Event, Features, Message, SendError, Session, SessionConfig,
+};
 use crate::codec::{Frame, Key};
 use crate::deframer::Deframer;
 use crate::frame::FrameType;
@@ -30,7 +33,7 @@ enum State {
 /// receives messages (chunked when needed and granted). See the [module docs](super).
 #[derive(Debug)]
 pub struct ClientSession {
-    core: Core,
+    core: FramedCommon,
     state: State,
     last_seen: Instant,
     next_ping: Instant,
@@ -43,7 +46,7 @@ impl ClientSession {
     pub fn new(key: Arc<Key>, config: Arc<SessionConfig>, now: Instant) -> Self {
         let deadline = now + config.handshake_timeout;
         Self {
-            core: Core::new(key, config, false),
+            core: FramedCommon::new(key, config, Side::Client),
             state: State::AwaitInit { deadline },
             last_seen: now,
             next_ping: now,
@@ -61,95 +64,10 @@ impl ClientSession {
         self.core.features
     }
 
-    /// True from [`Event::Established`] until the session closes.
-    pub fn is_established(&self) -> bool {
-        self.state == State::Open && !self.core.closed
-    }
-
-    /// True once the session has ended.
-    pub fn is_closed(&self) -> bool {
-        self.core.closed
-    }
-
     /// The receive buffer: append bytes read from the server, then call
-    /// [`handle_input`](Self::handle_input).
+    /// [`handle_input`](Session::handle_input).
     pub fn deframer_mut(&mut self) -> &mut Deframer {
         &mut self.core.deframer
-    }
-
-    /// Processes every complete frame buffered.
-    pub fn handle_input(&mut self, now: Instant) {
-        while let Some(frame) = self.core.next_frame() {
-            self.last_seen = now;
-            self.on_frame(frame, now);
-        }
-    }
-
-    /// The server closed the connection.
-    pub fn handle_eof(&mut self) {
-        self.core.handle_eof();
-    }
-
-    /// Sends a due heartbeat, or fires the handshake or silence timeout.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.core.closed {
-            return;
-        }
-        match self.state {
-            State::AwaitInit { deadline } | State::AwaitFeatures { deadline } => {
-                if now >= deadline {
-                    self.core.close(CloseReason::HandshakeTimeout);
-                }
-            }
-            State::Open => {
-                if now >= self.last_seen + self.core.config.session_timeout {
-                    self.core.close(CloseReason::SessionTimeout);
-                } else if now >= self.next_ping {
-                    self.ping(now);
-                }
-            }
-        }
-    }
-
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.core.closed {
-            return None;
-        }
-        Some(match self.state {
-            State::AwaitInit { deadline } | State::AwaitFeatures { deadline } => deadline,
-            State::Open => self
-                .next_ping
-                .min(self.last_seen + self.core.config.session_timeout),
-        })
-    }
-
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.core.events.pop_front()
-    }
-
-    /// Moves all bytes ready to be written, in order, to `out`.
-    pub fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
-        self.core.outbox.drain_into(out);
-    }
-
-    /// Bytes queued and not yet taken by [`poll_transmit`](Self::poll_transmit).
-    pub fn queued_bytes(&self) -> usize {
-        self.core.outbox.queued_bytes()
-    }
-
-    /// Sends a message: one frame, or chunks when it is larger than a frame and the
-    /// server granted the chunk feature.
-    pub fn send_message(
-        &mut self,
-        content_type: Option<ByteStr>,
-        content: Bytes,
-    ) -> Result<(), SendError> {
-        if !self.is_established() {
-            return Err(SendError::NotOpen);
-        }
-        self.core.send_message(content_type, content)
     }
 
     /// Sends a heartbeat `ping` now and schedules the next one an interval later.
@@ -272,12 +190,126 @@ impl ClientSession {
             // A repeated ack (e.g. a features answer after we gave up waiting) is harmless.
             FrameType::SessionAck => {}
             FrameType::SessionInit => {
-                self.core.close(CloseReason::ProtocolViolation(
-                    "session_init in an open session",
-                ));
+                self.core
+                    .close(CloseReason::ProtocolViolation(Violation::InitInOpenSession));
             }
             // Reported in `on_frame` before the state dispatch.
             FrameType::Error => {}
         }
+    }
+}
+impl Session for ClientSession {
+    fn is_established(&self) -> bool {
+        self.state == State::Open && !self.core.closed
+    }
+
+    fn is_closed(&self) -> bool {
+        self.core.closed
+    }
+
+    fn handle_input(&mut self, now: Instant) {
+        while let Some(frame) = self.core.next_frame() {
+            self.last_seen = now;
+            self.on_frame(frame, now);
+        }
+    }
+
+    fn handle_eof(&mut self) {
+        self.core.handle_eof();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.core.closed {
+            return;
+        }
+        match self.state {
+            State::AwaitInit { deadline } | State::AwaitFeatures { deadline } => {
+                if now >= deadline {
+                    self.core.close(CloseReason::HandshakeTimeout);
+                }
+            }
+            State::Open => {
+                if now >= self.last_seen + self.core.config.session_timeout {
+                    self.core.close(CloseReason::SessionTimeout);
+                } else if now >= self.next_ping {
+                    self.ping(now);
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.core.closed {
+            return None;
+        }
+        Some(match self.state {
+            State::AwaitInit { deadline } | State::AwaitFeatures { deadline } => deadline,
+            State::Open => self
+                .next_ping
+                .min(self.last_seen + self.core.config.session_timeout),
+        })
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
+        self.core.outbox.drain_into(out);
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.core.outbox.queued_bytes()
+    }
+
+    fn send_message(
+        &mut self,
+        content_type: Option<ByteStr>,
+        content: Bytes,
+    ) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(SendError::NotOpen);
+        }
+        self.core.send_message(content_type, content)
+    }
+
+    fn handle_input_until_event(&mut self, now: Instant) -> bool {
+        while self.core.events.is_empty() {
+            match self.core.next_frame() {
+                Some(frame) => {
+                    self.last_seen = now;
+                    self.on_frame(frame, now);
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.core.close(reason);
+    }
+
+    fn shrink_idle(&mut self) {
+        if self.core.events.is_empty() {
+            self.core.events = std::collections::VecDeque::new();
+        }
+        self.core.outbox.shrink_idle();
+    }
+
+    fn take_buffer(&mut self) -> BytesMut {
+        self.core.deframer.take_buffer()
+    }
+
+    fn put_buffer(&mut self, buf: BytesMut) {
+        self.core.deframer.put_buffer(buf);
+    }
+
+    fn is_input_idle(&self) -> bool {
+        self.core.deframer.is_idle()
+    }
+
+    fn pending_frame_len(&self) -> Option<usize> {
+        self.core.deframer.pending_frame_len()
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::outbox;
+use super::reason::{Notice, Side, Violation};
 use super::{CloseReason, Event, Features, Message, Outbox, SendError, SessionConfig};
 use crate::chunk::{self, Reassembler};
 use crate::codec::{encode_into, encode_parts, Frame, Key};
@@ -13,31 +14,9 @@ use crate::deframer::{Decoded, Deframer};
 use crate::frame::{FrameType, MAX_CONTENT_LEN};
 use crate::header::{ByteStr, Header, OCTET_STREAM};
 
-/// What the peer is told when a session ends for a given reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Notice {
-    /// A `disconnect` frame naming the reason.
-    Disconnect,
-    /// An `error` frame with the reason's text.
-    Error,
-    /// Nothing: the peer ended it, cannot read, or must not be written to any more.
-    None,
-}
-
-pub(crate) fn notice_for(reason: &CloseReason, is_server: bool) -> Notice {
-    use CloseReason::*;
-    match reason {
-        ServerShutdown | HandshakeTimeout | SessionTimeout | Application(_) => Notice::Disconnect,
-        ClientDisconnect { .. } if !is_server => Notice::Disconnect,
-        InvalidFrame(_) | HandshakeFailed | ForeignSessionId | Chunk(_) | ProtocolViolation(_)
-        | ServerFull | LineTooLong => Notice::Error,
-        _ => Notice::None,
-    }
-}
-
 /// The parts of a session both roles share: codec state, queues, chunking.
 #[derive(Debug)]
-pub(crate) struct Core {
+pub(crate) struct FramedCommon {
     pub(crate) key: Arc<Key>,
     pub(crate) config: Arc<SessionConfig>,
     pub(crate) session_id: Option<ByteStr>,
@@ -48,11 +27,11 @@ pub(crate) struct Core {
     reassembler: Option<Box<Reassembler>>,
     next_message_id: u64,
     pub(crate) closed: bool,
-    is_server: bool,
+    side: Side,
 }
 
-impl Core {
-    pub(crate) fn new(key: Arc<Key>, config: Arc<SessionConfig>, is_server: bool) -> Self {
+impl FramedCommon {
+    pub(crate) fn new(key: Arc<Key>, config: Arc<SessionConfig>, side: Side) -> Self {
         let deframer = Deframer::new(config.limits);
         Self {
             key,
@@ -65,7 +44,7 @@ impl Core {
             reassembler: None,
             next_message_id: 0,
             closed: false,
-            is_server,
+            side,
         }
     }
 
@@ -149,13 +128,13 @@ impl Core {
     pub(crate) fn on_chunk(&mut self, frame: &Frame) {
         if !self.features.chunk {
             self.close(CloseReason::ProtocolViolation(
-                "chunk frames need the chunk feature",
+                Violation::ChunkWithoutFeature,
             ));
             return;
         }
         let Some(info) = frame.header.chunk.as_ref() else {
             // Header::parse guarantees chunk info on chunk frames.
-            self.close(CloseReason::ProtocolViolation("chunk without chunk info"));
+            self.close(CloseReason::ProtocolViolation(Violation::ChunkWithoutInfo));
             return;
         };
         let limits = self.config.chunk;
@@ -210,7 +189,7 @@ impl Core {
         if self.closed {
             return;
         }
-        match notice_for(&reason, self.is_server) {
+        match reason.notice(self.side) {
             Notice::Disconnect => {
                 let content = super::disconnect_content(&reason.wire_reason());
                 let ct = crate::header::APPLICATION_JSON;
@@ -222,8 +201,7 @@ impl Core {
             }
             Notice::None => {}
         }
-        if reason == CloseReason::SlowConsumer {
-            // The peer is not reading: holding its backlog would only grow memory.
+        if reason.discards_queue() {
             self.outbox = Outbox::default();
         }
         self.closed = true;

@@ -1,13 +1,16 @@
 //! Sans-IO session state machines.
 //!
-//! [`ServerSession`] and [`ClientSession`] are driven the same way (the quinn-proto
-//! pattern): append received bytes to [`deframer_mut`](ServerSession::deframer_mut) and
-//! call `handle_input(now)`; call `handle_timeout(now)` when `poll_timeout()` passes;
-//! drain `poll_event()` and `poll_transmit(..)`. Nothing here reads a clock or touches a
-//! socket, so a pair can be run in memory on a simulated clock.
+//! [`ServerSession`], [`ClientSession`] and [`LineSession`] are driven the same way, through
+//! the [`Session`] trait (the quinn-proto pattern): append received bytes to the receive
+//! buffer and call `handle_input(now)`; call `handle_timeout(now)` when `poll_timeout()`
+//! passes; drain `poll_event()` and `poll_transmit(..)`. Every rule of a session (handshake,
+//! heartbeats, timeouts, which notice each [`CloseReason`] sends) lives here; nothing here
+//! reads a clock or touches a socket, so a pair can be run in memory on a simulated clock.
 
 mod client;
 mod common;
+mod driver;
+mod line;
 mod outbox;
 mod reason;
 mod server;
@@ -17,8 +20,10 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use client::ClientSession;
+pub use driver::Session;
+pub use line::LineSession;
 pub use outbox::Outbox;
-pub use reason::CloseReason;
+pub use reason::{CloseReason, Notice, Side, Violation};
 pub use server::ServerSession;
 
 use crate::chunk::ChunkLimits;
@@ -107,7 +112,7 @@ pub struct Message {
     pub content: Bytes,
     /// The verified frame exactly as received, when the message came in one `message`
     /// frame. It carries this session's id, so it can be sent back to the same peer
-    /// as is ([`ServerSession::echo`]), without re-encoding or re-signing.
+    /// as is ([`Session::echo`] on a [`ServerSession`]), without re-encoding or re-signing.
     pub frame: Option<Bytes>,
 }
 

@@ -3,10 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::common::Core;
-use super::{disconnect_reason, CloseReason, Event, Features, Message, SendError, SessionConfig};
+use super::common::FramedCommon;
+use super::reason::{Side, Violation};
+use super::{
+    disconnect_reason, CloseReason, Event, Features, Message, SendError, Session, SessionConfig,
+};
 use crate::codec::{Frame, Key};
 use crate::deframer::Deframer;
 use crate::frame::FrameType;
@@ -23,7 +26,7 @@ enum State {
 /// [`Event`]s. See the [module docs](super) for how to drive it.
 #[derive(Debug)]
 pub struct ServerSession {
-    core: Core,
+    core: FramedCommon,
     state: State,
     last_seen: Instant,
 }
@@ -38,7 +41,7 @@ impl ServerSession {
         now: Instant,
     ) -> Self {
         let deadline = now + config.handshake_timeout;
-        let mut core = Core::new(key, config, true);
+        let mut core = FramedCommon::new(key, config, Side::Server);
         core.session_id = Some(session_id);
         core.queue_control(FrameType::SessionInit, OCTET_STREAM, b"Session established");
         Self {
@@ -61,145 +64,15 @@ impl ServerSession {
         self.core.features
     }
 
-    /// True once the client's `session_ack` was accepted and until the session closes.
-    pub fn is_established(&self) -> bool {
-        self.state == State::Open && !self.core.closed
-    }
-
-    /// True once the session has ended (an [`Event::Closed`] was emitted).
-    pub fn is_closed(&self) -> bool {
-        self.core.closed
-    }
-
     /// The receive buffer: append bytes read from the peer, then call
-    /// [`handle_input`](Self::handle_input).
+    /// [`handle_input`](Session::handle_input).
     pub fn deframer_mut(&mut self) -> &mut Deframer {
         &mut self.core.deframer
-    }
-
-    /// Processes every complete frame buffered. Frames pipelined behind the ack are
-    /// handled in the same call.
-    pub fn handle_input(&mut self, now: Instant) {
-        while let Some(frame) = self.core.next_frame() {
-            self.last_seen = now;
-            self.on_frame(frame);
-        }
-    }
-
-    /// Like [`handle_input`](Self::handle_input), but stops after the first frame that
-    /// produced an [`Event`] and returns true (more frames may be buffered: call again
-    /// after draining the events). A driver that answers messages as they come keeps
-    /// its replies in the order of the requests this way (an echo before the `pong` of
-    /// a ping sent after the message). Returns false once every buffered frame was
-    /// handled.
-    pub fn handle_input_until_event(&mut self, now: Instant) -> bool {
-        while self.core.events.is_empty() {
-            match self.core.next_frame() {
-                Some(frame) => {
-                    self.last_seen = now;
-                    self.on_frame(frame);
-                }
-                None => return false,
-            }
-        }
-        true
-    }
-
-    /// The peer closed its side (read returned 0).
-    pub fn handle_eof(&mut self) {
-        self.core.handle_eof();
-    }
-
-    /// Fires the handshake or silence timeout if `now` is past it.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        match self.poll_timeout() {
-            Some(deadline) if now >= deadline => {
-                let reason = match self.state {
-                    State::AwaitAck { .. } => CloseReason::HandshakeTimeout,
-                    State::Open => CloseReason::SessionTimeout,
-                };
-                self.core.close(reason);
-            }
-            _ => {}
-        }
-    }
-
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.core.closed {
-            return None;
-        }
-        Some(match self.state {
-            State::AwaitAck { deadline } => deadline,
-            State::Open => self.last_seen + self.core.config.session_timeout,
-        })
-    }
-
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.core.events.pop_front()
-    }
-
-    /// Moves all bytes ready to be written, in order, to `out`.
-    pub fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
-        self.core.outbox.drain_into(out);
-    }
-
-    /// Bytes queued for the peer and not yet taken by [`poll_transmit`](Self::poll_transmit).
-    pub fn queued_bytes(&self) -> usize {
-        self.core.outbox.queued_bytes()
     }
 
     /// Bytes reserved for chunked messages still arriving.
     pub fn reassembly_bytes(&self) -> u64 {
         self.core.reassembly_bytes()
-    }
-
-    /// Frees the spare capacity of an idle session's queues (events, outbox), so a
-    /// session waiting for input holds as little memory as possible. Cheap: call it
-    /// before waiting for input.
-    pub fn shrink_idle(&mut self) {
-        if self.core.events.is_empty() {
-            self.core.events = std::collections::VecDeque::new();
-        }
-        self.core.outbox.shrink_idle();
-    }
-
-    /// Sends a message: one frame, or chunks if it is larger than a frame and the client
-    /// asked for chunks.
-    pub fn send_message(
-        &mut self,
-        content_type: Option<ByteStr>,
-        content: Bytes,
-    ) -> Result<(), SendError> {
-        if !self.is_established() {
-            return Err(SendError::NotOpen);
-        }
-        self.core.send_message(content_type, content)
-    }
-
-    /// Sends a message received on this session back to its sender. A message that came
-    /// as one frame goes back as the very same verified bytes (it already carries this
-    /// session's id), so echo costs no encoding and no HMAC.
-    pub fn echo(&mut self, message: Message) -> Result<(), SendError> {
-        if !self.is_established() {
-            return Err(SendError::NotOpen);
-        }
-        match message.frame {
-            Some(frame) => {
-                self.core.outbox.push(frame);
-                Ok(())
-            }
-            None => self
-                .core
-                .send_message(message.content_type, message.content),
-        }
-    }
-
-    /// Ends the session for `reason`; the peer is told (a `disconnect` or `error` frame,
-    /// queued after what is already queued) unless the reason rules that out.
-    pub fn close(&mut self, reason: CloseReason) {
-        self.core.close(reason);
     }
 
     fn on_frame(&mut self, frame: Frame) {
@@ -237,7 +110,7 @@ impl ServerSession {
                 }
                 FrameType::SessionInit | FrameType::SessionAck => {
                     self.core.close(CloseReason::ProtocolViolation(
-                        "handshake frame in an open session",
+                        Violation::HandshakeInOpenSession,
                     ));
                 }
             },
@@ -269,6 +142,128 @@ impl ServerSession {
     fn on_disconnect(&mut self, frame: &Frame) {
         let reason = disconnect_reason(&frame.content);
         self.core.close(CloseReason::ClientDisconnect { reason });
+    }
+}
+
+impl Session for ServerSession {
+    fn is_established(&self) -> bool {
+        self.state == State::Open && !self.core.closed
+    }
+
+    fn is_closed(&self) -> bool {
+        self.core.closed
+    }
+
+    fn handle_input(&mut self, now: Instant) {
+        while let Some(frame) = self.core.next_frame() {
+            self.last_seen = now;
+            self.on_frame(frame);
+        }
+    }
+
+    fn handle_input_until_event(&mut self, now: Instant) -> bool {
+        while self.core.events.is_empty() {
+            match self.core.next_frame() {
+                Some(frame) => {
+                    self.last_seen = now;
+                    self.on_frame(frame);
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
+    fn handle_eof(&mut self) {
+        self.core.handle_eof();
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self.poll_timeout() {
+            Some(deadline) if now >= deadline => {
+                let reason = match self.state {
+                    State::AwaitAck { .. } => CloseReason::HandshakeTimeout,
+                    State::Open => CloseReason::SessionTimeout,
+                };
+                self.core.close(reason);
+            }
+            _ => {}
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.core.closed {
+            return None;
+        }
+        Some(match self.state {
+            State::AwaitAck { deadline } => deadline,
+            State::Open => self.last_seen + self.core.config.session_timeout,
+        })
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
+        self.core.outbox.drain_into(out);
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.core.outbox.queued_bytes()
+    }
+
+    fn shrink_idle(&mut self) {
+        if self.core.events.is_empty() {
+            self.core.events = std::collections::VecDeque::new();
+        }
+        self.core.outbox.shrink_idle();
+    }
+
+    fn send_message(
+        &mut self,
+        content_type: Option<ByteStr>,
+        content: Bytes,
+    ) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(SendError::NotOpen);
+        }
+        self.core.send_message(content_type, content)
+    }
+
+    fn echo(&mut self, message: Message) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(SendError::NotOpen);
+        }
+        match message.frame {
+            Some(frame) => {
+                self.core.outbox.push(frame);
+                Ok(())
+            }
+            None => self
+                .core
+                .send_message(message.content_type, message.content),
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        self.core.close(reason);
+    }
+
+    fn take_buffer(&mut self) -> BytesMut {
+        self.core.deframer.take_buffer()
+    }
+
+    fn put_buffer(&mut self, buf: BytesMut) {
+        self.core.deframer.put_buffer(buf);
+    }
+
+    fn is_input_idle(&self) -> bool {
+        self.core.deframer.is_idle()
+    }
+
+    fn pending_frame_len(&self) -> Option<usize> {
+        self.core.deframer.pending_frame_len()
     }
 }
 

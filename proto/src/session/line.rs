@@ -1,30 +1,33 @@
-//! Line mode sessions (only on listeners started with `--line-mode`): a connection whose
-//! first byte is not 0x89 speaks newline-terminated UTF-8 lines.
+//! Line-mode sessions: a connection whose first byte is not 0x89 speaks
+//! newline-terminated UTF-8 lines (a server opts in per listener).
 //!
 //! * `ping` → `pong`; `disconnect` ends the session; a line that is not UTF-8 → `invalid`;
 //!   any other line is a message (content type `text/plain; charset=utf-8`).
-//! * A line longer than `--max-frame` (counting its `\n`) ends the session with
+//! * A line longer than the limit (counting its `\n`) ends the session with
 //!   `error: Line too long`.
-//! * Silence for `--session-timeout` ends it with `disconnect: Session timeout`; shutdown
-//!   with `disconnect: Server shutting down`.
+//! * Silence for the session timeout ends it with `disconnect: Session timeout`; shutdown
+//!   with `disconnect: Server shutting down`. Which closes send a line, and which kind,
+//!   is the framed policy ([`CloseReason::notice`]) written as a line instead of a frame.
 //! * Messages sent to a line session (echo replies, chat deliveries) are written as one
 //!   line; `\r` and `\n` inside are replaced by spaces so one message stays one line.
 //!   Content that is not UTF-8 (e.g. an image from a framed client) is not delivered to
 //!   line sessions.
-//!
-//! [`LineSession`] mirrors the driving API of `ServerSession`, so the connection driver
-//! treats both alike.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sockchat_proto::header::{ByteStr, TEXT_UTF8};
-use sockchat_proto::{CloseReason, Event, Features, Line, LineCodec, Message, SendError};
 
-/// One line-mode session, sans I/O.
+use super::reason::{Notice, Side};
+use super::{CloseReason, Event, Features, Message, SendError, Session};
+use crate::header::{ByteStr, TEXT_UTF8};
+use crate::line::{Line, LineCodec};
+
+/// The server end of one line-mode session, sans I/O. Driven through [`Session`] like
+/// a framed [`ServerSession`](super::ServerSession), so a connection driver treats both
+/// alike.
 #[derive(Debug)]
-pub(crate) struct LineSession {
+pub struct LineSession {
     codec: LineCodec,
     out: BytesMut,
     events: VecDeque<Event>,
@@ -34,13 +37,10 @@ pub(crate) struct LineSession {
 }
 
 impl LineSession {
-    /// A session with id `session_id`; reports [`Event::Established`] at once.
-    pub(crate) fn new(
-        session_id: ByteStr,
-        max_line: usize,
-        timeout: Duration,
-        now: Instant,
-    ) -> Self {
+    /// A session with id `session_id` (there is no handshake, so it reports
+    /// [`Event::Established`] at once). Lines longer than `max_line` bytes, counting the
+    /// `\n`, end it; so does silence for `timeout`.
+    pub fn new(session_id: ByteStr, max_line: usize, timeout: Duration, now: Instant) -> Self {
         let mut events = VecDeque::new();
         events.push_back(Event::Established {
             session_id,
@@ -56,26 +56,43 @@ impl LineSession {
         }
     }
 
-    pub(crate) fn take_buffer(&mut self) -> BytesMut {
-        std::mem::take(self.codec.buffer_mut())
+    /// Queues `content` as one line, if it is UTF-8 (see the module docs).
+    fn send_text(&mut self, content: &[u8]) -> Result<(), SendError> {
+        if self.closed {
+            return Err(SendError::NotOpen);
+        }
+        let Ok(text) = std::str::from_utf8(content) else {
+            // Binary content has no line form; it is skipped, not an error of the session.
+            return Ok(());
+        };
+        if text.contains(['\n', '\r']) {
+            LineCodec::encode(&text.replace(['\n', '\r'], " "), &mut self.out);
+        } else {
+            LineCodec::encode(text, &mut self.out);
+        }
+        Ok(())
+    }
+}
+
+impl Session for LineSession {
+    fn is_established(&self) -> bool {
+        !self.closed
     }
 
-    /// Returns the buffer taken with `take_buffer`, with newly read bytes appended.
-    pub(crate) fn put_buffer(&mut self, buf: BytesMut) {
-        *self.codec.buffer_mut() = buf;
-    }
-
-    pub(crate) fn is_input_idle(&self) -> bool {
-        self.codec.is_idle()
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.closed
     }
 
-    /// Handles buffered lines up to the first one that produced an event; true if more
-    /// may remain (call again after draining the events).
-    pub(crate) fn handle_input_until_event(&mut self, now: Instant) -> bool {
+    fn handle_input(&mut self, now: Instant) {
+        let mut held = VecDeque::new();
+        while self.handle_input_until_event(now) {
+            held.append(&mut self.events);
+        }
+        held.append(&mut self.events);
+        self.events = held;
+    }
+
+    fn handle_input_until_event(&mut self, now: Instant) -> bool {
         while !self.closed {
             if !self.events.is_empty() {
                 return true;
@@ -106,93 +123,90 @@ impl LineSession {
         !self.events.is_empty()
     }
 
-    #[cfg(test)]
-    fn handle_input(&mut self, now: Instant) {
-        let mut held = VecDeque::new();
-        while self.handle_input_until_event(now) {
-            held.extend(self.events.drain(..));
-        }
-        held.extend(self.events.drain(..));
-        self.events = held;
-    }
-
-    pub(crate) fn handle_eof(&mut self) {
+    fn handle_eof(&mut self) {
         self.close(CloseReason::PeerClosed);
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    fn handle_timeout(&mut self, now: Instant) {
         if !self.closed && now >= self.last_seen + self.timeout {
             self.close(CloseReason::SessionTimeout);
         }
     }
 
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         (!self.closed).then(|| self.last_seen + self.timeout)
     }
 
-    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+    fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
-    pub(crate) fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
+    fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
         if !self.out.is_empty() {
             out.push(self.out.split().freeze());
         }
     }
 
-    pub(crate) fn queued_bytes(&self) -> usize {
+    fn queued_bytes(&self) -> usize {
         self.out.len()
     }
 
-    /// Queues `content` as one line, if it is UTF-8 (see the module docs).
-    pub(crate) fn send_text(&mut self, content: &[u8]) -> Result<(), SendError> {
-        if self.closed {
-            return Err(SendError::NotOpen);
-        }
-        let Ok(text) = std::str::from_utf8(content) else {
-            // Binary content has no line form; it is skipped, not an error of the session.
-            return Ok(());
-        };
-        if text.contains(['\n', '\r']) {
-            LineCodec::encode(&text.replace(['\n', '\r'], " "), &mut self.out);
-        } else {
-            LineCodec::encode(text, &mut self.out);
-        }
-        Ok(())
+    /// Sends the content as one line; a line has no content type, so it is dropped.
+    fn send_message(
+        &mut self,
+        _content_type: Option<ByteStr>,
+        content: Bytes,
+    ) -> Result<(), SendError> {
+        self.send_text(&content)
     }
 
-    /// Ends the session, telling the peer in one line where the reason calls for it.
-    pub(crate) fn close(&mut self, reason: CloseReason) {
+    fn close(&mut self, reason: CloseReason) {
         if self.closed {
             return;
         }
-        use CloseReason::*;
-        match &reason {
-            ServerShutdown | HandshakeTimeout | SessionTimeout | Application(_) => {
-                LineCodec::encode(
-                    &format!("disconnect: {}", reason.wire_reason()),
-                    &mut self.out,
-                )
-            }
-            LineTooLong | ProtocolViolation(_) | ServerFull => {
+        // The framed policy, one line instead of one frame. A server never answers a
+        // client's own `disconnect`, so the side is always the server's.
+        match reason.notice(Side::Server) {
+            Notice::Disconnect => LineCodec::encode(
+                &format!("disconnect: {}", reason.wire_reason()),
+                &mut self.out,
+            ),
+            Notice::Error => {
                 LineCodec::encode(&format!("error: {}", reason.wire_reason()), &mut self.out)
             }
-            SlowConsumer => self.out = BytesMut::new(),
-            _ => {}
+            Notice::None => {}
+        }
+        if reason.discards_queue() {
+            self.out = BytesMut::new();
         }
         self.closed = true;
         self.codec = LineCodec::new(0);
         self.events.push_back(Event::Closed(reason));
     }
 
-    /// Frees what an idle session does not need.
-    pub(crate) fn shrink_idle(&mut self) {
+    fn shrink_idle(&mut self) {
         if self.events.is_empty() && self.events.capacity() > 0 {
             self.events = VecDeque::new();
         }
         if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = BytesMut::new();
         }
+    }
+
+    fn take_buffer(&mut self) -> BytesMut {
+        std::mem::take(self.codec.buffer_mut())
+    }
+
+    fn put_buffer(&mut self, buf: BytesMut) {
+        *self.codec.buffer_mut() = buf;
+    }
+
+    fn is_input_idle(&self) -> bool {
+        self.codec.is_idle()
+    }
+
+    fn pending_frame_len(&self) -> Option<usize> {
+        None
     }
 }
 
