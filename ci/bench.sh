@@ -6,25 +6,34 @@
 #                                  interleaved with its baseline; writes
 #                                  bench-results/<date>-<commit>.json, charts, and
 #                                  regenerates bench-results/README.md
-#   ci/bench.sh --quick            CI check (~80 s after the build): echo 64 B depth 16
-#                                  TCP+Unix and churn TCP+Unix vs the raw server, a small
-#                                  heartbeat; 3 short runs each; ratios compared with
-#                                  bench-results/baseline.json by `loadgen compare`; fails
-#                                  only when a ratio is more than 30% worse
+#   ci/bench.sh --quick            CI check (~2.5 min after the build): echo 64 B depth 16
+#                                  TCP+Unix vs the raw server with 64 B and with
+#                                  frame-length payloads, echo depth 1 50 sessions vs
+#                                  frame-length raw, churn TCP+Unix, a small heartbeat;
+#                                  3 short runs each; ratios compared with
+#                                  bench-results/baseline.json (`loadgen compare` on ratio
+#                                  files); fails when a ratio is more than 30% worse (on
+#                                  a quiet machine) or on any error
 #   ci/bench.sh --quick --update-baseline
 #                                  re-baseline (5 runs each); commit the JSON with a reason
 #   BASE_REV=<rev> ci/bench.sh     also builds sockchat-server at <rev> (git archive into a
 #                                  temp dir) and runs it interleaved as a second baseline
+#   ci/bench.sh --render-only bench-results/<run>.json
+#                                  regenerates bench-results/README.md from a run's JSON
 #   other options: --runs N --duration S --warmup S --server-cpu N --loadgen-cpu N
-#                  --only case1,case2 --keep DIR --max-regression PCT   (ci/bench.py --help)
+#                  --only case1,case2 --keep DIR --max-regression PCT --busy-threshold PCT
+#                  (loadgen bench --help)
 #
+# The cases, their baselines and targets, and what --quick runs: ci/bench-suite.toml.
 # Needs two CPUs: the server is pinned to --server-cpu (0), loadgen to --loadgen-cpu (1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
+render=0
 for arg in "$@"; do
   [ "$arg" = --quick ] && quick=1
+  [ "$arg" = --render-only ] && render=1
 done
 
 export CARGO_TERM_COLOR=never
@@ -32,7 +41,7 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 
 echo "building release binaries (sockchat-server, loadgen) in $target_dir"
 cargo build --release --locked -q -p sockchat-server -p loadgen
-if [ "$quick" = 0 ]; then
+if [ "$quick" = 0 ] && [ "$render" = 0 ]; then
   # The 1 MiB echo cases' baseline: single-core HMAC-SHA256 throughput.
   cargo build --release --locked -q -p sockchat-proto --example hmac_throughput
 fi
@@ -48,4 +57,4 @@ if [ -n "${BASE_REV:-}" ]; then
   base_args=(--base-server "$target_dir/bench-base/release/sockchat-server" --base-rev "$rev")
 fi
 
-python3 ci/bench.py --bin-dir "$target_dir/release" "${base_args[@]}" "$@"
+"$target_dir/release/loadgen" bench --bin-dir "$target_dir/release" "${base_args[@]}" "$@"

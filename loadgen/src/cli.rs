@@ -41,8 +41,11 @@ pub enum Command {
     RawServer(RawServerArgs),
     /// Renders runs' JSON reports as a Markdown table and SVG charts.
     Report(ReportArgs),
-    /// Compares two runs and fails past a regression threshold.
+    /// Compares two runs (or two benchmark ratio files) and fails past a regression
+    /// threshold.
     Compare(CompareArgs),
+    /// The load benchmark suite of ci/bench-suite.toml (run through ci/bench.sh).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Where to connect or listen: exactly one of --tcp / --unix.
@@ -261,4 +264,8 @@ pub struct CompareArgs {
     /// Largest tolerated regression of any compared metric, in percent.
     #[arg(long, default_value_t = 5.0)]
     pub max_regression: f64,
+    /// Ratio files (bench-results/baseline.json): throughput ratios are gated only for
+    /// cases during which other processes used less than this percent of the CPUs.
+    #[arg(long, default_value_t = 5.0)]
+    pub busy_threshold: f64,
 }

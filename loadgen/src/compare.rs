@@ -193,3 +193,93 @@ impl Comparison {
         s
     }
 }
+
+/// Compares one benchmark case's ratios (sockchat / baseline, measured interleaved in one
+/// run) with the same case's in a baseline ratio file: the throughput ratio regressing
+/// by more than `max_regression_pct` fails, when `gate_throughput` (the bench gates it
+/// only on a quiet machine); errors, missing sessions or another scenario always fail.
+pub fn compare_ratios(
+    base: &crate::bench::doc::CaseRatios,
+    new: &crate::bench::doc::CaseRatios,
+    max_regression_pct: f64,
+    gate_throughput: bool,
+) -> Comparison {
+    let deltas: Vec<Delta> = delta("throughput_ratio", Better::Higher, base.ratio, new.ratio)
+        .into_iter()
+        .filter(|_| gate_throughput)
+        .collect();
+    let mut failures = Vec::new();
+    if base.scenario != new.scenario {
+        failures.push(format!(
+            "different scenarios: {} vs {}",
+            base.scenario, new.scenario
+        ));
+    }
+    if new.errors_total > base.errors_total {
+        failures.push(format!(
+            "errors rose from {} to {}",
+            base.errors_total, new.errors_total
+        ));
+    }
+    if new.sessions_established < new.sessions_requested {
+        failures.push(format!(
+            "NEW established {} of {} sessions",
+            new.sessions_established, new.sessions_requested
+        ));
+    }
+    for d in &deltas {
+        if d.regression_pct > max_regression_pct {
+            failures.push(format!(
+                "{} regressed {:.1}% (limit {:.1}%)",
+                d.metric, d.regression_pct, max_regression_pct
+            ));
+        }
+    }
+    Comparison { deltas, failures }
+}
+
+impl Comparison {
+    /// The table of a ratio comparison ([`compare_ratios`]).
+    pub fn render_ratios(
+        &self,
+        base: &crate::bench::doc::CaseRatios,
+        new: &crate::bench::doc::CaseRatios,
+    ) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<24} {:>14} {:>14} {:>9} {:>8}  better",
+            "metric", "base", "new", "change", "ratio"
+        );
+        for d in &self.deltas {
+            let change = (d.new - d.base) / d.base * 100.0;
+            let _ = writeln!(
+                s,
+                "{:<24} {:>14.3} {:>14.3} {:>+8.1}% {:>8.3}  higher{}",
+                d.metric,
+                d.base,
+                d.new,
+                change,
+                d.new / d.base,
+                if d.regression_pct > 0.0 {
+                    "  (worse)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{:<24} {:>14} {:>14}",
+            "errors_total", base.errors_total, new.errors_total
+        );
+        if self.passed() {
+            let _ = writeln!(s, "PASS");
+        } else {
+            for f in &self.failures {
+                let _ = writeln!(s, "FAIL: {f}");
+            }
+        }
+        s
+    }
+}

@@ -11,7 +11,9 @@
 //! * [`report`], [`machine`], [`cpu`]: the versioned JSON report.
 //! * [`render`], [`compare`]: Markdown/SVG rendering and regression checks.
 //! * [`raw_server`]: the minimal monoio echo server used as a baseline.
+//! * [`bench`]: the benchmark suite runner (`loadgen bench`, driven by `ci/bench.sh`).
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod compare;

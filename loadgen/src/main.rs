@@ -47,6 +47,24 @@ fn run() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Compare(a) if loadgen::bench::doc::RatioFile::sniff(&a.base) => {
+            use loadgen::bench::{doc::RatioFile, gate};
+            let base = RatioFile::read(&a.base)?;
+            let new = RatioFile::read(&a.new)?;
+            let (text, ok) =
+                gate::compare_files(&base, &new, a.max_regression, a.busy_threshold, &[]);
+            print!("{text}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Command::Bench(a) => Ok(if loadgen::bench::run(a)? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        }),
         Command::Compare(a) => {
             let base = Report::read(&a.base)?;
             let new = Report::read(&a.new)?;

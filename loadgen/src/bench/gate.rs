@@ -1,0 +1,208 @@
+//! The quick check: this run's ratios against `bench-results/baseline.json`, compared by
+//! [`compare_ratios`](crate::compare::compare_ratios), and re-baselining.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::cases::CaseRun;
+use super::doc::{CaseRatios, RatioFile, RATIOS_SCHEMA};
+use crate::compare::compare_ratios;
+
+/// What the baseline file says it is.
+pub const ABOUT: &str = "ratios of the quick load suite (ci/bench.sh --quick --update-baseline); \
+CI fails when one gets worse by more than 30% (loadgen compare on ratio files)";
+
+/// The ratios of a run's cases that have a baseline and a loadgen median run.
+pub fn case_ratios(runs: &[CaseRun]) -> Vec<(String, CaseRatios)> {
+    runs.iter()
+        .filter_map(|c| {
+            let r = &c.result;
+            let ratio = r.ratio.as_ref()?.median_over_median?;
+            let rep = &c.median.as_ref()?.report;
+            Some((
+                r.name.clone(),
+                CaseRatios {
+                    title: r.title.clone(),
+                    scenario: rep.results.scenario.clone(),
+                    ratio,
+                    cpu_cost_ratio: r.cpu_cost_ratio,
+                    other_cpu_pct: r.other_cpu_pct,
+                    errors_total: rep.results.errors_total,
+                    sessions_requested: rep.results.sessions_requested,
+                    sessions_established: rep.results.sessions_established,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Compares every case of `new` that `base` has; returns the printed text and whether
+/// all passed. A throughput ratio is gated only when other processes used less than
+/// `busy_threshold_pct` of the CPUs during the case (on a busy shared machine,
+/// scheduling delays cut sockchat's multi-round-trip cycles far more than the raw
+/// server's, so the ratio then measures the neighbours, not the code).
+pub fn compare_files(
+    base: &RatioFile,
+    new: &RatioFile,
+    max_regression_pct: f64,
+    busy_threshold_pct: f64,
+    order: &[String],
+) -> (String, bool) {
+    let mut s = String::new();
+    let mut ok = true;
+    let names = order.iter().filter(|n| new.cases.contains_key(*n));
+    let rest = new.cases.keys().filter(|n| !order.contains(n));
+    for name in names.chain(rest) {
+        let n = &new.cases[name];
+        let Some(b) = base.cases.get(name) else {
+            let _ = writeln!(s, "-- {name}: not in the baseline, not compared");
+            continue;
+        };
+        let other = n.other_cpu_pct.map_or(0.0, |o| o.median);
+        let gate_tp = other < busy_threshold_pct;
+        let _ = write!(
+            s,
+            "-- {name}: throughput ratio {:.3} -> {:.3}",
+            b.ratio, n.ratio
+        );
+        if !gate_tp {
+            let _ = write!(
+                s,
+                " (not gated: other processes used {other:.0}% of the CPUs, threshold \
+                 {busy_threshold_pct:.0}%)"
+            );
+        }
+        if let (Some(bc), Some(nc)) = (b.cpu_cost_ratio, n.cpu_cost_ratio) {
+            let _ = write!(
+                s,
+                "; CPU cost ratio {:.3} -> {:.3} (not gated)",
+                bc.median_over_median, nc.median_over_median
+            );
+        }
+        let _ = writeln!(s);
+        let cmp = compare_ratios(b, n, max_regression_pct, gate_tp);
+        s.push_str(&cmp.render_ratios(b, n));
+        ok &= cmp.passed();
+    }
+    (s, ok)
+}
+
+/// Header of the check's output.
+pub fn header(baseline: &Path, base: &RatioFile, max_regression_pct: f64) -> String {
+    format!(
+        "== ratio regression check against {} (commit {}), loadgen compare --max-regression {max_regression_pct}\n   \
+         throughput_ratio = sockchat / raw (higher is better); the CPU\n   \
+         cost ratio (server CPU per message, sockchat / raw) is shown, not gated\n",
+        baseline.display(),
+        base.commit
+    )
+}
+
+/// A new ratio file.
+pub fn ratio_file(
+    cases: Vec<(String, CaseRatios)>,
+    commit: String,
+    date: String,
+    machine: super::doc::BenchMachine,
+    load_average: super::doc::LoadAverage,
+    settings: super::doc::Settings,
+) -> RatioFile {
+    RatioFile {
+        schema: RATIOS_SCHEMA.into(),
+        about: ABOUT.into(),
+        commit,
+        date,
+        machine,
+        load_average,
+        settings,
+        cases: cases.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::doc::{BenchMachine, LoadAverage, OtherCpu, Settings};
+
+    fn ratios(ratio: f64, other: f64, errors: u64) -> CaseRatios {
+        CaseRatios {
+            title: "t".into(),
+            scenario: "echo".into(),
+            ratio,
+            cpu_cost_ratio: None,
+            other_cpu_pct: Some(OtherCpu {
+                median: other,
+                max: other,
+            }),
+            errors_total: errors,
+            sessions_requested: 100,
+            sessions_established: 100,
+        }
+    }
+
+    fn file(cases: Vec<(&str, CaseRatios)>) -> RatioFile {
+        ratio_file(
+            cases.into_iter().map(|(n, c)| (n.to_string(), c)).collect(),
+            "abc".into(),
+            "2026-12-01".into(),
+            BenchMachine {
+                cpu_model: "x".into(),
+                cores: 2,
+                kernel: "k".into(),
+                memory_mib: None,
+                os: "Linux".into(),
+            },
+            LoadAverage {
+                start: vec![0.0; 3],
+                end: vec![0.0; 3],
+            },
+            Settings {
+                runs: 3,
+                warmup: 0.5,
+                duration: 2.0,
+                server_cpu: 0,
+                loadgen_cpu: 1,
+                base_rev: None,
+            },
+        )
+    }
+
+    #[test]
+    fn a_regressed_ratio_fails_on_a_quiet_machine_only() {
+        let base = file(vec![("e", ratios(0.6, 0.0, 0))]);
+        let same = file(vec![("e", ratios(0.55, 1.0, 0))]);
+        assert!(compare_files(&base, &same, 30.0, 5.0, &[]).1);
+        let worse = file(vec![("e", ratios(0.3, 1.0, 0))]);
+        let (text, ok) = compare_files(&base, &worse, 30.0, 5.0, &[]);
+        assert!(!ok, "{text}");
+        assert!(text.contains("throughput_ratio regressed 50.0%"), "{text}");
+        let busy = file(vec![("e", ratios(0.3, 12.0, 0))]);
+        let (text, ok) = compare_files(&base, &busy, 30.0, 5.0, &[]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("not gated: other processes used 12%"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn errors_and_missing_sessions_always_fail() {
+        let base = file(vec![("e", ratios(0.6, 0.0, 0))]);
+        let errors = file(vec![("e", ratios(0.9, 50.0, 3))]);
+        let (text, ok) = compare_files(&base, &errors, 30.0, 5.0, &[]);
+        assert!(!ok && text.contains("errors rose from 0 to 3"), "{text}");
+        let mut short = ratios(0.9, 0.0, 0);
+        short.sessions_established = 99;
+        let (text, ok) = compare_files(&base, &file(vec![("e", short)]), 30.0, 5.0, &[]);
+        assert!(!ok && text.contains("established 99 of 100"), "{text}");
+    }
+
+    #[test]
+    fn new_cases_are_listed_not_compared() {
+        let base = file(vec![]);
+        let new = file(vec![("e", ratios(0.1, 0.0, 0))]);
+        let (text, ok) = compare_files(&base, &new, 30.0, 5.0, &[]);
+        assert!(ok);
+        assert!(text.contains("-- e: not in the baseline, not compared"));
+    }
+}
