@@ -195,19 +195,36 @@ impl Comparison {
 }
 
 /// Compares one benchmark case's ratios (sockchat / baseline, measured interleaved in one
-/// run) with the same case's in a baseline ratio file: the throughput ratio regressing
-/// by more than `max_regression_pct` fails, when `gate_throughput` (the bench gates it
-/// only on a quiet machine); errors, missing sessions or another scenario always fail.
+/// run) with the same case's in a baseline ratio file. When `quiet` (the bench gates
+/// ratios only on a quiet machine), each ratio the new file marks as gated fails past
+/// `max_regression_pct`; errors, missing sessions or another scenario always fail.
 pub fn compare_ratios(
     base: &crate::bench::doc::CaseRatios,
     new: &crate::bench::doc::CaseRatios,
     max_regression_pct: f64,
-    gate_throughput: bool,
+    quiet: bool,
 ) -> Comparison {
-    let deltas: Vec<Delta> = delta("throughput_ratio", Better::Higher, base.ratio, new.ratio)
-        .into_iter()
-        .filter(|_| gate_throughput)
-        .collect();
+    use crate::bench::suite::Gated;
+    let mut deltas = Vec::new();
+    for g in new.gated.iter().filter(|_| quiet) {
+        deltas.extend(match g {
+            Gated::ThroughputRatio => {
+                delta("throughput_ratio", Better::Higher, base.ratio, new.ratio)
+            }
+            Gated::CpuCostRatio => {
+                base.cpu_cost_ratio
+                    .zip(new.cpu_cost_ratio)
+                    .and_then(|(b, n)| {
+                        delta(
+                            "cpu_cost_ratio",
+                            Better::Lower,
+                            b.median_over_median,
+                            n.median_over_median,
+                        )
+                    })
+            }
+        });
+    }
     let mut failures = Vec::new();
     if base.scenario != new.scenario {
         failures.push(format!(

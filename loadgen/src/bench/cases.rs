@@ -168,7 +168,7 @@ impl Bench {
         Ok(srv)
     }
 
-    fn raw_server(&mut self, transport: Transport) -> Result<Server, BenchError> {
+    fn raw_server(&mut self, transport: Transport, extra: &[String]) -> Result<Server, BenchError> {
         let sock = self.path("raw", "sock");
         let mut argv: Vec<OsString> = vec![self.bins.loadgen.clone().into(), "raw-server".into()];
         match transport {
@@ -177,6 +177,7 @@ impl Bench {
         }
         let cpu = self.set.server_cpu.to_string();
         argv.extend(["--threads".into(), "1".into(), "--cpus".into(), cpu.into()]);
+        argv.extend(extra.iter().map(OsString::from));
         let log = self.tmp.join("raw-server.log");
         let mut srv = Server::start(&argv, self.set.server_cpu, Stream::Stderr, &log, |l| {
             parse_raw_ready(l).is_some()
@@ -266,13 +267,14 @@ impl Bench {
                 scenario,
                 args,
                 size_as_frame_of,
+                server_args,
                 label_suffix,
             } => {
                 let mut args = args.clone();
                 if let Some(n) = size_as_frame_of {
                     args.extend(["--size".into(), echo_frame_len(*n).to_string()]);
                 }
-                let srv = self.raw_server(*transport)?;
+                let srv = self.raw_server(*transport, server_args)?;
                 let label = label(label_suffix);
                 let spec = LoadSpec {
                     scenario,

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::process::HmacRun;
-use super::suite::{Better, Mode, Target, Unit};
+use super::suite::{default_gate, Better, Gated, Mode, Target, Unit};
 use super::BenchError;
 use crate::report::Tool;
 
@@ -300,6 +300,9 @@ pub struct CaseRatios {
     pub sessions_requested: u64,
     /// Sessions it established.
     pub sessions_established: u64,
+    /// Ratios the check gates (from the suite that measured the new file).
+    #[serde(default = "default_gate")]
+    pub gated: Vec<Gated>,
 }
 
 /// `bench-results/baseline.json` and the quick check's own ratios.

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::cases::CaseRun;
 use super::doc::{CaseRatios, RatioFile, RATIOS_SCHEMA};
+use super::suite::Gated;
 use crate::compare::compare_ratios;
 
 /// What the baseline file says it is.
@@ -13,7 +14,10 @@ pub const ABOUT: &str = "ratios of the quick load suite (ci/bench.sh --quick --u
 CI fails when one gets worse by more than 30% (loadgen compare on ratio files)";
 
 /// The ratios of a run's cases that have a baseline and a loadgen median run.
-pub fn case_ratios(runs: &[CaseRun]) -> Vec<(String, CaseRatios)> {
+pub fn case_ratios(
+    runs: &[CaseRun],
+    gates: &dyn Fn(&str) -> Vec<Gated>,
+) -> Vec<(String, CaseRatios)> {
     runs.iter()
         .filter_map(|c| {
             let r = &c.result;
@@ -30,6 +34,7 @@ pub fn case_ratios(runs: &[CaseRun]) -> Vec<(String, CaseRatios)> {
                     errors_total: rep.results.errors_total,
                     sessions_requested: rep.results.sessions_requested,
                     sessions_established: rep.results.sessions_established,
+                    gated: gates(&r.name),
                 },
             ))
         })
@@ -59,13 +64,14 @@ pub fn compare_files(
             continue;
         };
         let other = n.other_cpu_pct.map_or(0.0, |o| o.median);
-        let gate_tp = other < busy_threshold_pct;
+        let quiet = other < busy_threshold_pct;
+        let gated = |g| quiet && n.gated.contains(&g);
         let _ = write!(
             s,
             "-- {name}: throughput ratio {:.3} -> {:.3}",
             b.ratio, n.ratio
         );
-        if !gate_tp {
+        if !quiet {
             let _ = write!(
                 s,
                 " (not gated: other processes used {other:.0}% of the CPUs, threshold \
@@ -75,12 +81,18 @@ pub fn compare_files(
         if let (Some(bc), Some(nc)) = (b.cpu_cost_ratio, n.cpu_cost_ratio) {
             let _ = write!(
                 s,
-                "; CPU cost ratio {:.3} -> {:.3} (not gated)",
-                bc.median_over_median, nc.median_over_median
+                "; CPU cost ratio {:.3} -> {:.3} ({})",
+                bc.median_over_median,
+                nc.median_over_median,
+                if gated(Gated::CpuCostRatio) {
+                    "gated"
+                } else {
+                    "not gated"
+                }
             );
         }
         let _ = writeln!(s);
-        let cmp = compare_ratios(b, n, max_regression_pct, gate_tp);
+        let cmp = compare_ratios(b, n, max_regression_pct, quiet);
         s.push_str(&cmp.render_ratios(b, n));
         ok &= cmp.passed();
     }
@@ -137,6 +149,7 @@ mod tests {
             errors_total: errors,
             sessions_requested: 100,
             sessions_established: 100,
+            gated: vec![Gated::ThroughputRatio],
         }
     }
 
@@ -195,6 +208,33 @@ mod tests {
         short.sessions_established = 99;
         let (text, ok) = compare_files(&base, &file(vec![("e", short)]), 30.0, 5.0, &[]);
         assert!(!ok && text.contains("established 99 of 100"), "{text}");
+    }
+
+    #[test]
+    fn the_cpu_cost_ratio_is_gated_where_the_suite_says() {
+        use crate::bench::doc::CpuCost;
+        let cost = |r| {
+            Some(CpuCost {
+                median_over_median: r,
+                server_cpu_ns_per_msg: 0.0,
+                baseline_server_cpu_ns_per_msg: 0.0,
+            })
+        };
+        let mut b = ratios(0.6, 0.0, 0);
+        b.cpu_cost_ratio = cost(1.2);
+        let mut n = ratios(0.6, 0.0, 0);
+        n.cpu_cost_ratio = cost(2.4);
+        let base = file(vec![("e", b)]);
+        assert!(compare_files(&base, &file(vec![("e", n.clone())]), 30.0, 5.0, &[]).1);
+        n.gated.push(Gated::CpuCostRatio);
+        let (text, ok) = compare_files(&base, &file(vec![("e", n.clone())]), 30.0, 5.0, &[]);
+        assert!(!ok, "{text}");
+        assert!(text.contains("cpu_cost_ratio regressed 100.0%"), "{text}");
+        n.other_cpu_pct = Some(OtherCpu {
+            median: 20.0,
+            max: 20.0,
+        });
+        assert!(compare_files(&base, &file(vec![("e", n)]), 30.0, 5.0, &[]).1);
     }
 
     #[test]

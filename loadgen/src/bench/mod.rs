@@ -394,7 +394,12 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
     if a.quick {
         let baseline = a.results.join("baseline.json");
         let ratios = gate::ratio_file(
-            gate::case_ratios(&runs),
+            gate::case_ratios(&runs, &|name| {
+                selected
+                    .iter()
+                    .find(|c| c.name == name)
+                    .map_or_else(suite::default_gate, |c| c.gate.clone())
+            }),
             commit.clone(),
             date,
             machine(),

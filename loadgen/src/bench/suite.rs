@@ -165,6 +165,22 @@ pub enum TargetKind {
     Absolute,
 }
 
+/// A ratio the quick check compares with the baseline's (on a quiet machine).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gated {
+    /// Throughput, subject / baseline (higher is better).
+    ThroughputRatio,
+    /// Server CPU per message, subject / baseline (lower is better).
+    CpuCostRatio,
+}
+
+/// The default gate: the throughput ratio only (the CPU cost ratio moved 30-60% with
+/// the machine's load on the same binaries).
+pub fn default_gate() -> Vec<Gated> {
+    vec![Gated::ThroughputRatio]
+}
+
 /// A case's target.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +250,9 @@ pub enum Side {
         args: Vec<String>,
         /// Add `--size` = sockchat's frame length for this many bytes of content.
         size_as_frame_of: Option<usize>,
+        /// Further raw-server flags (e.g. `--ring coop`).
+        #[serde(default)]
+        server_args: Vec<String>,
         /// Label suffix.
         label_suffix: Option<String>,
     },
@@ -281,6 +300,9 @@ pub struct CaseSpec {
     pub baseline_title: Option<String>,
     /// The goal, if any.
     pub target: Option<Target>,
+    /// Ratios the quick check gates (default: the throughput ratio).
+    #[serde(default = "default_gate")]
+    pub gate: Vec<Gated>,
 }
 
 impl Suite {
