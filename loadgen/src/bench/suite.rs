@@ -512,6 +512,12 @@ target = { kind = "cpu_ratio", op = "<=", value = 1.3 }
         assert_eq!(s.gate.max_regression_pct, 30.0);
         assert_eq!(s.gate.busy_threshold_pct, 5.0);
         assert_eq!(s.modes.quick.update_baseline_runs, Some(5));
+        // Issue 10's echo depth 1 target is a CPU ratio: the check gates it there only.
+        for c in s.select(Mode::Quick, false) {
+            let cpu = c.gate.contains(&Gated::CpuCostRatio);
+            assert_eq!(cpu, c.name.starts_with("echo-frame64-d1-"), "{}", c.name);
+            assert!(c.gate.contains(&Gated::ThroughputRatio) || c.baseline.is_none());
+        }
     }
 
     #[test]
