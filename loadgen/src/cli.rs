@@ -9,6 +9,8 @@ use serde::Serialize;
 
 use crate::conn::Target;
 use crate::runner::RingMode;
+use crate::shard::Shard;
+use crate::stages::Stages;
 
 /// Load generator for sockchat: thread-per-core (monoio, io_uring), every received frame
 /// verified, coordinated-omission-corrected latency, versioned JSON reports.
@@ -46,6 +48,9 @@ pub enum Command {
     Compare(CompareArgs),
     /// The load benchmark suite of ci/bench-suite.toml (run through ci/bench.sh).
     Bench(crate::bench::BenchArgs),
+    /// Combines the reports of a run's workers (--shard I/N) into one report: histograms
+    /// added, counters summed, timelines aligned on wall-clock seconds.
+    Merge(MergeArgs),
 }
 
 /// Where to connect or listen: exactly one of --tcp / --unix.
@@ -124,6 +129,20 @@ pub struct CommonArgs {
     /// stalled completions with ~20k sessions), defer (also DEFER_TASKRUN).
     #[arg(long, value_enum, default_value_t = RingMode::Plain)]
     pub ring: RingMode,
+    /// Run as worker I of N (e.g. 0/2): take this worker's share of --sessions, --rate,
+    /// --ramp and fan-out receivers (shares differ by at most one); combine the workers'
+    /// reports with `loadgen merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+    /// Wall-clock instant (ms since the Unix epoch) the measured window starts at:
+    /// sessions connect and warm up before it, so workers started apart measure the
+    /// same window. A worker that cannot make it says so and exits non-zero.
+    #[arg(long, value_name = "UNIX_MS")]
+    pub start_at_ms: Option<u64>,
+    /// Write the primary latency of each second of the measured window to PATH as an
+    /// HdrHistogram interval log (values in ns; readable by HistogramLogProcessor).
+    #[arg(long, value_name = "PATH")]
+    pub interval_log: Option<PathBuf>,
 }
 
 /// `echo` options.
@@ -148,6 +167,10 @@ pub struct EchoArgs {
     /// Chunk content size for --chunked.
     #[arg(long, default_value_t = 1 << 20)]
     pub chunk_size: usize,
+    /// Open and close sessions along stages instead of holding --sessions, e.g.
+    /// "10s:100,30s:1000,10s:0" (see `heartbeat --stages`).
+    #[arg(long, value_name = "DUR:SESSIONS,...", conflicts_with = "chunked")]
+    pub stages: Option<Stages>,
 }
 
 /// `rate` options.
@@ -156,12 +179,44 @@ pub struct RateArgs {
     /// Common options.
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Total messages per second, spread evenly over sessions and over time.
-    #[arg(long)]
+    /// Total messages per second, spread evenly over sessions and over time (with
+    /// --find-max-rate: the first rate tried; default 1000).
+    #[arg(long, default_value_t = 0.0, required_unless_present_any = ["stages", "find_max_rate"])]
     pub rate: f64,
     /// Content bytes per message.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Ramp the total rate linearly from 0 through each stage's target, e.g.
+    /// "10s:1000,30s:20000,10s:0" (a "0s:N" stage is a step). The stages replace
+    /// --rate, --warmup and --duration: the whole plan is measured.
+    #[arg(long, value_name = "DUR:RATE,...", conflicts_with = "find_max_rate")]
+    pub stages: Option<Stages>,
+    /// Search for the highest rate whose coordinated-omission-corrected p99 stays within
+    /// --p99 with at most --max-errors errors: doubling from --rate, then bisecting;
+    /// each step is a run of --warmup + --duration.
+    #[arg(long, requires = "p99")]
+    pub find_max_rate: bool,
+    /// Latency target of --find-max-rate, e.g. 10ms or 500us.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_duration")]
+    pub p99: Option<std::time::Duration>,
+    /// Errors a --find-max-rate step may have and still pass.
+    #[arg(long, default_value_t = 0)]
+    pub max_errors: u64,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (e.g. 10ms)"))
+}
+
+fn ser_duration<S: serde::Serializer>(
+    d: &Option<std::time::Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&humantime::format_duration(*d).to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 /// `heartbeat` options.
@@ -173,6 +228,11 @@ pub struct HeartbeatArgs {
     /// Seconds between one session's pings (session starts are staggered over one interval).
     #[arg(long, default_value_t = 1.0)]
     pub interval: f64,
+    /// Open and close sessions along stages instead of holding --sessions, e.g.
+    /// "10s:1000,30s:5000,10s:0": the count ramps linearly from 0 through each target.
+    /// Replaces --sessions, --warmup and --duration (the whole plan is measured).
+    #[arg(long, value_name = "DUR:SESSIONS,...")]
+    pub stages: Option<Stages>,
 }
 
 /// `churn` options.
@@ -268,4 +328,18 @@ pub struct CompareArgs {
     /// cases during which other processes used less than this percent of the CPUs.
     #[arg(long, default_value_t = 5.0)]
     pub busy_threshold: f64,
+}
+
+/// `merge` options.
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct MergeArgs {
+    /// The workers' JSON reports (written with --json).
+    #[arg(required = true, value_name = "RUN.json")]
+    pub runs: Vec<PathBuf>,
+    /// Write the merged report here.
+    #[arg(long, value_name = "OUT.json")]
+    pub json: PathBuf,
+    /// Name of the merged run in reports (default: scenario, transport, "merged").
+    #[arg(long)]
+    pub label: Option<String>,
 }

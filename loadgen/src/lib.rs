@@ -21,12 +21,17 @@ pub mod conn;
 pub mod cpu;
 pub mod echo_wire;
 pub mod histogram;
+pub mod interval_log;
 pub mod machine;
+pub mod max_rate;
+pub mod merge;
 pub mod raw_server;
 pub mod render;
 pub mod report;
 pub mod runner;
 pub mod scenarios;
+pub mod shard;
+pub mod stages;
 pub mod stats;
 pub mod sync;
 
@@ -44,12 +49,16 @@ pub enum LoadError {
     /// The report failed to build or write.
     #[error(transparent)]
     Report(#[from] report::ReportError),
+    /// The interval log failed to write.
+    #[error(transparent)]
+    IntervalLog(#[from] interval_log::IntervalLogError),
 }
 
 /// Runs a load scenario command and builds its report (also writing it when `--json`
 /// was given). Returns `None` for commands that are not load scenarios.
 pub fn run_load(cmd: &Command) -> Result<Option<Report>, LoadError> {
     let (finished, common, config): (Finished, &cli::CommonArgs, serde_json::Value) = match cmd {
+        Command::Rate(a) if a.find_max_rate => return max_rate::run(a).map(Some),
         Command::Echo(a) => (scenarios::echo::run(a)?, &a.common, config_of(a)),
         Command::Rate(a) => (scenarios::rate::run(a)?, &a.common, config_of(a)),
         Command::Heartbeat(a) => (scenarios::heartbeat::run(a)?, &a.common, config_of(a)),
@@ -59,15 +68,27 @@ pub fn run_load(cmd: &Command) -> Result<Option<Report>, LoadError> {
         Command::RawChurn(a) => (scenarios::raw::run_churn(a)?, &a.common, config_of(a)),
         _ => return Ok(None),
     };
-    let run_cfg = scenarios::run_config(common, finished.scenario, &finished.hist_names, true)?;
+    // The configuration the harness ran with (this worker's share of a split run).
+    let run_cfg = &finished.outcome.cfg;
     let mut config = config;
     if let serde_json::Value::Object(m) = &mut config {
         m.insert("scenario".into(), finished.scenario.into());
         m.insert("threads_used".into(), run_cfg.threads.into());
     }
-    let report = Report::build(&finished, &run_cfg, config, common.label.as_deref())?;
+    let report = Report::build(&finished, run_cfg, config, common.label.as_deref())?;
     if let Some(path) = &common.json {
         report.write(path)?;
+    }
+    if let Some(path) = &common.interval_log {
+        let start = finished.outcome.wall.map_or(std::time::UNIX_EPOCH, |w| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(w.start_unix_ms)
+        });
+        interval_log::write(
+            path,
+            finished.sampled_name(),
+            start,
+            &finished.outcome.intervals,
+        )?;
     }
     Ok(Some(report))
 }

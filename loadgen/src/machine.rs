@@ -14,6 +14,9 @@ pub struct Machine {
     pub kernel: String,
     /// Total memory in bytes (MemTotal).
     pub memory_bytes: u64,
+    /// Host name (which worker of a split run wrote the report).
+    #[serde(default)]
+    pub hostname: String,
 }
 
 impl Machine {
@@ -38,7 +41,11 @@ impl Machine {
                 Some(kb * 1024)
             })
             .unwrap_or(0);
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         Self {
+            hostname,
             cpu_model,
             cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
             kernel,

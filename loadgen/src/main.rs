@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Parser;
 use loadgen::cli::{Cli, Command};
-use loadgen::{compare, raw_server, render, report::Report};
+use loadgen::{compare, merge, raw_server, render, report::Report};
 
 fn main() -> ExitCode {
     match run() {
@@ -65,6 +65,25 @@ fn run() -> Result<ExitCode> {
         } else {
             ExitCode::from(1)
         }),
+        Command::Merge(a) => {
+            let inputs = a
+                .runs
+                .iter()
+                .map(|p| Report::read(p).map(|r| (p.clone(), r)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let merged = merge::merge(&inputs, a.label.as_deref())?;
+            merged.write(&a.json)?;
+            for w in &merged.warnings {
+                eprintln!("loadgen merge: warning: {w}");
+            }
+            print!("{}", merged.summary());
+            println!("wrote {}", a.json.display());
+            Ok(if merged.results.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
         Command::Compare(a) => {
             let base = Report::read(&a.base)?;
             let new = Report::read(&a.new)?;

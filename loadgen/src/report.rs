@@ -17,8 +17,10 @@ use thiserror::Error;
 use crate::cpu::CpuReport;
 use crate::histogram::{self, HistError, Summary};
 use crate::machine::Machine;
-use crate::runner::{RunConfig, TimelinePoint};
+use crate::max_rate::MaxRate;
+use crate::runner::{RunConfig, TimelinePoint, WallWindow};
 use crate::scenarios::Finished;
+use crate::shard::Shard;
 
 /// Current report schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -124,6 +126,15 @@ pub struct Results {
     pub counters: BTreeMap<String, u64>,
     /// Scenario-specific figures (requested rate, depth, ...).
     pub extra: BTreeMap<String, Value>,
+    /// This worker's part of a split run (`--shard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<Shard>,
+    /// The load phase and the measured window on the wall clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WallWindow>,
+    /// `rate --find-max-rate`: the rate found and every step of the search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<MaxRate>,
 }
 
 /// A whole report.
@@ -147,6 +158,13 @@ pub struct Report {
     pub timeline: Vec<TimelinePoint>,
     /// CPU time of loadgen (and of the server, with --server-pid).
     pub cpu: CpuReport,
+    /// A merged report's inputs (`loadgen merge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<Vec<crate::merge::MergedInput>>,
+    /// What a reader of the figures should know (non-overlapping windows, a saturated
+    /// worker, ...); not failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -179,6 +197,7 @@ impl Report {
         if errors_total > 0 {
             problems.push(format!("{errors_total} errors"));
         }
+        problems.extend(f.outcome.problems.iter().cloned());
         if f.outcome.window.is_none() {
             problems.push("the load phase never started".into());
         }
@@ -210,6 +229,9 @@ impl Report {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             extra: f.extra.clone(),
+            shard: run.shard.is_split().then_some(run.shard),
+            window: f.outcome.wall,
+            max_rate: None,
         };
         Ok(Self {
             schema_version: SCHEMA_VERSION,
@@ -225,6 +247,8 @@ impl Report {
             results,
             timeline: f.outcome.timeline.clone(),
             cpu: f.outcome.cpu.clone(),
+            merged_from: None,
+            warnings: Vec::new(),
         })
     }
 
@@ -268,6 +292,18 @@ impl Report {
             "loadgen {} over {} ({} threads) — {}",
             r.scenario, r.target, r.threads, self.label
         );
+        if let Some(sh) = r.shard {
+            let _ = writeln!(s, "shard       {sh} (this worker's share of the run)");
+        }
+        if let Some(m) = &self.merged_from {
+            let _ = writeln!(s, "merged      {} workers:", m.len());
+            for i in m {
+                let _ = writeln!(s, "  {}", i.line());
+            }
+        }
+        if let Some(m) = &r.max_rate {
+            let _ = write!(s, "{}", m.render());
+        }
         let _ = writeln!(
             s,
             "sessions    {}/{} established (setup {:.2} s); warm-up {} s, measured {} s",
@@ -320,6 +356,9 @@ impl Report {
             }
         }
         let _ = writeln!(s);
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning     {w}");
+        }
         if r.ok {
             let _ = writeln!(s, "RESULT      OK");
         } else {

@@ -22,8 +22,8 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -33,7 +33,9 @@ use thiserror::Error;
 
 use crate::conn::Target;
 use crate::cpu::{self, CpuReport, CpuTimes};
-use crate::histogram::new_hist;
+use crate::histogram::{self, new_hist};
+use crate::shard::Shard;
+use crate::stages::Stages;
 use crate::stats::{Interval, Recorder, ThreadResult, Window};
 use crate::sync::Gate;
 
@@ -70,6 +72,17 @@ pub struct RunConfig {
     pub server_pid: Option<u32>,
     /// io_uring setup flags of the worker runtimes.
     pub ring: RingMode,
+    /// This worker's part of a run split over several processes (`sessions` and `ramp`
+    /// above are already its share).
+    pub shard: Shard,
+    /// Wall-clock instant the measured window starts at (`--start-at-ms`): warm-up runs
+    /// before it. `None`: the window starts 100 ms after setup plus the warm-up.
+    pub start_at: Option<SystemTime>,
+    /// The stage plan of the load level, shown in the timeline (`target`).
+    pub stages: Option<Stages>,
+    /// Named consecutive parts of the measured window (the default suite's phases):
+    /// (name, end in seconds from the window's start). Shown in progress and timeline.
+    pub parts: Vec<(&'static str, f64)>,
 }
 
 /// How the worker threads' io_uring rings are set up.
@@ -100,6 +113,8 @@ pub struct Shared {
     pub key: Key,
     /// Start of setup; connect slots and fan-out timestamps count from here.
     pub epoch: Instant,
+    /// The wall clock at `epoch`.
+    pub epoch_unix: SystemTime,
     threads_ready: AtomicUsize,
     /// Sessions established during setup.
     pub established: AtomicU64,
@@ -107,6 +122,33 @@ pub struct Shared {
     pub setup_failed: AtomicU64,
     window: OnceLock<Window>,
     abort: AtomicBool,
+    /// Why the load phase could not start at `--start-at-ms`.
+    start_problem: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The wall clock at `t` (as this process's clock reads it).
+    pub fn unix_of(&self, t: Instant) -> SystemTime {
+        if t >= self.epoch {
+            self.epoch_unix + (t - self.epoch)
+        } else {
+            self.epoch_unix - (self.epoch - t)
+        }
+    }
+
+    /// The instant the wall clock will read (or read) `at`.
+    pub fn instant_of(&self, at: SystemTime) -> Instant {
+        match at.duration_since(self.epoch_unix) {
+            Ok(d) => self.epoch + d,
+            Err(e) => self.epoch.checked_sub(e.duration()).unwrap_or(self.epoch),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One worker thread's context, handed to the scenario's thread body.
@@ -254,6 +296,49 @@ pub struct TimelinePoint {
     pub p50_us: f64,
     /// 99th percentile of that second, µs.
     pub p99_us: f64,
+    /// 99.9th percentile of that second, µs.
+    #[serde(default)]
+    pub p999_us: f64,
+    /// Wall-clock end of the second, ms since the Unix epoch (what `loadgen merge`
+    /// aligns workers' timelines on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_unix_ms: Option<u64>,
+    /// Sessions open at the end of the second (runs that open and close sessions
+    /// along `--stages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_sessions: Option<u64>,
+    /// The stage plan's level at the end of the second (rate or sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<f64>,
+    /// The part of the run (the default suite's phase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<String>,
+    /// The second's primary latency, base64 HdrHistogram V2 deflate (ns), so merged
+    /// timelines get exact per-second percentiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hist: Option<String>,
+}
+
+/// The measured samples of one second of the load phase (for the interval log).
+#[derive(Debug, Clone)]
+pub struct WindowInterval {
+    /// Start of the second (clipped to the window).
+    pub start: SystemTime,
+    /// Its length inside the window.
+    pub len: Duration,
+    /// The samples.
+    pub hist: Histogram<u64>,
+}
+
+/// The load phase on the wall clock, ms since the Unix epoch.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WallWindow {
+    /// Start of the load phase (warm-up).
+    pub go_unix_ms: u64,
+    /// Start of the measured window.
+    pub start_unix_ms: u64,
+    /// End of the measured window.
+    pub end_unix_ms: u64,
 }
 
 /// What a run produced.
@@ -273,6 +358,14 @@ pub struct RunOutcome {
     pub setup_s: f64,
     /// CPU figures.
     pub cpu: CpuReport,
+    /// The configuration the run used.
+    pub cfg: RunConfig,
+    /// The window on the wall clock.
+    pub wall: Option<WallWindow>,
+    /// Per-second histograms of the measured samples, for `--interval-log`.
+    pub intervals: Vec<WindowInterval>,
+    /// Why the run is not valid beyond the counted errors (a missed start instant).
+    pub problems: Vec<String>,
 }
 
 /// Why the harness could not run.
@@ -300,12 +393,15 @@ where
         },
         key,
         epoch: Instant::now(),
+        epoch_unix: SystemTime::now(),
         threads_ready: AtomicUsize::new(0),
         established: AtomicU64::new(0),
         setup_failed: AtomicU64::new(0),
         window: OnceLock::new(),
         abort: AtomicBool::new(false),
+        start_problem: Mutex::new(None),
     });
+    let start_deadline = shared.cfg.start_at.map(|t| shared.instant_of(t));
     let body = Arc::new(body);
     let (tx, rx) = mpsc::channel::<Interval>();
     let mut handles = Vec::with_capacity(nthreads);
@@ -319,7 +415,7 @@ where
     }
     drop(tx);
     let mut progress = Progress::new(&shared.cfg);
-    let mut timeline = Timeline::new(nthreads);
+    let mut timeline = Timeline::new(nthreads, &shared);
     let mut cpu_start: Option<(Instant, CpuTimes, Option<CpuTimes>)> = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(5)) {
@@ -350,6 +446,24 @@ where
         if shared.window.get().is_none() && handles.iter().any(|h| h.is_finished()) {
             shared.abort.store(true, Ordering::Release);
         }
+        // Setup still running at the start instant: this worker cannot measure the
+        // window the others measure.
+        if let Some(at) = start_deadline {
+            if shared.window.get().is_none()
+                && !shared.abort.load(Ordering::Acquire)
+                && Instant::now() >= at
+            {
+                set_problem(
+                    &shared,
+                    format!(
+                        "setup was not complete at the --start-at-ms instant ({} of {} sessions established)",
+                        shared.established.load(Ordering::Relaxed),
+                        shared.cfg.sessions
+                    ),
+                );
+                shared.abort.store(true, Ordering::Release);
+            }
+        }
     }
     let end = Instant::now();
     let cpu_end = cpu::self_times().unwrap_or_default();
@@ -375,8 +489,25 @@ where
         ),
         None => CpuReport::default(),
     };
+    let wall = window.map(|w| WallWindow {
+        go_unix_ms: unix_ms(shared.unix_of(w.go)),
+        start_unix_ms: unix_ms(shared.unix_of(w.measure_start)),
+        end_unix_ms: unix_ms(shared.unix_of(w.end)),
+    });
+    let problems = shared
+        .start_problem
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .cloned()
+        .collect();
+    let (timeline, intervals) = timeline.finish();
     Ok(RunOutcome {
-        timeline: timeline.finish(),
+        timeline,
+        intervals,
+        wall,
+        problems,
+        cfg: shared.cfg.clone(),
         established: shared.established.load(Ordering::Relaxed),
         epoch: shared.epoch,
         setup_s: window.map_or(0.0, |w| (w.go - shared.epoch).as_secs_f64()),
@@ -477,19 +608,25 @@ async fn coordinator(ctx: Rc<ThreadCtx>, tx: mpsc::Sender<Interval>) {
     ctx.setup_done.wait().await;
     let nthreads = shared.cfg.threads;
     if shared.threads_ready.fetch_add(1, Ordering::AcqRel) + 1 == nthreads {
-        let go = Instant::now() + Duration::from_millis(100);
-        let measure_start = go + shared.cfg.warmup;
-        let _ = shared.window.set(Window {
-            go,
-            measure_start,
-            end: measure_start + shared.cfg.duration,
-        });
+        if let Some(w) = start_window(shared) {
+            let _ = shared.window.set(w);
+        } else {
+            shared.abort.store(true, Ordering::Release);
+        }
     }
     let w = loop {
         if let Some(w) = shared.window.get() {
             break *w;
         }
         if shared.abort.load(Ordering::Acquire) {
+            // An empty window in the past: sessions waiting at the gate end at once
+            // (nothing is measured; the run reports why).
+            let now = Instant::now();
+            ctx.window.set(Some(Window {
+                go: now,
+                measure_start: now,
+                end: now,
+            }));
             ctx.finished.set(true);
             ctx.gate.open();
             return;
@@ -521,50 +658,125 @@ async fn coordinator(ctx: Rc<ThreadCtx>, tx: mpsc::Sender<Interval>) {
     }
 }
 
+/// The window of a run whose setup just completed: 100 ms from now plus the warm-up, or
+/// with `--start-at-ms` the measured window starts at that instant (warm-up before it,
+/// shortened if setup took longer). `None` (and the reason recorded) when the instant
+/// has already passed.
+fn start_window(shared: &Shared) -> Option<Window> {
+    let cfg = &shared.cfg;
+    let now = Instant::now();
+    let Some(at) = cfg.start_at else {
+        let go = now + Duration::from_millis(100);
+        let measure_start = go + cfg.warmup;
+        return Some(Window {
+            go,
+            measure_start,
+            end: measure_start + cfg.duration,
+        });
+    };
+    let measure_start = shared.instant_of(at);
+    let earliest = now + Duration::from_millis(10);
+    if measure_start < earliest {
+        set_problem(
+            shared,
+            format!(
+                "setup finished {:.0} ms after the --start-at-ms instant",
+                (earliest - measure_start).as_secs_f64() * 1e3
+            ),
+        );
+        return None;
+    }
+    let go = measure_start
+        .checked_sub(cfg.warmup)
+        .unwrap_or(now)
+        .max(earliest);
+    Some(Window {
+        go,
+        measure_start,
+        end: measure_start + cfg.duration,
+    })
+}
+
+fn set_problem(shared: &Shared, p: String) {
+    let mut slot = shared.start_problem.lock().expect("not poisoned");
+    slot.get_or_insert(p);
+}
+
+/// One second's sums over the threads that reported it so far.
+struct Pending {
+    threads: usize,
+    msgs: u64,
+    bytes: u64,
+    errors: u64,
+    open: i64,
+    hist: Histogram<u64>,
+    window_hist: Histogram<u64>,
+}
+
 /// Gathers per-thread intervals into per-second points.
 struct Timeline {
     nthreads: usize,
-    pending: BTreeMap<u64, (usize, u64, u64, u64, Histogram<u64>)>,
+    pending: BTreeMap<u64, Pending>,
     points: Vec<TimelinePoint>,
+    intervals: Vec<WindowInterval>,
+    shared: Arc<Shared>,
 }
 
 impl Timeline {
-    fn new(nthreads: usize) -> Self {
+    fn new(nthreads: usize, shared: &Arc<Shared>) -> Self {
         Self {
             nthreads,
             pending: BTreeMap::new(),
             points: Vec::new(),
+            intervals: Vec::new(),
+            shared: shared.clone(),
         }
     }
 
     fn add(&mut self, iv: Interval, w: Option<&Window>) -> Option<TimelinePoint> {
-        let e = self
-            .pending
-            .entry(iv.second)
-            .or_insert_with(|| (0, 0, 0, 0, new_hist()));
-        e.0 += 1;
-        e.1 += iv.messages;
-        e.2 += iv.bytes;
-        e.3 += iv.errors;
-        e.4.add(&iv.hist).expect("same bounds");
-        if e.0 < self.nthreads {
+        let e = self.pending.entry(iv.second).or_insert_with(|| Pending {
+            threads: 0,
+            msgs: 0,
+            bytes: 0,
+            errors: 0,
+            open: 0,
+            hist: new_hist(),
+            window_hist: new_hist(),
+        });
+        e.threads += 1;
+        e.msgs += iv.messages;
+        e.bytes += iv.bytes;
+        e.errors += iv.errors;
+        e.open += iv.open;
+        e.hist.add(&iv.hist).expect("same bounds");
+        e.window_hist.add(&iv.window_hist).expect("same bounds");
+        if e.threads < self.nthreads {
             return None;
         }
-        let (_, msgs, bytes, errors, hist) = self.pending.remove(&iv.second)?;
-        let p = self.point(iv.second, msgs, bytes, errors, &hist, w);
+        let done = self.pending.remove(&iv.second)?;
+        let p = self.point(iv.second, &done, w);
+        self.interval(iv.second, done.window_hist, w);
         self.points.push(p.clone());
         Some(p)
     }
 
-    fn point(
-        &self,
-        second: u64,
-        msgs: u64,
-        bytes: u64,
-        errors: u64,
-        hist: &Histogram<u64>,
-        w: Option<&Window>,
-    ) -> TimelinePoint {
+    /// Keeps second `second`'s measured samples with its span inside the window.
+    fn interval(&mut self, second: u64, hist: Histogram<u64>, w: Option<&Window>) {
+        let Some(w) = w else { return };
+        let start = (w.go + Duration::from_secs(second)).max(w.measure_start);
+        let end = (w.go + Duration::from_secs(second + 1)).min(w.end);
+        if end <= start && hist.is_empty() {
+            return;
+        }
+        self.intervals.push(WindowInterval {
+            start: self.shared.unix_of(start),
+            len: end.saturating_duration_since(start),
+            hist,
+        });
+    }
+
+    fn point(&self, second: u64, s: &Pending, w: Option<&Window>) -> TimelinePoint {
+        let (msgs, bytes, errors, hist) = (s.msgs, s.bytes, s.errors, &s.hist);
         let phase = match w {
             Some(w) => {
                 let start = w.go + Duration::from_secs(second);
@@ -585,6 +797,23 @@ impl Timeline {
                 hist.value_at_quantile(q) as f64 / 1000.0
             }
         };
+        let cfg = &self.shared.cfg;
+        let end = w.map(|w| w.go + Duration::from_secs(second + 1));
+        // Seconds since the measured window's start, for the stage plan and the parts.
+        let into = end.zip(w).map(|(e, w)| {
+            if e >= w.measure_start {
+                (e - w.measure_start).as_secs_f64()
+            } else {
+                -(w.measure_start - e).as_secs_f64()
+            }
+        });
+        let part = into.filter(|t| *t > 0.0).and_then(|t| {
+            cfg.parts
+                .iter()
+                .find(|(_, until)| t <= *until + 1e-9)
+                .map(|(name, _)| name.to_string())
+        });
+        let stage_t = end.zip(w).map(|(e, w)| (e - w.go).as_secs_f64());
         TimelinePoint {
             t_s: second + 1,
             phase: phase.to_string(),
@@ -593,18 +822,25 @@ impl Timeline {
             errors,
             p50_us: q(0.5),
             p99_us: q(0.99),
+            p999_us: q(0.999),
+            end_unix_ms: end.map(|e| unix_ms(self.shared.unix_of(e))),
+            open_sessions: cfg.stages.as_ref().map(|_| s.open.max(0) as u64),
+            target: cfg.stages.as_ref().zip(stage_t).map(|(st, t)| st.level(t)),
+            part,
+            hist: histogram::encode(hist).ok(),
         }
     }
 
-    fn finish(mut self) -> Vec<TimelinePoint> {
+    fn finish(mut self) -> (Vec<TimelinePoint>, Vec<WindowInterval>) {
         // Seconds some thread never reported (it ended early) are still shown.
         let rest: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
-        for (second, (_, m, b, e, h)) in rest {
-            let p = self.point(second, m, b, e, &h, None);
+        for (second, s) in rest {
+            let p = self.point(second, &s, None);
             self.points.push(p);
         }
         self.points.sort_by_key(|p| p.t_s);
-        self.points
+        self.intervals.sort_by_key(|i| i.start);
+        (self.points, self.intervals)
     }
 }
 
@@ -662,7 +898,13 @@ impl Progress {
 
     fn tick(&mut self, p: &TimelinePoint, shared: &Shared) {
         // Churn establishes no sessions up front: its unit is a cycle, run by loops.
-        let (rate, tail) = if self.setup {
+        let (rate, tail) = if let Some(open) = p.open_sessions {
+            // Sessions open and close along --stages.
+            let target = p
+                .target
+                .map_or(String::new(), |t| format!(" (stage level {t:.0})"));
+            ("msg/s", format!("open sessions {open}{target}"))
+        } else if self.setup {
             (
                 "msg/s",
                 format!(
@@ -676,7 +918,12 @@ impl Progress {
         };
         self.show(format!(
             "[{}] {:>4}s {:<7} {:>10.0} {rate}  p99 {:>9.1} µs  errors {}  {tail}",
-            self.scenario, p.t_s, p.phase, p.messages_per_sec, p.p99_us, p.errors,
+            self.scenario,
+            p.t_s,
+            p.part.as_deref().unwrap_or(&p.phase),
+            p.messages_per_sec,
+            p.p99_us,
+            p.errors,
         ));
     }
 

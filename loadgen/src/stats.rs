@@ -29,6 +29,12 @@ pub struct Interval {
     pub errors: u64,
     /// The primary latency of that second.
     pub hist: Histogram<u64>,
+    /// The samples of that second that fell inside the measured window (what the
+    /// report's histograms hold), for the interval log.
+    pub window_hist: Histogram<u64>,
+    /// Sessions open at the end of that second (tracked by scenarios that open and
+    /// close sessions during the load phase).
+    pub open: i64,
 }
 
 /// The measured window, known once the run's setup is over.
@@ -48,6 +54,8 @@ pub struct Recorder {
     window: Option<Window>,
     hists: Vec<Histogram<u64>>,
     interval_hist: Histogram<u64>,
+    interval_window_hist: Histogram<u64>,
+    open: i64,
     messages: u64,
     bytes: u64,
     total_messages: u64,
@@ -65,6 +73,8 @@ impl Recorder {
             window: None,
             hists: (0..nhists.max(1)).map(|_| new_hist()).collect(),
             interval_hist: new_hist(),
+            interval_window_hist: new_hist(),
+            open: 0,
             messages: 0,
             bytes: 0,
             total_messages: 0,
@@ -103,7 +113,13 @@ impl Recorder {
             self.messages += 1;
             self.bytes += bytes;
             self.hists[idx].saturating_record(ns);
+            self.interval_window_hist.saturating_record(ns);
         }
+    }
+
+    /// A session opened (`+1`) or closed (`-1`) during the load phase.
+    pub fn session_open(&mut self, delta: i64) {
+        self.open += delta;
     }
 
     /// A secondary latency sample into histogram `idx` (only inside the window).
@@ -133,6 +149,7 @@ impl Recorder {
     /// Takes the current second's interval figures.
     pub fn take_interval(&mut self, thread: usize, second: u64) -> Interval {
         let hist = std::mem::replace(&mut self.interval_hist, new_hist());
+        let window_hist = std::mem::replace(&mut self.interval_window_hist, new_hist());
         let iv = Interval {
             thread,
             second,
@@ -140,6 +157,8 @@ impl Recorder {
             bytes: self.interval_bytes,
             errors: self.interval_errors,
             hist,
+            window_hist,
+            open: self.open,
         };
         self.interval_messages = 0;
         self.interval_bytes = 0;

@@ -22,14 +22,16 @@ use sockchat_proto::{ByteStr, ChunkLimits, Reassembler};
 use std::os::fd::AsRawFd;
 
 use super::{establish, finish, for_each_session, load_key, pattern, run_config, say_goodbye};
-use super::{Finished, ScenarioError};
+use super::{staged_config, Finished, ScenarioError};
 use crate::cli::EchoArgs;
 use crate::client::{self, check_session, Established, FrameReader, SessionError};
 use crate::echo_wire::{EchoReader, Take};
 use crate::runner::{self, ThreadCtx};
+use crate::stages::Stages;
 use crate::stats::ns_between;
 use crate::stats::Window;
 use crate::sync::{join2, Credits};
+use std::time::Duration;
 
 const HISTS: &[&str] = &["latency", "setup_handshake"];
 
@@ -100,20 +102,54 @@ pub fn run(a: &EchoArgs) -> Result<Finished, ScenarioError> {
         chunked: a.chunked,
         chunk_size: a.chunk_size,
     });
-    let cfg = run_config(&a.common, "echo", HISTS, true)?;
+    let cfg = match &a.stages {
+        Some(st) => staged_config(&a.common, "echo", HISTS, st)?,
+        None => run_config(&a.common, "echo", HISTS, true)?,
+    };
     let key = load_key(a.common.key_file.as_deref())?;
     let body_p = p.clone();
-    let outcome = runner::run(cfg, key, move |ctx| thread(ctx, body_p.clone()))?;
+    let stages = a.stages.clone().map(Arc::new);
+    let outcome = runner::run(cfg, key, move |ctx| {
+        thread(ctx, body_p.clone(), stages.clone())
+    })?;
     let mut extra = BTreeMap::new();
+    if let Some(st) = &a.stages {
+        extra.insert("stages".into(), json!(st.to_string()));
+    }
     extra.insert("depth".into(), json!(p.depth));
     extra.insert("size_dist".into(), json!(dist));
     extra.insert("chunked".into(), json!(p.chunked));
     Ok(finish("echo", outcome, HISTS, extra))
 }
 
-async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
+async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>, stages: Option<Arc<Stages>>) {
     let c = ctx.clone();
-    for_each_session(&ctx, move |i| session(c.clone(), p.clone(), i)).await;
+    for_each_session(&ctx, move |i| {
+        let (ctx, p, stages) = (c.clone(), p.clone(), stages.clone());
+        async move {
+            match stages {
+                Some(st) => staged(ctx, p, &st, i).await,
+                None => session(ctx, p, i).await,
+            }
+        }
+    })
+    .await;
+}
+
+/// Session `i` under `--stages`: open whenever the stage level rises above it, echo
+/// while open, say goodbye and close when the level falls.
+async fn staged(ctx: Rc<ThreadCtx>, p: Arc<Params>, st: &Stages, i: usize) {
+    let w = ctx.wait_go().await;
+    for (a, b) in st.open_intervals(super::stage_threshold(&ctx, i)) {
+        let close = (w.go + Duration::from_secs_f64(b)).min(w.end);
+        monoio::time::sleep_until((w.go + Duration::from_secs_f64(a)).into()).await;
+        let Some(est) = establish(&ctx, i, &[], 1).await else {
+            continue;
+        };
+        ctx.rec.borrow_mut().session_open(1);
+        established(ctx.clone(), p.clone(), i, est, Some(close)).await;
+        ctx.rec.borrow_mut().session_open(-1);
+    }
 }
 
 /// xorshift64*: one per session, for picking sizes.
@@ -234,6 +270,17 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     let Some(est) = establish(&ctx, i, features, 1).await else {
         return;
     };
+    established(ctx, p, i, est, None).await;
+}
+
+/// The load of an established session, until the window's end (or `close`, if earlier).
+async fn established(
+    ctx: Rc<ThreadCtx>,
+    p: Arc<Params>,
+    i: usize,
+    est: Established,
+    close: Option<Instant>,
+) {
     if p.chunked {
         return session_chunked(ctx, p, i, est).await;
     }
@@ -252,7 +299,10 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
         ctx.key.clone(),
         sid.clone(),
     );
-    let w = ctx.wait_go().await;
+    let mut w = ctx.wait_go().await;
+    if let Some(c) = close {
+        w.end = w.end.min(c);
+    }
     let wr = if p.depth == 1 {
         let res = ping_pong(&ctx, &p, &payloads, &mut rng, &mut reader, &mut wr, w).await;
         ended_fast(&ctx, res);

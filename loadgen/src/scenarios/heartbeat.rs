@@ -15,11 +15,12 @@ use serde_json::json;
 use sockchat_proto::frame::FrameType;
 
 use super::{establish, finish, for_each_session, load_key, run_config, say_goodbye};
-use super::{Finished, ScenarioError};
+use super::{staged_config, Finished, ScenarioError};
 use crate::cli::HeartbeatArgs;
-use crate::client::{self, check_session, is_pong, SessionError};
+use crate::client::{self, check_session, is_pong, Established, SessionError};
 use crate::runner::{self, ThreadCtx};
-use crate::stats::ns_between;
+use crate::stages::Stages;
+use crate::stats::{ns_between, Window};
 
 const HISTS: &[&str] = &["pong_latency", "setup_handshake"];
 
@@ -29,12 +30,21 @@ pub fn run(a: &HeartbeatArgs) -> Result<Finished, ScenarioError> {
         .ok()
         .filter(|d| *d >= Duration::from_millis(1))
         .ok_or_else(|| ScenarioError::Config("--interval must be >= 0.001 s".into()))?;
-    let cfg = run_config(&a.common, "heartbeat", HISTS, true)?;
+    let cfg = match &a.stages {
+        Some(st) => staged_config(&a.common, "heartbeat", HISTS, st)?,
+        None => run_config(&a.common, "heartbeat", HISTS, true)?,
+    };
     let key = load_key(a.common.key_file.as_deref())?;
-    let p = Arc::new(interval);
+    let p = Arc::new(Params {
+        interval,
+        stages: a.stages.clone(),
+    });
     let outcome = runner::run(cfg, key, move |ctx| thread(ctx, p.clone()))?;
     let mut extra = BTreeMap::new();
     extra.insert("interval_s".into(), json!(a.interval));
+    if let Some(st) = &a.stages {
+        extra.insert("stages".into(), json!(st.to_string()));
+    }
     for name in ["ticks", "missed_ticks"] {
         let v = outcome.result.counters.get(name).copied().unwrap_or(0);
         extra.insert(name.into(), json!(v));
@@ -42,21 +52,69 @@ pub fn run(a: &HeartbeatArgs) -> Result<Finished, ScenarioError> {
     Ok(finish("heartbeat", outcome, HISTS, extra))
 }
 
-async fn thread(ctx: Rc<ThreadCtx>, interval: Arc<Duration>) {
+#[derive(Debug)]
+struct Params {
+    interval: Duration,
+    stages: Option<Stages>,
+}
+
+async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
     let c = ctx.clone();
-    for_each_session(&ctx, move |i| session(c.clone(), *interval, i)).await;
+    for_each_session(&ctx, move |i| {
+        let (ctx, p) = (c.clone(), p.clone());
+        async move {
+            match &p.stages {
+                Some(st) => staged(ctx, p.interval, st, i).await,
+                None => session(ctx, p.interval, i).await,
+            }
+        }
+    })
+    .await;
 }
 
 async fn session(ctx: Rc<ThreadCtx>, interval: Duration, i: usize) {
     let Some(mut est) = establish(&ctx, i, &[], 1).await else {
         return;
     };
-    let sid = est.session_id.clone();
-    let ping = client::ping(&ctx.key, &sid);
     let w = ctx.wait_go().await;
     let offset = interval.mul_f64(i as f64 / ctx.cfg().sessions as f64);
+    beat(&ctx, &mut est, interval, w, w.go + offset, w.end).await;
+}
+
+/// Session `i` under `--stages`: open (connect and hand-shake) whenever the stage level
+/// rises above it, heartbeat while open, say goodbye and close when the level falls.
+async fn staged(ctx: Rc<ThreadCtx>, interval: Duration, st: &Stages, i: usize) {
+    let w = ctx.wait_go().await;
+    let offset = interval.mul_f64(i as f64 / ctx.cfg().sessions as f64);
+    for (a, b) in st.open_intervals(super::stage_threshold(&ctx, i)) {
+        let (open, close) = (
+            w.go + Duration::from_secs_f64(a),
+            (w.go + Duration::from_secs_f64(b)).min(w.end),
+        );
+        monoio::time::sleep_until(open.into()).await;
+        let Some(mut est) = establish(&ctx, i, &[], 1).await else {
+            continue;
+        };
+        ctx.rec.borrow_mut().session_open(1);
+        beat(&ctx, &mut est, interval, w, open + offset, close).await;
+        drop(est);
+        ctx.rec.borrow_mut().session_open(-1);
+    }
+}
+
+/// Pings every `interval` from `first` until `until`, then says goodbye.
+async fn beat(
+    ctx: &ThreadCtx,
+    est: &mut Established,
+    interval: Duration,
+    w: Window,
+    first: Instant,
+    until: Instant,
+) {
+    let sid = est.session_id.clone();
+    let ping = client::ping(&ctx.key, &sid);
     let pong_timeout = (interval * 3).max(Duration::from_secs(5));
-    let tick_at = |k: u64| w.go + offset + interval.mul_f64(k as f64);
+    let tick_at = |k: u64| first + interval.mul_f64(k as f64);
     // Ticks (and missed ones) are counted for the measured window only, like latency.
     let counted = |k: u64| {
         let t = tick_at(k);
@@ -65,7 +123,7 @@ async fn session(ctx: Rc<ThreadCtx>, interval: Duration, i: usize) {
     let (mut k, mut ticks, mut missed) = (0u64, 0u64, 0u64);
     'ticks: loop {
         let sched = tick_at(k);
-        if sched >= w.end {
+        if sched >= until {
             break;
         }
         monoio::time::sleep_until(sched.into()).await;
@@ -119,7 +177,7 @@ async fn session(ctx: Rc<ThreadCtx>, interval: Duration, i: usize) {
             ctx.rec.borrow_mut().sample(now, ns_between(sent, now), 4);
             // Ticks whose time passed while waiting for this pong were missed.
             k += 1;
-            while tick_at(k) <= now && tick_at(k) < w.end {
+            while tick_at(k) <= now && tick_at(k) < until {
                 if counted(k) {
                     missed += 1;
                     ticks += 1;

@@ -11,7 +11,7 @@ pub mod raw;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
 use monoio::io::AsyncWriteRent;
@@ -22,6 +22,7 @@ use thiserror::Error;
 use crate::cli::CommonArgs;
 use crate::client::{self, Established};
 use crate::runner::{RunConfig, RunError, RunOutcome, ThreadCtx};
+use crate::stages::Stages;
 use crate::stats::ns_between;
 
 /// Why a scenario could not run (as opposed to errors measured during the run, which
@@ -57,6 +58,18 @@ pub struct Finished {
     pub hist_names: Vec<&'static str>,
     /// Scenario-specific results (requested rate, missed ticks, ...).
     pub extra: BTreeMap<String, Value>,
+}
+
+impl Finished {
+    /// The histogram whose samples the per-second figures (and the interval log) hold:
+    /// the primary latency, except for fan-out, whose primary latency (last delivery)
+    /// is computed after the run from the per-delivery samples.
+    pub fn sampled_name(&self) -> &'static str {
+        match self.scenario {
+            "fanout" => self.hist_names[1],
+            _ => self.hist_names[0],
+        }
+    }
 }
 
 /// Reads the key: `path` if given (one trailing newline trimmed), else the reference
@@ -95,6 +108,26 @@ pub fn run_config(
             "--sessions must be at least 1".into(),
         ));
     }
+    let shard = c.shard.unwrap_or_default();
+    run_config_for(c, scenario, hist_names, setup, shard.share(c.sessions))
+}
+
+/// Like [`run_config`] with this worker's session count given (fan-out deals its
+/// receivers out, not its sessions).
+pub fn run_config_for(
+    c: &CommonArgs,
+    scenario: &'static str,
+    hist_names: &[&'static str],
+    setup: bool,
+    sessions: usize,
+) -> Result<RunConfig, ScenarioError> {
+    let shard = c.shard.unwrap_or_default();
+    if sessions == 0 {
+        return Err(ScenarioError::Config(format!(
+            "shard {shard} of --sessions {} gets no sessions",
+            c.sessions
+        )));
+    }
     if c.duration <= 0.0 {
         return Err(ScenarioError::Config("--duration must be positive".into()));
     }
@@ -102,23 +135,22 @@ pub fn run_config(
         return Err(ScenarioError::Config("--ramp must be >= 0".into()));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = c.threads.unwrap_or(cores).clamp(1, c.sessions);
+    let threads = c.threads.unwrap_or(cores).clamp(1, sessions);
     // One descriptor per session, plus each thread's ring, eventfd and timer, stdio and
     // a few for the report.
-    let need = c.sessions as u64 + 4 * threads as u64 + 16;
+    let need = sessions as u64 + 4 * threads as u64 + 16;
     let limit = raise_nofile_limit();
     if need > limit {
         return Err(ScenarioError::Config(format!(
-            "--sessions {} needs about {need} open files; the limit is {limit} (ulimit -n)",
-            c.sessions
+            "{sessions} sessions need about {need} open files; the limit is {limit} (ulimit -n)"
         )));
     }
     Ok(RunConfig {
         scenario,
         target: c.target.target(),
-        sessions: c.sessions,
+        sessions,
         threads,
-        ramp: c.ramp,
+        ramp: shard.rate(c.ramp),
         warmup: secs(c.warmup, "warmup")?,
         duration: secs(c.duration, "duration")?,
         connect_timeout: secs(c.connect_timeout, "connect-timeout")?,
@@ -129,7 +161,46 @@ pub fn run_config(
         setup,
         server_pid: c.server_pid,
         ring: c.ring,
+        shard,
+        start_at: c
+            .start_at_ms
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        stages: None,
+        parts: Vec::new(),
     })
+}
+
+/// Harness configuration for a run whose sessions open and close along `st`: no setup
+/// phase, and the plan is the measured window (no warm-up). This worker's sessions are
+/// its share of the plan's peak, dealt out interleaved: its local session `j` is the
+/// run's session `j * workers + index` (see [`stage_threshold`]), so every worker opens
+/// and closes sessions at the same pace.
+pub fn staged_config(
+    c: &CommonArgs,
+    scenario: &'static str,
+    hist_names: &[&'static str],
+    st: &Stages,
+) -> Result<RunConfig, ScenarioError> {
+    let mut common = c.clone();
+    common.warmup = 0.0;
+    common.duration = st.total().as_secs_f64();
+    let peak = st.max().ceil() as usize;
+    if peak == 0 {
+        return Err(ScenarioError::Config(
+            "--stages never opens a session".into(),
+        ));
+    }
+    common.sessions = peak;
+    let shard = common.shard.unwrap_or_default();
+    let mut cfg = run_config_for(&common, scenario, hist_names, false, shard.share(peak))?;
+    cfg.stages = Some(st.clone());
+    Ok(cfg)
+}
+
+/// The stage level above which this worker's session `i` is open.
+pub fn stage_threshold(ctx: &ThreadCtx, i: usize) -> f64 {
+    let shard = ctx.cfg().shard;
+    (i * shard.count + shard.index) as f64
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.

@@ -24,6 +24,8 @@ use super::{Finished, ScenarioError};
 use crate::cli::RateArgs;
 use crate::client::{self, check_session, FrameReader, SessionError};
 use crate::runner::{self, ThreadCtx};
+use crate::shard::Shard;
+use crate::stages::Stages;
 use crate::stats::{ns_between, Window};
 
 const HISTS: &[&str] = &[
@@ -39,32 +41,87 @@ struct Params {
     size: usize,
 }
 
+/// When messages are due, beyond a constant rate.
+#[derive(Debug)]
+struct Plan {
+    /// The run's total stage plan (all shards), from the start of the load phase.
+    stages: Option<Stages>,
+    /// This worker of the run.
+    shard: Shard,
+    /// Constant rate: this worker's sends are shifted by `shard.index / rate` so the
+    /// workers' sends interleave instead of coinciding.
+    shard_offset: Duration,
+}
+
 /// Runs the scenario.
 pub fn run(a: &RateArgs) -> Result<Finished, ScenarioError> {
-    if !(a.rate > 0.0 && a.rate.is_finite()) {
+    if a.stages.is_none() && !(a.rate > 0.0 && a.rate.is_finite()) {
         return Err(ScenarioError::Config("--rate must be positive".into()));
     }
     if a.size == 0 || a.size as u64 > MAX_CONTENT_LEN {
         return Err(ScenarioError::Config("--size must be 1..=10 MiB".into()));
     }
-    let cfg = run_config(&a.common, "rate", HISTS, true)?;
+    let mut common = a.common.clone();
+    if let Some(st) = &a.stages {
+        common.warmup = 0.0;
+        common.duration = st.total().as_secs_f64();
+    }
+    let mut cfg = run_config(&common, "rate", HISTS, true)?;
+    cfg.stages = a.stages.clone();
+    let shard = cfg.shard;
     let key = load_key(a.common.key_file.as_deref())?;
+    // The mean rate of a stage plan (for the report); a constant rate otherwise.
+    let total_rate = a.stages.as_ref().map_or(a.rate, |st| {
+        st.cumulative(common.duration) / common.duration
+    });
     let p = Arc::new(Params {
-        rate: a.rate,
+        rate: shard.rate(total_rate),
         size: a.size,
     });
-    let outcome = runner::run(cfg, key, move |ctx| thread(ctx, p.clone()))?;
-    let achieved = outcome.result.messages as f64 / a.common.duration;
+    let plan = Arc::new(Plan {
+        stages: a.stages.clone(),
+        shard,
+        shard_offset: if a.stages.is_none() {
+            Duration::from_secs_f64(shard.index as f64 / a.rate)
+        } else {
+            Duration::ZERO
+        },
+    });
+    let outcome = runner::run(cfg, key, move |ctx| thread(ctx, p.clone(), plan.clone()))?;
+    let achieved = outcome.result.messages as f64 / common.duration;
     let mut extra = BTreeMap::new();
-    extra.insert("requested_rate".into(), json!(a.rate));
+    extra.insert("requested_rate".into(), json!(shard.rate(total_rate)));
     extra.insert("achieved_rate".into(), json!(achieved));
     extra.insert("size".into(), json!(a.size));
+    if let Some(st) = &a.stages {
+        extra.insert("stages".into(), json!(st.to_string()));
+    }
     Ok(finish("rate", outcome, HISTS, extra))
 }
 
-async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
+async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>, plan: Arc<Plan>) {
     let c = ctx.clone();
-    for_each_session(&ctx, move |i| session(c.clone(), p.clone(), i)).await;
+    for_each_session(&ctx, move |i| {
+        session(c.clone(), p.clone(), plan.clone(), i)
+    })
+    .await;
+}
+
+/// Session `i`'s sends under a stage plan: this worker's local message `n` is the run's
+/// message `n * workers + index`, and session `i` of `sessions` sends local messages
+/// `i, i + sessions, ...`. Returns the send offsets from the start of the load phase.
+fn staged_sends(st: &Stages, shard: Shard, sessions: usize, i: usize) -> Vec<Duration> {
+    let mut out = Vec::new();
+    let mut n = i as u64;
+    loop {
+        let m = n * shard.count as u64 + shard.index as u64;
+        let Some(t) = st.time_of(m as f64) else {
+            break;
+        };
+        out.push(Duration::from_secs_f64(t));
+        n += sessions as u64;
+    }
+    out
 }
 
 /// Session `i`'s schedule: first send offset, period, and how many sends fit before the
@@ -81,7 +138,7 @@ fn schedule(p: &Params, sessions: usize, i: usize, w: &Window) -> (Duration, Dur
     (offset, period, count)
 }
 
-async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
+async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, plan: Arc<Plan>, i: usize) {
     let Some(est) = establish(&ctx, i, &[], 3).await else {
         return;
     };
@@ -89,7 +146,25 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     let content = pattern(i, p.size);
     let wire = client::frame(&ctx.key, FrameType::Message, OCTET_STREAM, &sid, &content);
     let w = ctx.wait_go().await;
-    let (offset, period, count) = schedule(&p, ctx.cfg().sessions, i, &w);
+    let sessions = ctx.cfg().sessions;
+    let (offset, period, mut count) = schedule(&p, sessions, i, &w);
+    let offset = offset + plan.shard_offset;
+    if !plan.shard_offset.is_zero() {
+        // The shifted schedule: only sends due before the end.
+        let span = (w.end - w.go).as_secs_f64() - offset.as_secs_f64();
+        count = if span > 0.0 {
+            (span / period.as_secs_f64()).ceil() as u64
+        } else {
+            0
+        };
+    }
+    let staged = plan
+        .stages
+        .as_ref()
+        .map(|st| staged_sends(st, plan.shard, sessions, i));
+    if let Some(s) = &staged {
+        count = s.len() as u64;
+    }
     let key = ctx.key.clone();
     let (conn, deframer) = est.reader.into_parts();
     let (rd, mut wr) = conn.into_split();
@@ -100,7 +175,10 @@ async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
         let (inflight, write_failed, ctx) = (inflight.clone(), write_failed.clone(), ctx.clone());
         async move {
             for k in 0..count {
-                let sched = w.go + offset + period.mul_f64(k as f64);
+                let sched = match &staged {
+                    Some(s) => w.go + s[k as usize],
+                    None => w.go + offset + period.mul_f64(k as f64),
+                };
                 if Instant::now() < sched {
                     monoio::time::sleep_until(sched.into()).await;
                 }
