@@ -1,7 +1,9 @@
 //! `loadgen report RUN.json... --out DIR`: a Markdown table of the runs and two SVG
 //! charts (plotters): latency percentile curves of each run's primary latency (from the
 //! stored histograms, so the curve is exact, not interpolated from a few percentiles),
-//! and throughput per second over the load phase.
+//! throughput per second over the measured window (with a stage plan's target rate),
+//! p50/p99/p99.9 per second over the measured window, and, for runs that open and close
+//! sessions along stages, the open sessions per second.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,8 @@ use thiserror::Error;
 
 use crate::histogram;
 use crate::report::{Report, ReportError};
+
+mod over_time;
 
 /// Rendering failed.
 #[derive(Debug, Error)]
@@ -46,13 +50,21 @@ pub fn render(runs: &[PathBuf], out: &Path) -> Result<Rendered, RenderError> {
     let throughput = out.join("throughput.svg");
     latency_chart(&reports, &latency)?;
     throughput_chart(&reports, &throughput)?;
+    let over_time = out.join(OVER_TIME);
+    over_time::latency_over_time_chart(&reports, &over_time)?;
+    let mut charts = vec![latency, throughput, over_time];
+    if reports
+        .iter()
+        .any(|r| r.timeline.iter().any(|p| p.open_sessions.is_some()))
+    {
+        let sessions = out.join(SESSIONS);
+        over_time::sessions_chart(&reports, &sessions)?;
+        charts.push(sessions);
+    }
     let markdown = out.join("README.md");
     std::fs::write(&markdown, table(&reports, runs))
         .map_err(|e| RenderError::Io(markdown.display().to_string(), e))?;
-    Ok(Rendered {
-        markdown,
-        charts: vec![latency, throughput],
-    })
+    Ok(Rendered { markdown, charts })
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -99,6 +111,13 @@ pub fn table(reports: &[Report], paths: &[PathBuf]) -> String {
     }
     let _ = writeln!(s, "\n![latency percentiles](latency.svg)\n");
     let _ = writeln!(s, "![throughput](throughput.svg)\n");
+    let _ = writeln!(s, "![latency over time]({OVER_TIME})\n");
+    if reports
+        .iter()
+        .any(|r| r.timeline.iter().any(|p| p.open_sessions.is_some()))
+    {
+        let _ = writeln!(s, "![open sessions]({SESSIONS})\n");
+    }
     let _ = writeln!(s, "## Provenance\n");
     for (r, p) in reports.iter().zip(paths) {
         let _ = writeln!(
@@ -114,8 +133,37 @@ pub fn table(reports: &[Report], paths: &[PathBuf]) -> String {
             r.results.duration_s,
             r.results.warmup_s
         );
+        if let Some(from) = &r.merged_from {
+            let _ = writeln!(s, "  - merged from {} workers:", from.len());
+            for m in from {
+                let _ = writeln!(s, "    - {}", m.line());
+            }
+        }
+        for w in &r.warnings {
+            let _ = writeln!(s, "  - warning: {w}");
+        }
     }
     s
+}
+
+/// The chart of p50/p99/p99.9 per second.
+pub const OVER_TIME: &str = "latency-over-time.svg";
+/// The chart of open sessions per second (stage runs).
+pub const SESSIONS: &str = "sessions.svg";
+
+/// The timeline's seconds inside the measured window (all of them for a report whose
+/// timeline has none marked so), with x = seconds since the window's start.
+pub fn measured(r: &Report) -> Vec<(f64, &crate::runner::TimelinePoint)> {
+    let m: Vec<_> = r.timeline.iter().filter(|p| p.phase == "measure").collect();
+    let pts = if m.is_empty() {
+        r.timeline.iter().collect()
+    } else {
+        m
+    };
+    let first = pts.first().map_or(1, |p| p.t_s);
+    pts.into_iter()
+        .map(|p| ((p.t_s + 1 - first) as f64, p))
+        .collect()
 }
 
 fn chart_err(path: &Path, e: impl std::fmt::Display) -> RenderError {
@@ -201,13 +249,15 @@ fn latency_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
 fn throughput_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
     let xmax = reports
         .iter()
-        .flat_map(|r| r.timeline.iter().map(|p| p.t_s))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
+        .flat_map(|r| measured(r).into_iter().map(|(x, _)| x))
+        .fold(1.0f64, f64::max);
     let ymax = reports
         .iter()
-        .flat_map(|r| r.timeline.iter().map(|p| p.messages_per_sec))
+        .flat_map(|r| {
+            measured(r)
+                .into_iter()
+                .map(|(_, p)| p.messages_per_sec.max(rate_target(r, p).unwrap_or(0.0)))
+        })
         .fold(1.0f64, f64::max);
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| chart_err(path, e))?;
@@ -220,22 +270,33 @@ fn throughput_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> 
         .map_err(|e| chart_err(path, e))?;
     chart
         .configure_mesh()
-        .x_desc("seconds since start of load (warm-up included)")
+        .x_desc("seconds of the measured window")
         .y_desc("messages / s")
         .draw()
         .map_err(|e| chart_err(path, e))?;
     for (i, r) in reports.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let pts: Vec<(f64, f64)> = r
-            .timeline
-            .iter()
-            .map(|p| (p.t_s as f64, p.messages_per_sec))
+        let pts: Vec<(f64, f64)> = measured(r)
+            .into_iter()
+            .map(|(x, p)| (x, p.messages_per_sec))
             .collect();
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(|e| chart_err(path, e))?
             .label(r.label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        let target: Vec<(f64, f64)> = measured(r)
+            .into_iter()
+            .filter_map(|(x, p)| Some((x, rate_target(r, p)?)))
+            .collect();
+        if !target.is_empty() {
+            let faint = color.mix(0.5);
+            chart
+                .draw_series(LineSeries::new(target, faint.stroke_width(1)))
+                .map_err(|e| chart_err(path, e))?
+                .label(format!("{} (stage target)", r.label))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], faint));
+        }
     }
     chart
         .configure_series_labels()
@@ -245,6 +306,12 @@ fn throughput_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> 
         .draw()
         .map_err(|e| chart_err(path, e))?;
     root.present().map_err(|e| chart_err(path, e))
+}
+
+/// A stage plan's target of a rate run (for session-count plans the target is a session
+/// count, charted with the open sessions instead).
+fn rate_target(r: &Report, p: &crate::runner::TimelinePoint) -> Option<f64> {
+    (r.results.scenario == "rate").then_some(p.target).flatten()
 }
 
 #[cfg(test)]

@@ -354,6 +354,8 @@ pub struct RunOutcome {
     pub established: u64,
     /// Start of setup (the reference for timestamps carried between threads).
     pub epoch: Instant,
+    /// The wall clock at `epoch`.
+    pub epoch_unix: SystemTime,
     /// Seconds from the first connect to the start of the load phase.
     pub setup_s: f64,
     /// CPU figures.
@@ -510,6 +512,7 @@ where
         cfg: shared.cfg.clone(),
         established: shared.established.load(Ordering::Relaxed),
         epoch: shared.epoch,
+        epoch_unix: shared.epoch_unix,
         setup_s: window.map_or(0.0, |w| (w.go - shared.epoch).as_secs_f64()),
         result,
         window,

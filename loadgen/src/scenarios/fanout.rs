@@ -8,18 +8,25 @@
 //! on any thread compute latencies without coordination; the per-message "last delivery"
 //! is computed after the run from each thread's (count, latest arrival) per sequence
 //! number. A message not delivered to every receiver is an `incomplete_fanout` error.
+//!
+//! Split over workers (`--shard`), worker 0 holds the sender and the receivers are dealt
+//! out; the workers must share a window (`--start-at-ms`). Send times are then wall-clock
+//! nanoseconds, so latencies across hosts assume synchronised clocks. Each worker checks
+//! completeness over its own receivers and writes every message's (sequence, send time,
+//! latest arrival, deliveries) to `extra.deliveries_by_seq`, from which `loadgen merge`
+//! computes the run's last-delivery latency over all workers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use monoio::io::Splitable;
-use serde_json::json;
+use serde_json::{json, Value};
 use sockchat_proto::frame::{FrameType, MAX_CONTENT_LEN};
 use sockchat_proto::header::OCTET_STREAM;
 
-use super::{establish, finish, load_key, pattern, run_config, say_goodbye};
+use super::{establish, finish, load_key, pattern, run_config_for, say_goodbye};
 use super::{Finished, ScenarioError};
 use crate::cli::FanoutArgs;
 use crate::client::{self, check_session, FrameReader, SessionError};
@@ -28,8 +35,9 @@ use crate::stats::{ns_between, Window};
 
 const HISTS: &[&str] = &["last_delivery", "delivery", "setup_handshake"];
 
-/// Per sequence number: deliveries seen and the latest arrival (ns since epoch).
-type Deliveries = HashMap<u64, (u64, u64)>;
+/// Per sequence number: deliveries seen, the latest arrival and the send time (wall-clock
+/// ns).
+type Deliveries = HashMap<u64, (u64, u64, u64)>;
 
 #[derive(Debug, Default)]
 struct Log {
@@ -61,7 +69,15 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
     if a.size < 16 || a.size as u64 > MAX_CONTENT_LEN {
         return Err(ScenarioError::Config("--size must be 16..=10 MiB".into()));
     }
-    let cfg = run_config(&a.common, "fanout", HISTS, true)?;
+    let shard = a.common.shard.unwrap_or_default();
+    if shard.is_split() && a.common.start_at_ms.is_none() {
+        return Err(ScenarioError::Config(
+            "fanout with --shard needs --start-at-ms: the sender's and the receivers' windows must be the same".into(),
+        ));
+    }
+    // Worker 0 holds the sender; the receivers are dealt out.
+    let local = shard.share(a.common.sessions - 1) + usize::from(shard.index == 0);
+    let cfg = run_config_for(&a.common, "fanout", HISTS, true, local)?;
     let key = load_key(a.common.key_file.as_deref())?;
     let p = Arc::new(Params {
         rate: a.rate,
@@ -70,22 +86,38 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
     });
     let body_p = p.clone();
     let mut outcome = runner::run(cfg, key, move |ctx| thread(ctx, body_p.clone()))?;
-    let receivers = outcome.established.saturating_sub(1);
-    let sent = std::mem::take(&mut *p.log.sent.lock().expect("not poisoned"));
+    let has_sender = shard.index == 0;
+    let receivers = outcome.established.saturating_sub(u64::from(has_sender));
+    let mut sent = std::mem::take(&mut *p.log.sent.lock().expect("not poisoned"));
     let deliveries = std::mem::take(&mut *p.log.deliveries.lock().expect("not poisoned"));
     let (mut incomplete, mut complete) = (0u64, 0u64);
     let window = outcome.window;
+    if !has_sender {
+        // The messages the sender (on worker 0) sent in the shared window; their send
+        // times are in the deliveries (or unknown, if none arrived here).
+        let n = window.map_or(0, |w| expected(a.rate, &w));
+        sent = (0..n)
+            .map(|seq| (seq, deliveries.get(&seq).map_or(0, |d| d.2)))
+            .collect();
+    }
     let epoch = outcome.epoch;
+    let epoch_ns = unix_ns(outcome.epoch_unix);
+    let mut by_seq = Vec::new();
     for (seq, send_ns) in &sent {
-        match deliveries.get(seq) {
-            Some(&(n, last)) if n >= receivers => {
+        let d = deliveries.get(seq).copied();
+        if let Some((n, last, _)) = d {
+            by_seq.push(json!([seq, send_ns, last, n]));
+        }
+        match d {
+            Some((n, last, _)) if n >= receivers => {
                 complete += 1;
-                let t = epoch + Duration::from_nanos(*send_ns);
+                let t = epoch + Duration::from_nanos(send_ns.saturating_sub(epoch_ns));
                 let in_window = window.is_some_and(|w| t >= w.measure_start && t < w.end);
                 if in_window {
                     outcome.result.hists[0].saturating_record(last.saturating_sub(*send_ns));
                 }
             }
+            None if receivers == 0 => complete += 1,
             _ => incomplete += 1,
         }
     }
@@ -102,6 +134,9 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
     extra.insert("receivers".into(), json!(receivers));
     extra.insert("sent".into(), json!(sent.len()));
     extra.insert("complete_fanouts".into(), json!(complete));
+    if shard.is_split() {
+        extra.insert("deliveries_by_seq".into(), Value::Array(by_seq));
+    }
     Ok(finish("fanout", outcome, HISTS, extra))
 }
 
@@ -112,7 +147,7 @@ async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
         .map(|i| {
             let (ctx, p, local) = (ctx.clone(), p.clone(), local.clone());
             monoio::spawn(async move {
-                if i == 0 {
+                if i == 0 && ctx.cfg().shard.index == 0 {
                     sender(ctx, p).await
                 } else {
                     receiver(ctx, p, local, i).await
@@ -124,15 +159,23 @@ async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
         h.await;
     }
     let mut all = p.log.deliveries.lock().expect("not poisoned");
-    for (seq, (n, last)) in local.borrow().iter() {
-        let e = all.entry(*seq).or_insert((0, 0));
+    for (seq, (n, last, sent)) in local.borrow().iter() {
+        let e = all.entry(*seq).or_insert((0, 0, *sent));
         e.0 += n;
         e.1 = e.1.max(*last);
     }
 }
 
+/// Nanoseconds since the Unix epoch.
+fn unix_ns(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// `t` on the wall clock, in ns: the process's clock reading at its epoch plus the
+/// monotonic time since (so one process's timestamps never jump).
 fn since_epoch(ctx: &ThreadCtx, t: Instant) -> u64 {
-    ns_between(ctx.shared.epoch, t)
+    unix_ns(ctx.shared.epoch_unix) + ns_between(ctx.shared.epoch, t)
 }
 
 async fn sender(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
@@ -222,7 +265,7 @@ async fn receiver(
             .borrow_mut()
             .sample_to(1, now, now_ns.saturating_sub(send_ns), c.len() as u64);
         let mut l = local.borrow_mut();
-        let e = l.entry(seq).or_insert((0, 0));
+        let e = l.entry(seq).or_insert((0, 0, send_ns));
         e.0 += 1;
         e.1 = e.1.max(now_ns);
     }
