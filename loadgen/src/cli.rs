@@ -25,6 +25,10 @@ pub struct Cli {
 /// Scenarios and tools.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The default with no scenario: establish --sessions, then echo throughput,
+    /// heartbeat latency across all of them and connect/disconnect churn, --duration
+    /// each, in one report with a verdict per figure.
+    Suite(SuiteArgs),
     /// Closed loop: each session keeps --depth messages in flight and verifies every echo.
     Echo(EchoArgs),
     /// Open loop at a fixed total --rate; latency from the scheduled and the actual send time.
@@ -171,6 +175,20 @@ pub struct EchoArgs {
     /// "10s:100,30s:1000,10s:0" (see `heartbeat --stages`).
     #[arg(long, value_name = "DUR:SESSIONS,...", conflicts_with = "chunked")]
     pub stages: Option<Stages>,
+}
+
+/// `suite` options (what `loadgen` runs when no scenario is given).
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct SuiteArgs {
+    /// Common options (--duration is each phase's).
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Seconds between one session's pings in the heartbeat phase.
+    #[arg(long, default_value_t = 1.0)]
+    pub interval: f64,
+    /// Concurrent connect/disconnect loops in the churn phase.
+    #[arg(long, default_value_t = 16)]
+    pub churn_loops: usize,
 }
 
 /// `rate` options.

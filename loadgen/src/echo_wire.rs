@@ -164,6 +164,12 @@ impl<R: AsyncReadRent> EchoReader<R> {
         }
     }
 
+    /// The stream and the bytes received but not consumed, for another reader to go on
+    /// with (the default suite reads pongs after its echo phase).
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.r, BytesMut::from(&self.buf[self.head..]))
+    }
+
     /// Reads until the echo of `sent` has arrived.
     pub async fn reply(&mut self, sent: &[u8], content: &[u8]) -> Result<Take, SessionError> {
         loop {

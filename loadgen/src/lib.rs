@@ -59,6 +59,7 @@ pub enum LoadError {
 pub fn run_load(cmd: &Command) -> Result<Option<Report>, LoadError> {
     let (finished, common, config): (Finished, &cli::CommonArgs, serde_json::Value) = match cmd {
         Command::Rate(a) if a.find_max_rate => return max_rate::run(a).map(Some),
+        Command::Suite(a) => (scenarios::suite::run(a)?, &a.common, config_of(a)),
         Command::Echo(a) => (scenarios::echo::run(a)?, &a.common, config_of(a)),
         Command::Rate(a) => (scenarios::rate::run(a)?, &a.common, config_of(a)),
         Command::Heartbeat(a) => (scenarios::heartbeat::run(a)?, &a.common, config_of(a)),

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(default_suite(std::env::args_os().collect()));
     match &cli.command {
         Command::RawServer(a) => {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -107,6 +107,18 @@ fn run() -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// `loadgen --sessions 5000 --unix PATH` (options, no scenario) runs the default suite:
+/// `suite` is put in front of the options. clap has no default subcommand; doing it here
+/// keeps `Cli::command` a plain `Command` for the library and its tests.
+fn default_suite(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+    let asks_for_help = matches!(first, "-h" | "--help" | "-V" | "--version");
+    if first.starts_with('-') && !asks_for_help {
+        args.insert(1, "suite".into());
+    }
+    args
 }
 
 /// Blocks SIGINT and SIGTERM in the calling thread (and so in threads it starts later).

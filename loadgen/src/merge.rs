@@ -51,6 +51,7 @@ const ADDITIVE_EXTRA: &[&str] = &[
     "sessions_per_sec",
     "receivers",
     "connects_per_sec",
+    "echo_messages_per_sec",
 ];
 
 /// One input of a merged report.
@@ -199,7 +200,13 @@ pub fn merge(inputs: &[(PathBuf, Report)], label: Option<&str>) -> Result<Report
     }
     let mut extra = merged_extra(inputs);
     if r0.scenario == "fanout" {
-        fanout_last_delivery(inputs, &mut histograms, &mut latencies, &mut errors, &mut extra)?;
+        fanout_last_delivery(
+            inputs,
+            &mut histograms,
+            &mut latencies,
+            &mut errors,
+            &mut extra,
+        )?;
     }
     let errors_total = errors.values().sum();
 
@@ -238,10 +245,7 @@ pub fn merge(inputs: &[(PathBuf, Report)], label: Option<&str>) -> Result<Report
         errors,
         errors_total,
         latency_name: r0.latency_name.clone(),
-        latency_us: latencies
-            .get(&r0.latency_name)
-            .copied()
-            .unwrap_or_default(),
+        latency_us: latencies.get(&r0.latency_name).copied().unwrap_or_default(),
         latencies_us: latencies,
         histograms,
         counters,
@@ -291,12 +295,15 @@ fn fanout_last_delivery(
     let mut receivers = 0u64;
     for (p, r) in inputs {
         let x = &r.results.extra;
-        let rows = x.get("deliveries_by_seq").and_then(Value::as_array).ok_or_else(|| {
-            MergeError::Mismatch(format!(
-                "{}: a fanout run without deliveries_by_seq (run the workers with --shard)",
-                p.display()
-            ))
-        })?;
+        let rows = x
+            .get("deliveries_by_seq")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                MergeError::Mismatch(format!(
+                    "{}: a fanout run without deliveries_by_seq (run the workers with --shard)",
+                    p.display()
+                ))
+            })?;
         receivers += x.get("receivers").and_then(Value::as_u64).unwrap_or(0);
         for row in rows {
             let v: Vec<u64> = row
@@ -559,6 +566,7 @@ fn merged_timeline(
         open: Option<u64>,
         target: Option<f64>,
         part: Option<String>,
+        cpu: Option<f64>,
     }
     let mut secs: BTreeMap<u64, Acc> = BTreeMap::new();
     let mut unaligned = false;
@@ -584,6 +592,9 @@ fn merged_timeline(
             }
             a.target = a.target.or(p.target);
             a.part = a.part.take().or_else(|| p.part.clone());
+            if let Some(c) = p.loadgen_cpu_s {
+                *a.cpu.get_or_insert(0.0) += c;
+            }
         }
     }
     if unaligned {
@@ -625,6 +636,7 @@ fn merged_timeline(
             open_sessions: a.open,
             target: a.target,
             part: a.part,
+            loadgen_cpu_s: a.cpu,
             hist: (!a.missing_hist)
                 .then(|| histogram::encode(&h))
                 .transpose()?,

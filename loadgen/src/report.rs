@@ -334,6 +334,12 @@ impl Report {
         for (k, v) in &r.counters {
             let _ = writeln!(s, "  {k:<22} {v}");
         }
+        if let Some(Value::Array(v)) = r.extra.get("verdicts") {
+            let _ = writeln!(s, "verdicts");
+            for line in v.iter().filter_map(Value::as_str) {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
         if r.errors.is_empty() {
             let _ = writeln!(s, "errors      none");
         } else {

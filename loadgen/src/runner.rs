@@ -124,6 +124,8 @@ pub struct Shared {
     abort: AtomicBool,
     /// Why the load phase could not start at `--start-at-ms`.
     start_problem: Mutex<Option<String>>,
+    /// When the last session finished its setup.
+    ready: OnceLock<Instant>,
 }
 
 impl Shared {
@@ -310,6 +312,10 @@ pub struct TimelinePoint {
     /// The stage plan's level at the end of the second (rate or sessions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<f64>,
+    /// loadgen's CPU seconds (user + system, all threads) in that second, sampled when
+    /// the second's figures arrived (so approximately aligned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loadgen_cpu_s: Option<f64>,
     /// The part of the run (the default suite's phase).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<String>,
@@ -358,6 +364,8 @@ pub struct RunOutcome {
     pub epoch_unix: SystemTime,
     /// Seconds from the first connect to the start of the load phase.
     pub setup_s: f64,
+    /// Seconds from the first connect until every session was established (or failed).
+    pub ready_s: f64,
     /// CPU figures.
     pub cpu: CpuReport,
     /// The configuration the run used.
@@ -402,6 +410,7 @@ where
         window: OnceLock::new(),
         abort: AtomicBool::new(false),
         start_problem: Mutex::new(None),
+        ready: OnceLock::new(),
     });
     let start_deadline = shared.cfg.start_at.map(|t| shared.instant_of(t));
     let body = Arc::new(body);
@@ -419,10 +428,14 @@ where
     let mut progress = Progress::new(&shared.cfg);
     let mut timeline = Timeline::new(nthreads, &shared);
     let mut cpu_start: Option<(Instant, CpuTimes, Option<CpuTimes>)> = None;
+    let mut cpu_last = cpu::self_times().unwrap_or_default();
     loop {
         match rx.recv_timeout(Duration::from_millis(5)) {
             Ok(iv) => {
                 if let Some(p) = timeline.add(iv, shared.window.get()) {
+                    let now = cpu::self_times().unwrap_or_default();
+                    timeline.set_cpu(now.since(cpu_last).total().as_secs_f64());
+                    cpu_last = now;
                     progress.tick(&p, &shared);
                 }
             }
@@ -434,11 +447,8 @@ where
                 // `go` is set 100 ms ahead, so this sample lands at the start.
                 std::thread::sleep(w.go.saturating_duration_since(Instant::now()));
                 let server = shared.cfg.server_pid.and_then(|p| cpu::pid_times(p).ok());
-                cpu_start = Some((
-                    Instant::now(),
-                    cpu::self_times().unwrap_or_default(),
-                    server,
-                ));
+                cpu_last = cpu::self_times().unwrap_or_default();
+                cpu_start = Some((Instant::now(), cpu_last, server));
             } else {
                 progress.setup(&shared);
             }
@@ -514,6 +524,10 @@ where
         epoch: shared.epoch,
         epoch_unix: shared.epoch_unix,
         setup_s: window.map_or(0.0, |w| (w.go - shared.epoch).as_secs_f64()),
+        ready_s: shared
+            .ready
+            .get()
+            .map_or(0.0, |t| (*t - shared.epoch).as_secs_f64()),
         result,
         window,
         cpu,
@@ -611,6 +625,7 @@ async fn coordinator(ctx: Rc<ThreadCtx>, tx: mpsc::Sender<Interval>) {
     ctx.setup_done.wait().await;
     let nthreads = shared.cfg.threads;
     if shared.threads_ready.fetch_add(1, Ordering::AcqRel) + 1 == nthreads {
+        let _ = shared.ready.set(Instant::now());
         if let Some(w) = start_window(shared) {
             let _ = shared.window.set(w);
         } else {
@@ -830,7 +845,15 @@ impl Timeline {
             open_sessions: cfg.stages.as_ref().map(|_| s.open.max(0) as u64),
             target: cfg.stages.as_ref().zip(stage_t).map(|(st, t)| st.level(t)),
             part,
+            loadgen_cpu_s: None,
             hist: histogram::encode(hist).ok(),
+        }
+    }
+
+    /// Sets the CPU time of the latest completed second.
+    fn set_cpu(&mut self, s: f64) {
+        if let Some(p) = self.points.last_mut() {
+            p.loadgen_cpu_s = Some(s);
         }
     }
 

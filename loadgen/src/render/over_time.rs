@@ -87,9 +87,9 @@ pub fn sessions_chart(reports: &[Report], path: &Path) -> Result<(), RenderError
     let ymax = reports
         .iter()
         .flat_map(|r| {
-            measured(r).into_iter().map(|(_, p)| {
-                (p.open_sessions.unwrap_or(0) as f64).max(p.target.unwrap_or(0.0))
-            })
+            measured(r)
+                .into_iter()
+                .map(|(_, p)| (p.open_sessions.unwrap_or(0) as f64).max(p.target.unwrap_or(0.0)))
         })
         .fold(1.0f64, f64::max);
     let root = SVGBackend::new(path, (900, 520)).into_drawing_area();

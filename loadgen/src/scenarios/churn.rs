@@ -94,7 +94,7 @@ async fn churn_loop(ctx: Rc<ThreadCtx>, i: usize, verify: bool) {
 }
 
 /// One connect → handshake → disconnect → close; returns the handshake time.
-async fn cycle(ctx: &ThreadCtx, verify: bool, t0: Instant) -> Result<u64, SessionError> {
+pub async fn cycle(ctx: &ThreadCtx, verify: bool, t0: Instant) -> Result<u64, SessionError> {
     let mut est = client::handshake(&ctx.cfg().target, ctx.key.clone(), &[]).await?;
     let sid = est.session_id.clone();
     if verify {

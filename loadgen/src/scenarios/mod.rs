@@ -7,6 +7,7 @@ pub mod fanout;
 pub mod heartbeat;
 pub mod rate;
 pub mod raw;
+pub mod suite;
 
 use std::collections::BTreeMap;
 use std::path::Path;

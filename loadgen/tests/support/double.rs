@@ -30,6 +30,9 @@ pub struct DoubleOpts {
     pub corrupt_nth: Option<u64>,
     /// Echo with an extra `features` key in the header JSON (valid, other bytes).
     pub foreign_header: bool,
+    /// Echo at most this many messages per second over all connections (a server with
+    /// a fixed capacity): each echo waits for its slot, 1/capacity after the previous.
+    pub capacity: Option<f64>,
 }
 
 enum Stream {
@@ -78,6 +81,8 @@ struct Shared {
     opts: DoubleOpts,
     key: Key,
     echoed: AtomicU64,
+    /// The next free echo slot under `capacity`.
+    next_slot: Mutex<Option<std::time::Instant>>,
     next_id: AtomicU64,
     stop: AtomicBool,
     /// A clone of every served stream (to shut them down) and its thread.
@@ -100,6 +105,7 @@ impl Double {
             opts,
             key: Key::reference_default(),
             echoed: AtomicU64::new(0),
+            next_slot: Mutex::new(None),
             next_id: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             served: Mutex::new(Vec::new()),
@@ -231,6 +237,9 @@ fn serve(mut s: Stream, sh: Arc<Shared>) {
                 }
             }
             FrameType::Message => {
+                if let Some(cap) = sh.opts.capacity {
+                    wait_for_slot(&sh, cap);
+                }
                 let nth = sh.echoed.fetch_add(1, Ordering::Relaxed) + 1;
                 let corrupt = sh.opts.corrupt_nth == Some(nth);
                 let ct = f.header.content_type.clone().unwrap_or(OCTET_STREAM);
@@ -246,4 +255,17 @@ fn serve(mut s: Stream, sh: Arc<Shared>) {
         }
     }
     s.shutdown();
+}
+
+/// Takes the next echo slot (1/capacity after the previous one, never in the past) and
+/// sleeps until it.
+fn wait_for_slot(sh: &Shared, capacity: f64) {
+    let now = std::time::Instant::now();
+    let slot = {
+        let mut next = sh.next_slot.lock().unwrap();
+        let slot = next.map_or(now, |n| n.max(now));
+        *next = Some(slot + std::time::Duration::from_secs_f64(1.0 / capacity));
+        slot
+    };
+    std::thread::sleep(slot.saturating_duration_since(now));
 }
