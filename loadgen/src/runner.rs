@@ -309,7 +309,7 @@ pub struct TimelinePoint {
     /// along `--stages`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_sessions: Option<u64>,
-    /// The stage plan's level at the end of the second (rate or sessions).
+    /// The stage plan's mean level over the second (rate or sessions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<f64>,
     /// loadgen's CPU seconds (user + system, all threads) in that second, sampled when
@@ -843,7 +843,12 @@ impl Timeline {
             p999_us: q(0.999),
             end_unix_ms: end.map(|e| unix_ms(self.shared.unix_of(e))),
             open_sessions: cfg.stages.as_ref().map(|_| s.open.max(0) as u64),
-            target: cfg.stages.as_ref().zip(stage_t).map(|(st, t)| st.level(t)),
+            // The plan's mean level over the second (for a rate: the messages due in it).
+            target: cfg
+                .stages
+                .as_ref()
+                .zip(stage_t)
+                .map(|(st, t)| st.cumulative(t) - st.cumulative((t - 1.0).max(0.0))),
             part,
             loadgen_cpu_s: None,
             hist: histogram::encode(hist).ok(),
