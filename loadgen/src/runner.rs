@@ -865,8 +865,9 @@ impl Timeline {
     fn finish(mut self) -> (Vec<TimelinePoint>, Vec<WindowInterval>) {
         // Seconds some thread never reported (it ended early) are still shown.
         let rest: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
+        let w = self.shared.window.get().copied();
         for (second, s) in rest {
-            let p = self.point(second, &s, None);
+            let p = self.point(second, &s, w.as_ref());
             self.points.push(p);
         }
         self.points.sort_by_key(|p| p.t_s);
