@@ -149,7 +149,7 @@ impl Comparison {
         let mut s = String::new();
         let _ = writeln!(s, "BASE {} ({})", base.label, base.tool.git_commit);
         let _ = writeln!(s, "NEW  {} ({})", new.label, new.tool.git_commit);
-        if base.machine != new.machine {
+        if !base.machine.same_hardware(&new.machine) {
             let _ = writeln!(s, "note: the runs are from different machines");
         }
         let _ = writeln!(

@@ -20,6 +20,18 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// True when both describe the same hardware and kernel (the host name aside: the
+    /// same kind of machine under another name measures alike).
+    pub fn same_hardware(&self, other: &Machine) -> bool {
+        (&self.cpu_model, self.cores, &self.kernel, self.memory_bytes)
+            == (
+                &other.cpu_model,
+                other.cores,
+                &other.kernel,
+                other.memory_bytes,
+            )
+    }
+
     /// Reads the facts from /proc (fields are "unknown"/0 where unreadable).
     pub fn detect() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();

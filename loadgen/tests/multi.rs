@@ -205,6 +205,34 @@ fn two_shards_share_a_window_and_merge_exactly() {
 }
 
 #[test]
+fn a_worker_that_misses_the_start_instant_says_so_and_fails() {
+    let server = RealServer::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("late.json");
+    let past = (now_ms() - 1000).to_string();
+    let out = loadgen()
+        .arg("heartbeat")
+        .args(target_args(&server.target("unix")))
+        .args(["--sessions", "3", "--shard", "1/2", "--start-at-ms", &past])
+        .args(["--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let r = Report::read(&json).unwrap();
+    assert!(!r.results.ok);
+    assert!(
+        r.results
+            .problems
+            .iter()
+            .any(|p| p.contains("after the --start-at-ms instant")),
+        "{:?}",
+        r.results.problems
+    );
+    assert_eq!(r.results.messages, 0);
+}
+
+#[test]
 fn merge_refuses_runs_that_are_not_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let server = RealServer::start(&[]);
@@ -382,4 +410,66 @@ fn stages_change_the_rate_and_the_session_count() {
     assert_eq!(open.iter().max(), Some(&10), "{open:?}");
     assert_eq!(open.last(), Some(&0), "{open:?}");
     assert!(x.latency_us.count > 0);
+}
+
+#[test]
+fn sharded_fanout_merges_the_last_delivery_over_all_workers() {
+    let server = RealServer::start(&["--mode", "chat"]);
+    let target = server.target("unix");
+    let dir = tempfile::tempdir().unwrap();
+    let start = (now_ms() + 2000).to_string();
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let (target, start) = (target.clone(), start.clone());
+            let json = dir.path().join(format!("f{i}.json"));
+            std::thread::spawn(move || {
+                let shard = format!("{i}/2");
+                let r = run(
+                    "fanout",
+                    &target,
+                    &[
+                        "--sessions",
+                        "7",
+                        "--rate",
+                        "20",
+                        "--shard",
+                        &shard,
+                        "--start-at-ms",
+                        &start,
+                        "--json",
+                        json.to_str().unwrap(),
+                    ],
+                );
+                (json, r)
+            })
+        })
+        .collect();
+    let inputs: Vec<(PathBuf, Report)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    for (_, r) in &inputs {
+        assert_clean(r);
+    }
+    // Worker 0: the sender and 3 receivers; worker 1: 3 receivers.
+    assert_eq!(inputs[0].1.results.sessions_established, 4);
+    assert_eq!(inputs[1].1.results.sessions_established, 3);
+    let m = loadgen::merge::merge(&inputs, None).unwrap();
+    let x = &m.results;
+    assert_eq!(x.extra["receivers"], 6, "{:?}", x.extra);
+    assert_eq!(x.extra["complete_fanouts"], x.extra["sent"]);
+    assert_eq!(x.errors_total, 0, "{:?}", x.errors);
+    assert!(!x.extra.contains_key("deliveries_by_seq"));
+    let (last, each) = (
+        &x.latencies_us["last_delivery"],
+        &x.latencies_us["delivery"],
+    );
+    assert!(last.count > 0 && last.count <= x.extra["sent"].as_u64().unwrap());
+    // The last of 6 deliveries comes no earlier than a typical one, and every delivery
+    // of both workers is in the merged delivery histogram.
+    assert!(last.max >= each.p50, "{last:?} {each:?}");
+    assert_eq!(
+        each.count,
+        inputs
+            .iter()
+            .map(|(_, r)| r.results.latencies_us["delivery"].count)
+            .sum::<u64>()
+    );
 }

@@ -124,6 +124,11 @@ async fn beat(
     'ticks: loop {
         let sched = tick_at(k);
         if sched >= until {
+            // Stay connected until the end: sessions that close as soon as their last
+            // tick is done would close all through the window's last interval, and the
+            // server's (and loadgen's) work for those closes would show up as the other
+            // sessions' pong latency. Closing after the end puts it in the drain.
+            monoio::time::sleep_until(until.into()).await;
             break;
         }
         monoio::time::sleep_until(sched.into()).await;

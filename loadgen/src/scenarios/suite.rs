@@ -230,6 +230,8 @@ async fn heartbeat<R: monoio::io::AsyncReadRent, W: monoio::io::AsyncWriteRent>(
             k += 1;
         }
     }
+    // Closes wait for the end, so they are not measured as churn-phase load.
+    monoio::time::sleep_until(w.end.into()).await;
     let mut rec = ctx.rec.borrow_mut();
     rec.count("ticks", ticks);
     rec.count("missed_ticks", missed);
