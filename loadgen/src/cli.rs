@@ -15,7 +15,13 @@ use crate::stages::Stages;
 /// Load generator for sockchat: thread-per-core (monoio, io_uring), every received frame
 /// verified, coordinated-omission-corrected latency, versioned JSON reports.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", version, about, long_about = None)]
+#[command(
+    name = "loadgen",
+    version,
+    about,
+    long_about = None,
+    after_help = "With options and no command (e.g. `loadgen --sessions 5000 --unix /tmp/chat.sock`), runs `suite`."
+)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]

@@ -20,8 +20,11 @@ use thiserror::Error;
 use crate::cpu::CpuReport;
 use crate::histogram::{self, new_hist, HistError, Summary};
 use crate::report::{Report, Results};
-use crate::runner::{TimelinePoint, WallWindow};
+use crate::runner::WallWindow;
 use crate::shard::Shard;
+
+mod fanout;
+mod timeline;
 
 /// A worker's share of the CPU its threads could use above which its figures are
 /// suspect.
@@ -200,7 +203,7 @@ pub fn merge(inputs: &[(PathBuf, Report)], label: Option<&str>) -> Result<Report
     }
     let mut extra = merged_extra(inputs);
     if r0.scenario == "fanout" {
-        fanout_last_delivery(
+        fanout::fanout_last_delivery(
             inputs,
             &mut histograms,
             &mut latencies,
@@ -272,91 +275,12 @@ pub fn merge(inputs: &[(PathBuf, Report)], label: Option<&str>) -> Result<Report
             .max()
             .unwrap_or(0),
         config,
-        timeline: merged_timeline(inputs, &mut warnings)?,
+        timeline: timeline::merged_timeline(inputs, &mut warnings)?,
         cpu: merged_cpu(inputs),
         results,
         merged_from: Some(merged_from),
         warnings,
     })
-}
-
-/// Fan-out's primary latency is the time to a message's *last* delivery over every
-/// receiver of every worker: recomputed from the workers' per-message figures
-/// (`deliveries_by_seq`: sequence, send ns, latest arrival ns, deliveries), as are
-/// complete and incomplete fan-outs.
-fn fanout_last_delivery(
-    inputs: &[(PathBuf, Report)],
-    histograms: &mut BTreeMap<String, String>,
-    latencies: &mut BTreeMap<String, Summary>,
-    errors: &mut BTreeMap<String, u64>,
-    extra: &mut BTreeMap<String, Value>,
-) -> Result<(), MergeError> {
-    let mut per_seq: BTreeMap<u64, (u64, u64, u64)> = BTreeMap::new();
-    let mut receivers = 0u64;
-    for (p, r) in inputs {
-        let x = &r.results.extra;
-        let rows = x
-            .get("deliveries_by_seq")
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                MergeError::Mismatch(format!(
-                    "{}: a fanout run without deliveries_by_seq (run the workers with --shard)",
-                    p.display()
-                ))
-            })?;
-        receivers += x.get("receivers").and_then(Value::as_u64).unwrap_or(0);
-        for row in rows {
-            let v: Vec<u64> = row
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_u64).collect())
-                .unwrap_or_default();
-            let [seq, sent, last, n] = v[..] else {
-                return Err(MergeError::Mismatch(format!(
-                    "{}: malformed deliveries_by_seq row {row}",
-                    p.display()
-                )));
-            };
-            let e = per_seq.entry(seq).or_insert((sent, 0, 0));
-            e.0 = e.0.max(sent);
-            e.1 = e.1.max(last);
-            e.2 += n;
-        }
-    }
-    // The messages sent are those the sender's worker (shard 0) lists in `sent`.
-    let sent = inputs
-        .iter()
-        .find(|(_, r)| r.results.shard.is_some_and(|s| s.index == 0))
-        .and_then(|(_, r)| r.results.extra.get("sent").and_then(Value::as_u64))
-        .unwrap_or(per_seq.len() as u64);
-    let window = inputs
-        .iter()
-        .find(|(_, r)| r.results.shard.is_some_and(|s| s.index == 0))
-        .and_then(|(_, r)| r.results.window);
-    let mut h = new_hist();
-    let (mut complete, mut incomplete) = (0u64, 0u64);
-    for seq in 0..sent {
-        match per_seq.get(&seq) {
-            Some(&(send_ns, last, n)) if n >= receivers => {
-                complete += 1;
-                let ms = send_ns / 1_000_000;
-                if window.is_some_and(|w| ms >= w.start_unix_ms && ms < w.end_unix_ms) {
-                    h.saturating_record(last.saturating_sub(send_ns));
-                }
-            }
-            None if receivers == 0 => complete += 1,
-            _ => incomplete += 1,
-        }
-    }
-    histograms.insert("last_delivery".into(), histogram::encode(&h)?);
-    latencies.insert("last_delivery".into(), Summary::of(&h));
-    errors.remove("incomplete_fanout");
-    if incomplete > 0 {
-        errors.insert("incomplete_fanout".into(), incomplete);
-    }
-    extra.insert("complete_fanouts".into(), Value::from(complete));
-    extra.insert("sent".into(), Value::from(sent));
-    extra.remove("deliveries_by_seq");
-    Ok(())
 }
 
 /// Refuses inputs that are not parts of one run.
@@ -548,101 +472,6 @@ fn merged_cpu(inputs: &[(PathBuf, Report)]) -> CpuReport {
         server_cpu_ns_per_msg: server
             .and_then(|c| per_msg(c.server_user_s.unwrap_or(0.0) + c.server_sys_s.unwrap_or(0.0))),
     }
-}
-
-/// Per-second points of every input, grouped by the wall-clock second they end in.
-fn merged_timeline(
-    inputs: &[(PathBuf, Report)],
-    warnings: &mut Vec<String>,
-) -> Result<Vec<TimelinePoint>, MergeError> {
-    #[derive(Default)]
-    struct Acc {
-        msgs: f64,
-        bytes: f64,
-        errors: u64,
-        hist: Option<Histogram<u64>>,
-        missing_hist: bool,
-        phases: Vec<String>,
-        open: Option<u64>,
-        target: Option<f64>,
-        part: Option<String>,
-        cpu: Option<f64>,
-    }
-    let mut secs: BTreeMap<u64, Acc> = BTreeMap::new();
-    let mut unaligned = false;
-    for (_, r) in inputs {
-        for p in &r.timeline {
-            let Some(end) = p.end_unix_ms else {
-                unaligned = true;
-                continue;
-            };
-            // Workers started at the same instant end their seconds together; others
-            // are put in the nearest wall-clock second.
-            let a = secs.entry((end + 500) / 1000).or_default();
-            a.msgs += p.messages_per_sec;
-            a.bytes += p.bytes_per_sec;
-            a.errors += p.errors;
-            match &p.hist {
-                Some(h) => add_hist(&mut a.hist, h)?,
-                None => a.missing_hist = true,
-            }
-            a.phases.push(p.phase.clone());
-            if let Some(o) = p.open_sessions {
-                *a.open.get_or_insert(0) += o;
-            }
-            a.target = a.target.or(p.target);
-            a.part = a.part.take().or_else(|| p.part.clone());
-            if let Some(c) = p.loadgen_cpu_s {
-                *a.cpu.get_or_insert(0.0) += c;
-            }
-        }
-    }
-    if unaligned {
-        warnings.push(
-            "some timeline seconds have no wall-clock time (older loadgen): left out of the merged timeline"
-                .into(),
-        );
-    }
-    let Some(&first) = secs.keys().next() else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::with_capacity(secs.len());
-    for (sec, a) in secs {
-        let h = a.hist.unwrap_or_else(new_hist);
-        let q = |q: f64| {
-            if h.is_empty() || a.missing_hist {
-                0.0
-            } else {
-                h.value_at_quantile(q) as f64 / 1000.0
-            }
-        };
-        let phase = if a.phases.iter().all(|p| p == "measure") {
-            "measure"
-        } else if a.phases.iter().any(|p| p == "warmup") {
-            "warmup"
-        } else {
-            "drain"
-        };
-        out.push(TimelinePoint {
-            t_s: sec - first + 1,
-            phase: phase.into(),
-            messages_per_sec: a.msgs,
-            bytes_per_sec: a.bytes,
-            errors: a.errors,
-            p50_us: q(0.5),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            end_unix_ms: Some(sec * 1000),
-            open_sessions: a.open,
-            target: a.target,
-            part: a.part,
-            loadgen_cpu_s: a.cpu,
-            hist: (!a.missing_hist)
-                .then(|| histogram::encode(&h))
-                .transpose()?,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,13 +11,12 @@
 //! 3. load: warm-up, then the measured window, then a bounded drain.
 //!
 //! Once a second each thread sends its interval figures to the main thread, which draws
-//! the progress line and builds the timeline. The main thread samples CPU time at `go`
+//! the progress line ([`progress`]) and builds the timeline ([`timeline`]). The main thread samples CPU time at `go`
 //! and when the last worker ends.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
-use std::io::IsTerminal;
 use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -26,18 +25,22 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sockchat_proto::Key;
 use thiserror::Error;
 
 use crate::conn::Target;
 use crate::cpu::{self, CpuReport, CpuTimes};
-use crate::histogram::{self, new_hist};
 use crate::shard::Shard;
 use crate::stages::Stages;
 use crate::stats::{Interval, Recorder, ThreadResult, Window};
 use crate::sync::Gate;
+
+mod progress;
+mod timeline;
+
+use progress::Progress;
+use timeline::Timeline;
 
 /// What the harness needs to know, shared by all threads.
 #[derive(Debug, Clone)]
@@ -718,250 +721,4 @@ fn start_window(shared: &Shared) -> Option<Window> {
 fn set_problem(shared: &Shared, p: String) {
     let mut slot = shared.start_problem.lock().expect("not poisoned");
     slot.get_or_insert(p);
-}
-
-/// One second's sums over the threads that reported it so far.
-struct Pending {
-    threads: usize,
-    msgs: u64,
-    bytes: u64,
-    errors: u64,
-    open: i64,
-    hist: Histogram<u64>,
-    window_hist: Histogram<u64>,
-}
-
-/// Gathers per-thread intervals into per-second points.
-struct Timeline {
-    nthreads: usize,
-    pending: BTreeMap<u64, Pending>,
-    points: Vec<TimelinePoint>,
-    intervals: Vec<WindowInterval>,
-    shared: Arc<Shared>,
-}
-
-impl Timeline {
-    fn new(nthreads: usize, shared: &Arc<Shared>) -> Self {
-        Self {
-            nthreads,
-            pending: BTreeMap::new(),
-            points: Vec::new(),
-            intervals: Vec::new(),
-            shared: shared.clone(),
-        }
-    }
-
-    fn add(&mut self, iv: Interval, w: Option<&Window>) -> Option<TimelinePoint> {
-        let e = self.pending.entry(iv.second).or_insert_with(|| Pending {
-            threads: 0,
-            msgs: 0,
-            bytes: 0,
-            errors: 0,
-            open: 0,
-            hist: new_hist(),
-            window_hist: new_hist(),
-        });
-        e.threads += 1;
-        e.msgs += iv.messages;
-        e.bytes += iv.bytes;
-        e.errors += iv.errors;
-        e.open += iv.open;
-        e.hist.add(&iv.hist).expect("same bounds");
-        e.window_hist.add(&iv.window_hist).expect("same bounds");
-        if e.threads < self.nthreads {
-            return None;
-        }
-        let done = self.pending.remove(&iv.second)?;
-        let p = self.point(iv.second, &done, w);
-        self.interval(iv.second, done.window_hist, w);
-        self.points.push(p.clone());
-        Some(p)
-    }
-
-    /// Keeps second `second`'s measured samples with its span inside the window.
-    fn interval(&mut self, second: u64, hist: Histogram<u64>, w: Option<&Window>) {
-        let Some(w) = w else { return };
-        let start = (w.go + Duration::from_secs(second)).max(w.measure_start);
-        let end = (w.go + Duration::from_secs(second + 1)).min(w.end);
-        if end <= start && hist.is_empty() {
-            return;
-        }
-        self.intervals.push(WindowInterval {
-            start: self.shared.unix_of(start),
-            len: end.saturating_duration_since(start),
-            hist,
-        });
-    }
-
-    fn point(&self, second: u64, s: &Pending, w: Option<&Window>) -> TimelinePoint {
-        let (msgs, bytes, errors, hist) = (s.msgs, s.bytes, s.errors, &s.hist);
-        let phase = match w {
-            Some(w) => {
-                let start = w.go + Duration::from_secs(second);
-                if start + Duration::from_secs(1) <= w.measure_start {
-                    "warmup"
-                } else if start >= w.end {
-                    "drain"
-                } else {
-                    "measure"
-                }
-            }
-            None => "measure",
-        };
-        let q = |q: f64| {
-            if hist.is_empty() {
-                0.0
-            } else {
-                hist.value_at_quantile(q) as f64 / 1000.0
-            }
-        };
-        let cfg = &self.shared.cfg;
-        let end = w.map(|w| w.go + Duration::from_secs(second + 1));
-        // Seconds since the measured window's start, for the stage plan and the parts.
-        let into = end.zip(w).map(|(e, w)| {
-            if e >= w.measure_start {
-                (e - w.measure_start).as_secs_f64()
-            } else {
-                -(w.measure_start - e).as_secs_f64()
-            }
-        });
-        let part = into.filter(|t| *t > 0.0).and_then(|t| {
-            cfg.parts
-                .iter()
-                .find(|(_, until)| t <= *until + 1e-9)
-                .map(|(name, _)| name.to_string())
-        });
-        let stage_t = end.zip(w).map(|(e, w)| (e - w.go).as_secs_f64());
-        TimelinePoint {
-            t_s: second + 1,
-            phase: phase.to_string(),
-            messages_per_sec: msgs as f64,
-            bytes_per_sec: bytes as f64,
-            errors,
-            p50_us: q(0.5),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            end_unix_ms: end.map(|e| unix_ms(self.shared.unix_of(e))),
-            open_sessions: cfg.stages.as_ref().map(|_| s.open.max(0) as u64),
-            // The plan's mean level over the second (for a rate: the messages due in it).
-            target: cfg
-                .stages
-                .as_ref()
-                .zip(stage_t)
-                .map(|(st, t)| st.cumulative(t) - st.cumulative((t - 1.0).max(0.0))),
-            part,
-            loadgen_cpu_s: None,
-            hist: histogram::encode(hist).ok(),
-        }
-    }
-
-    /// Sets the CPU time of the latest completed second.
-    fn set_cpu(&mut self, s: f64) {
-        if let Some(p) = self.points.last_mut() {
-            p.loadgen_cpu_s = Some(s);
-        }
-    }
-
-    fn finish(mut self) -> (Vec<TimelinePoint>, Vec<WindowInterval>) {
-        // Seconds some thread never reported (it ended early) are still shown.
-        let rest: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
-        let w = self.shared.window.get().copied();
-        for (second, s) in rest {
-            let p = self.point(second, &s, w.as_ref());
-            self.points.push(p);
-        }
-        self.points.sort_by_key(|p| p.t_s);
-        self.intervals.sort_by_key(|i| i.start);
-        (self.points, self.intervals)
-    }
-}
-
-/// The live progress line on stderr: an indicatif spinner on a terminal, plain lines
-/// otherwise (CI logs keep the history).
-struct Progress {
-    bar: Option<ProgressBar>,
-    plain: bool,
-    scenario: &'static str,
-    sessions: usize,
-    setup: bool,
-    last_setup: Instant,
-}
-
-impl Progress {
-    fn new(cfg: &RunConfig) -> Self {
-        let tty = std::io::stderr().is_terminal();
-        let bar = (cfg.progress && tty).then(|| {
-            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            b.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("template"));
-            b
-        });
-        Self {
-            bar,
-            plain: cfg.progress && !tty,
-            scenario: cfg.scenario,
-            sessions: cfg.sessions,
-            setup: cfg.setup,
-            last_setup: Instant::now(),
-        }
-    }
-
-    fn show(&self, line: String) {
-        if let Some(b) = &self.bar {
-            b.set_message(line);
-            b.tick();
-        } else if self.plain {
-            eprintln!("{line}");
-        }
-    }
-
-    fn setup(&mut self, shared: &Shared) {
-        if self.last_setup.elapsed() < Duration::from_secs(1) {
-            return;
-        }
-        self.last_setup = Instant::now();
-        self.show(format!(
-            "[{}] setup: {}/{} sessions established, {} failed",
-            self.scenario,
-            shared.established.load(Ordering::Relaxed),
-            self.sessions,
-            shared.setup_failed.load(Ordering::Relaxed)
-        ));
-    }
-
-    fn tick(&mut self, p: &TimelinePoint, shared: &Shared) {
-        // Churn establishes no sessions up front: its unit is a cycle, run by loops.
-        let (rate, tail) = if let Some(open) = p.open_sessions {
-            // Sessions open and close along --stages.
-            let target = p
-                .target
-                .map_or(String::new(), |t| format!(" (stage level {t:.0})"));
-            ("msg/s", format!("open sessions {open}{target}"))
-        } else if self.setup {
-            (
-                "msg/s",
-                format!(
-                    "sessions {}/{}",
-                    shared.established.load(Ordering::Relaxed),
-                    self.sessions
-                ),
-            )
-        } else {
-            ("sessions/s", format!("loops {}", self.sessions))
-        };
-        self.show(format!(
-            "[{}] {:>4}s {:<7} {:>10.0} {rate}  p99 {:>9.1} µs  errors {}  {tail}",
-            self.scenario,
-            p.t_s,
-            p.part.as_deref().unwrap_or(&p.phase),
-            p.messages_per_sec,
-            p.p99_us,
-            p.errors,
-        ));
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.bar {
-            b.finish_and_clear();
-        }
-    }
 }

@@ -28,7 +28,7 @@ use std::os::fd::AsRawFd;
 use super::{establish, finish, load_key, pattern, run_config, say_goodbye};
 use super::{Finished, ScenarioError};
 use crate::cli::SuiteArgs;
-use crate::client::{self, check_session, is_pong, SessionError, FrameReader};
+use crate::client::{self, check_session, is_pong, FrameReader, SessionError};
 use crate::echo_wire::{EchoReader, Take};
 use crate::runner::{self, ThreadCtx};
 use crate::stats::{ns_between, Window};
