@@ -75,7 +75,12 @@ impl Timeline {
         let Some(w) = w else { return };
         let start = (w.go + Duration::from_secs(second)).max(w.measure_start);
         let end = (w.go + Duration::from_secs(second + 1)).min(w.end);
-        if end <= start && hist.is_empty() {
+        if end <= start {
+            // A second past the window's end: what it holds was recorded just before
+            // the end and reported late (ticks are taken up to 20 ms late).
+            if let Some(last) = self.intervals.last_mut() {
+                last.hist.add(&hist).expect("same bounds");
+            }
             return;
         }
         self.intervals.push(WindowInterval {
