@@ -14,8 +14,8 @@ use sockchat_proto::session::{
 };
 use sockchat_proto::{CloseReason, Key};
 
-use crate::addr::{Addr, Stream};
 use crate::{ClientError, Event, Message};
+use sockchat_os::stream::{Addr, Stream};
 
 /// How a [`Client`] connects and behaves.
 #[derive(Debug, Clone)]

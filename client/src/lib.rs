@@ -42,7 +42,6 @@
 //! # Ok::<(), sockchat_client::ClientError>(())
 //! ```
 
-pub mod addr;
 mod client;
 pub mod retry;
 
@@ -51,9 +50,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use addr::{Addr, Stream};
 pub use client::{Client, ClientOptions};
 pub use retry::{connect_with_retry, is_retryable, Backoff};
+pub use sockchat_os::stream::{Addr, Stream, DEFAULT_TCP};
 pub use sockchat_proto::{CloseReason, Key};
 
 /// The content type of typed and file-mode lines, as the reference client sends them.

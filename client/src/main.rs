@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use sockchat_client::{
     connect_with_retry, Addr, Backoff, Client, ClientError, ClientOptions, CloseReason, Key,
@@ -175,36 +175,14 @@ pub(crate) fn after_close(
     }
 }
 
-/// Loads the key as the server does: the file must not be readable by group or others,
-/// and one trailing newline (`\n` or `\r\n`) is not part of the key.
+/// Loads the key as the server does ([`sockchat_os::read_key_file`]): the file must not
+/// be readable by group or others, and one trailing newline (`\n` or `\r\n`) is not part
+/// of the key.
 fn load_key(path: Option<&PathBuf>) -> anyhow::Result<Key> {
-    use std::os::unix::fs::PermissionsExt;
-    let Some(path) = path else {
-        return Ok(Key::reference_default());
-    };
-    let shown = path.display();
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("reading key file {shown}"))?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
-        bail!("key file {shown} is accessible by group or others (mode {mode:03o}): chmod 600 it");
+    match path {
+        Some(path) => Ok(sockchat_os::read_key_file(path)?),
+        None => Ok(Key::reference_default()),
     }
-    let mut bytes = std::fs::read(path).with_context(|| format!("reading key file {shown}"))?;
-    if bytes.ends_with(b"\n") {
-        bytes.pop();
-        if bytes.ends_with(b"\r") {
-            bytes.pop();
-        }
-    }
-    if bytes.is_empty() {
-        bail!("key file {shown} is empty");
-    }
-    let key = Key::new(&bytes);
-    // Do not leave the secret in freed memory longer than needed.
-    bytes.iter_mut().for_each(|b| *b = 0);
-    Ok(key)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

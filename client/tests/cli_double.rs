@@ -6,9 +6,11 @@ mod support;
 use std::time::Duration;
 
 use sockchat_client::Addr;
-use support::double::EchoDouble;
-use support::pty::PtyChild;
-use support::{client, run, text, wait_until};
+use sockchat_testkit::echo_double::EchoDouble;
+use sockchat_testkit::process::{run, Running};
+use sockchat_testkit::pty::PtyChild;
+use sockchat_testkit::{pattern, wait_until};
+use support::{client, text};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -94,20 +96,26 @@ fn file_mode_survives_a_server_restart_and_prints_the_reason() {
     cmd.arg("file")
         .arg(&f)
         .args(["--interval", "100ms", "--retries", "10"]);
-    let runner = std::thread::spawn(move || run(cmd, LIMIT));
-    wait_until(LIMIT, "three messages", || server.received().len() >= 3);
+    let running = Running::spawn(cmd);
+    assert!(
+        wait_until(LIMIT, || server.received().len() >= 3),
+        "timed out waiting for three messages"
+    );
     server.shutdown();
-    std::thread::sleep(Duration::from_millis(300));
+    // Down for a moment: the second retry is announced once the first reconnect failed.
+    assert!(
+        wait_until(LIMIT, || running.stderr().contains("retry 2/10")),
+        "timed out waiting for a failed reconnect"
+    );
     server.start_again();
-    let out = runner.join().unwrap();
-    let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (status, stdout, stderr) = running.wait(LIMIT);
+    assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("server disconnected: Server shutting down"),
         "{stderr}"
     );
     let expected: String = (1..=8).map(|i| format!("< m{i}\n")).collect();
-    assert_eq!(text(&out.stdout), expected);
+    assert_eq!(stdout, expected);
 }
 
 #[test]
@@ -120,7 +128,10 @@ fn without_retries_the_shutdown_reason_is_the_exit_reason() {
         .arg(&f)
         .args(["--interval", "100ms", "--retries", "0"]);
     let runner = std::thread::spawn(move || run(cmd, LIMIT));
-    wait_until(LIMIT, "two messages", || server.received().len() >= 2);
+    assert!(
+        wait_until(LIMIT, || server.received().len() >= 2),
+        "timed out waiting for two messages"
+    );
     server.shutdown();
     let out = runner.join().unwrap();
     let stderr = text(&out.stderr);
@@ -157,7 +168,7 @@ fn no_server_exhausts_the_retries_with_a_one_line_reason() {
 fn send_20_mib(addr: &Addr) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("big.bin");
-    std::fs::write(&p, support::noise(20 << 20, 42)).unwrap();
+    std::fs::write(&p, pattern(20 << 20, 42)).unwrap();
     let mut cmd = client(addr);
     cmd.arg("--send")
         .arg(&p)
@@ -217,11 +228,14 @@ fn a_message_arriving_while_typing_prints_above_the_line() {
     *server.shared.inject.lock().unwrap() = Some("news from the server".into());
     pty.expect("< news from the server", LIMIT);
     // The prompt and the partial line are drawn again below the message.
-    wait_until(LIMIT, "the line redrawn", || {
-        let out = pty.output();
-        let after = &out[out.find("< news from the server").unwrap()..];
-        after.contains("> ") && after.contains("half a li")
-    });
+    assert!(
+        wait_until(LIMIT, || {
+            let out = pty.output();
+            let after = &out[out.find("< news from the server").unwrap()..];
+            after.contains("> ") && after.contains("half a li")
+        }),
+        "timed out waiting for the line redrawn"
+    );
     pty.type_str("ne\r");
     pty.expect("< half a line", LIMIT);
     pty.type_str("exit\r");
@@ -282,12 +296,10 @@ fn interactive_with_piped_input_works_too() {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"piped one\npiped two\n").unwrap();
     } // EOF: leave after the echoes
-    let mut waited = Duration::ZERO;
-    while child.try_wait().unwrap().is_none() {
-        assert!(waited < LIMIT, "client did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-        waited += Duration::from_millis(20);
-    }
+    assert!(
+        wait_until(LIMIT, || child.try_wait().unwrap().is_some()),
+        "client did not exit"
+    );
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(

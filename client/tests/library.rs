@@ -1,7 +1,6 @@
 //! The library API against the in-test echo server, over TCP and Unix sockets.
 
-mod support;
-
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -9,7 +8,8 @@ use sockchat_client::{
     connect_with_retry, Addr, Backoff, Client, ClientError, ClientOptions, CloseReason, Event,
     TEXT_PLAIN,
 };
-use support::double::EchoDouble;
+use sockchat_testkit::echo_double::EchoDouble;
+use sockchat_testkit::{pattern, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -65,7 +65,7 @@ fn a_20_mib_message_goes_as_chunks_and_comes_back_whole() {
     let dir = tempfile::tempdir().unwrap();
     let server = EchoDouble::unix(dir.path().join("s.sock"));
     let c = Client::connect(&server.addr, &ClientOptions::default()).unwrap();
-    let data = Bytes::from(support::noise(20 << 20, 7));
+    let data = Bytes::from(pattern(20 << 20, 7));
     c.send("application/octet-stream", data.clone()).unwrap();
     assert!(c.flush(WAIT).unwrap());
     let m = next_message(&c);
@@ -138,18 +138,23 @@ fn connect_failures_are_typed_and_retried() {
     assert!(matches!(e, ClientError::Connect { .. }), "{e:?}");
     assert!(e.is_retryable());
 
-    // The server appears while the client is backing off.
+    // The server appears while the client is backing off: once a retry has been
+    // announced (so at least one connect failed).
+    let announced = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = announced.clone();
     let starter = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
-        EchoDouble::unix(path)
+        let backing_off = wait_until(WAIT, || seen.load(Ordering::SeqCst) >= 1);
+        (backing_off, EchoDouble::unix(path))
     });
     let mut backoff = Backoff::with(Duration::from_millis(50), Duration::from_millis(100), 20);
     let mut retries = 0;
     let c = connect_with_retry(&addr, &ClientOptions::default(), &mut backoff, |_, _, _| {
-        retries += 1
+        retries += 1;
+        announced.store(retries, Ordering::SeqCst);
     })
     .unwrap();
-    let _server = starter.join().unwrap();
+    let (backing_off, _server) = starter.join().unwrap();
+    assert!(backing_off, "no retry announced");
     assert!(retries >= 1);
     c.send(TEXT_PLAIN, "made it".into()).unwrap();
     assert_eq!(next_message(&c).text(), Some("made it"));

@@ -2,7 +2,7 @@
 //! file and interactive modes, `--send` of 20 MiB, a retry across a server restart,
 //! and the shutdown reason.
 //!
-//! The server binary is built on first use (see `support::real`).
+//! The server binary is found or built on first use (`sockchat_testkit::server_binary`).
 
 mod support;
 
@@ -10,11 +10,36 @@ use std::path::Path;
 use std::time::Duration;
 
 use sockchat_client::Addr;
-use support::pty::PtyChild;
-use support::real::{real_server, real_server_with};
-use support::{client, run, text, wait_until, Running};
+use sockchat_testkit::process::{run, Running};
+use sockchat_testkit::pty::PtyChild;
+use sockchat_testkit::{pattern, wait_until, Server};
+use support::{client, text};
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// A real server on `tcp` (e.g. `127.0.0.1:0`) and a Unix socket at `unix`.
+fn real_server(tcp: &str, unix: &Path) -> Server {
+    real_server_with(tcp, unix, &[])
+}
+
+/// [`real_server`] with extra command-line arguments.
+fn real_server_with(tcp: &str, unix: &Path, extra: &[&str]) -> Server {
+    Server::builder()
+        .tcp_addr(tcp)
+        .unix_path(unix)
+        .args(extra.iter().copied())
+        .start()
+}
+
+/// The server's TCP listener, as the client names it.
+fn tcp_addr(server: &Server) -> Addr {
+    Addr::Tcp(server.tcp.expect("a TCP listener").to_string())
+}
+
+/// The server's Unix socket, as the client names it.
+fn unix_addr(server: &Server) -> Addr {
+    Addr::Unix(server.unix.clone().expect("a Unix listener"))
+}
 
 fn messages_file(dir: &Path, body: &str) -> std::path::PathBuf {
     let p = dir.join("messages.txt");
@@ -44,7 +69,7 @@ fn interactive(addr: &Addr) {
 
 fn send_20_mib(addr: &Addr, dir: &Path) {
     let p = dir.join("big.bin");
-    std::fs::write(&p, support::noise(20 << 20, 99)).unwrap();
+    std::fs::write(&p, pattern(20 << 20, 99)).unwrap();
     let mut cmd = client(addr);
     cmd.arg("--send").arg(&p).args(["--retries", "0"]);
     let out = run(cmd, LIMIT);
@@ -60,11 +85,11 @@ fn send_20_mib(addr: &Addr, dir: &Path) {
 fn both_modes_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = real_server("127.0.0.1:0", &dir.path().join("s.sock"));
-    for addr in [server.tcp.clone(), server.unix.clone()] {
+    for addr in [tcp_addr(&server), unix_addr(&server)] {
         file_mode(&addr, dir.path());
         interactive(&addr);
     }
-    assert!(server.terminate(LIMIT).success());
+    assert!(server.terminate_within(LIMIT).success());
 }
 
 /// `--send` of 20 MiB: more than one frame, so it travels as chunks and its echo comes
@@ -75,9 +100,9 @@ fn send_a_20_mib_file_over_tcp_and_unix() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
     let mut server = real_server_with("127.0.0.1:0", &sock, &["--send-queue-limit", "64M"]);
-    send_20_mib(&server.tcp, dir.path());
-    send_20_mib(&server.unix, dir.path());
-    assert!(server.terminate(LIMIT).success());
+    send_20_mib(&tcp_addr(&server), dir.path());
+    send_20_mib(&unix_addr(&server), dir.path());
+    assert!(server.terminate_within(LIMIT).success());
 }
 
 /// The same with the server's defaults.
@@ -85,8 +110,8 @@ fn send_a_20_mib_file_over_tcp_and_unix() {
 fn send_a_20_mib_file_with_default_server_limits() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = real_server("127.0.0.1:0", &dir.path().join("s.sock"));
-    send_20_mib(&server.tcp, dir.path());
-    assert!(server.terminate(LIMIT).success());
+    send_20_mib(&tcp_addr(&server), dir.path());
+    assert!(server.terminate_within(LIMIT).success());
 }
 
 /// Echo lines seen in a file-mode client's stdout.
@@ -99,13 +124,11 @@ fn restart_mid_file(use_unix: bool) {
     let sock = dir.path().join("s.sock");
     let mut server = real_server("127.0.0.1:0", &sock);
     let addr = if use_unix {
-        server.unix.clone()
+        unix_addr(&server)
     } else {
-        server.tcp.clone()
+        tcp_addr(&server)
     };
-    let Addr::Tcp(tcp) = server.tcp.clone() else {
-        unreachable!()
-    };
+    let tcp = server.tcp.expect("a TCP listener").to_string();
     let body: String = (1..=10).map(|i| format!("line {i}\n")).collect();
     let f = messages_file(dir.path(), &body);
     let mut cmd = client(&addr);
@@ -113,15 +136,25 @@ fn restart_mid_file(use_unix: bool) {
         .arg(&f)
         .args(["--interval", "100ms", "--retries", "10"]);
     let running = Running::spawn(cmd);
-    wait_until(LIMIT, "three echoes", || echoes(&running.stdout()) >= 3);
-    assert!(server.terminate(LIMIT).success(), "graceful exit");
-    wait_until(LIMIT, "the shutdown reason", || {
-        running
-            .stderr()
-            .contains("server disconnected: Server shutting down")
-    });
-    // Down for a moment: the client's retries hit a closed port or a missing socket.
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(LIMIT, || echoes(&running.stdout()) >= 3),
+        "timed out waiting for three echoes"
+    );
+    assert!(server.terminate_within(LIMIT).success(), "graceful exit");
+    assert!(
+        wait_until(LIMIT, || {
+            running
+                .stderr()
+                .contains("server disconnected: Server shutting down")
+        }),
+        "timed out waiting for the shutdown reason"
+    );
+    // Down for a moment: a retry hits the closed port or the missing socket (the second
+    // retry is announced only once the first reconnect has failed).
+    assert!(
+        wait_until(LIMIT, || running.stderr().contains("retry 2/10")),
+        "timed out waiting for a failed reconnect"
+    );
     let _server = real_server(&tcp, &sock);
     let (status, stdout, stderr) = running.wait(LIMIT);
     assert!(status.success(), "{stderr}");
@@ -144,13 +177,13 @@ fn file_mode_resumes_after_a_server_restart_over_unix() {
 fn interactive_prints_the_shutdown_reason() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = real_server("127.0.0.1:0", &dir.path().join("s.sock"));
-    let mut cmd = client(&server.unix);
+    let mut cmd = client(&unix_addr(&server));
     cmd.args(["interactive", "--retries", "0"]);
     let mut pty = PtyChild::spawn(cmd);
     pty.expect("> ", LIMIT);
     pty.type_str("before shutdown\r");
     pty.expect("< before shutdown", LIMIT);
-    assert!(server.terminate(LIMIT).success());
+    assert!(server.terminate_within(LIMIT).success());
     let status = pty.wait(LIMIT);
     assert_eq!(status.code(), Some(1), "{}", pty.output());
     let out = pty.output();
@@ -172,14 +205,14 @@ fn key_file_is_read_as_the_server_reads_it() {
     let mut server = real_server_with("127.0.0.1:0", &sock, &["--key-file", key_arg]);
     let f = messages_file(dir.path(), "signed\n");
 
-    let mut cmd = client(&server.unix);
+    let mut cmd = client(&unix_addr(&server));
     cmd.env("SOCKCHAT_KEY_FILE", &key).arg("file").arg(&f);
     let out = run(cmd, LIMIT);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "< signed\n");
 
     // The default key cannot talk to it, and retrying would not help.
-    let mut cmd = client(&server.tcp);
+    let mut cmd = client(&tcp_addr(&server));
     cmd.env_remove("SOCKCHAT_KEY_FILE").arg("file").arg(&f);
     let out = run(cmd, LIMIT);
     let stderr = text(&out.stderr);
@@ -189,7 +222,7 @@ fn key_file_is_read_as_the_server_reads_it() {
         stderr.starts_with("sockchat-client: handshake failed"),
         "{stderr}"
     );
-    assert!(server.terminate(LIMIT).success());
+    assert!(server.terminate_within(LIMIT).success());
 }
 
 /// Against a chat server nothing comes back to the sender: with `--no-echo`, interactive
@@ -202,12 +235,12 @@ fn interactive_no_echo_against_a_chat_server() {
         &dir.path().join("s.sock"),
         &["--mode", "chat"],
     );
-    let mut cmd = client(&server.unix);
+    let mut cmd = client(&unix_addr(&server));
     cmd.args(["interactive", "--no-echo", "--retries", "0"]);
     let mut pty = PtyChild::spawn(cmd);
     pty.expect("> ", LIMIT);
     // A second participant, over TCP: its line reaches the interactive session.
-    let mut other = client(&server.tcp);
+    let mut other = client(&tcp_addr(&server));
     other.args(["interactive", "--no-echo", "--retries", "0"]);
     let mut other = PtyChild::spawn(other);
     other.expect("> ", LIMIT);

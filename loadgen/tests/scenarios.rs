@@ -7,17 +7,17 @@ mod support;
 
 use loadgen::conn::Target;
 use loadgen::raw_server::RawServer;
+use sockchat_testkit::Server;
 use support::double::{Double, DoubleOpts};
-use support::real::RealServer;
-use support::{assert_clean, run};
+use support::{assert_clean, run, target};
 
 const TRANSPORTS: [&str; 2] = ["tcp", "unix"];
 
 #[test]
 fn echo_depth_one_and_pipelined_mixed_sizes() {
-    let server = RealServer::start(&[]);
+    let server = Server::start();
     for t in TRANSPORTS {
-        let target = server.target(t);
+        let target = target(&server, t);
         let r = run("echo", &target, &["--sessions", "8"]);
         assert_clean(&r);
         assert_eq!(r.results.transport, t);
@@ -43,11 +43,11 @@ fn echo_depth_one_and_pipelined_mixed_sizes() {
 
 #[test]
 fn echo_chunked_large_messages() {
-    let server = RealServer::start(&[]);
+    let server = Server::start();
     for t in TRANSPORTS {
         let r = run(
             "echo",
-            &server.target(t),
+            &target(&server, t),
             &[
                 "--sessions",
                 "2",
@@ -65,11 +65,11 @@ fn echo_chunked_large_messages() {
 
 #[test]
 fn rate_reports_scheduled_and_actual_latency() {
-    let server = RealServer::start(&[]);
+    let server = Server::start();
     for t in TRANSPORTS {
         let r = run(
             "rate",
-            &server.target(t),
+            &target(&server, t),
             &["--sessions", "10", "--rate", "500"],
         );
         assert_clean(&r);
@@ -87,11 +87,11 @@ fn rate_reports_scheduled_and_actual_latency() {
 
 #[test]
 fn heartbeat_pings_every_interval() {
-    let server = RealServer::start(&[]);
+    let server = Server::start();
     for t in TRANSPORTS {
         let r = run(
             "heartbeat",
-            &server.target(t),
+            &target(&server, t),
             &["--sessions", "20", "--interval", "0.1"],
         );
         assert_clean(&r);
@@ -106,9 +106,13 @@ fn heartbeat_pings_every_interval() {
 
 #[test]
 fn churn_verifies_handshakes() {
-    let server = RealServer::start(&[]);
+    let server = Server::start();
     for t in TRANSPORTS {
-        let r = run("churn", &server.target(t), &["--sessions", "4", "--verify"]);
+        let r = run(
+            "churn",
+            &target(&server, t),
+            &["--sessions", "4", "--verify"],
+        );
         assert_clean(&r);
         assert!(r.results.extra["sessions_per_sec"].as_f64().unwrap() > 0.0);
     }
@@ -116,11 +120,11 @@ fn churn_verifies_handshakes() {
 
 #[test]
 fn fanout_in_chat_mode() {
-    let server = RealServer::start(&["--mode", "chat"]);
+    let server = Server::builder().args(["--mode", "chat"]).start();
     for t in TRANSPORTS {
         let r = run(
             "fanout",
-            &server.target(t),
+            &target(&server, t),
             &["--sessions", "6", "--rate", "20"],
         );
         assert_clean(&r);

@@ -1,8 +1,6 @@
 //! `loadgen report` and `loadgen compare` through the real binary, on a real run's JSON
 //! and a synthetic regression of it.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 

@@ -10,8 +10,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use sockchat_proto::Key;
 
 use crate::config::{
-    self, available_cores, load_key_file, parse_bytes, parse_duration, parse_mode, ConfigError,
-    Mode, ServerConfig,
+    self, available_cores, parse_bytes, parse_duration, parse_mode, ConfigError, Mode, ServerConfig,
 };
 
 /// Default TCP address (the reference's).
@@ -188,7 +187,7 @@ impl Cli {
     /// Loads the key and builds the validated configuration.
     pub fn to_config(&self) -> Result<ServerConfig, ConfigError> {
         let (key, default_key) = match &self.key_file {
-            Some(p) => (load_key_file(p)?, false),
+            Some(p) => (sockchat_os::read_key_file(p)?, false),
             None => (Key::reference_default(), true),
         };
         let mut c = ServerConfig::new(Arc::new(key), default_key);

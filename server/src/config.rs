@@ -1,10 +1,8 @@
 //! Server configuration: the validated, typed form of the command line, plus the helpers
-//! that turn operator input (key files, byte sizes, the open-file limit) into it.
+//! that turn operator input (byte sizes, durations, the session count the open-file limit allows) into it.
 
-use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,28 +14,9 @@ use sockchat_proto::{Features, Key, SessionConfig};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The key file could not be read.
-    #[error("cannot read key file {path}: {source}")]
-    KeyFileRead {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// The key file is readable by group or others.
-    #[error(
-        "key file {path} is accessible by group or others (mode {mode:o}); \
-         run `chmod 600 {path}`"
-    )]
-    KeyFileMode {
-        /// The file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The key file is empty.
-    #[error("key file {0} is empty")]
-    KeyFileEmpty(PathBuf),
+    /// The key file was refused (unreadable, too open, or empty).
+    #[error(transparent)]
+    KeyFile(#[from] sockchat_os::KeyFileError),
     /// A non-loopback TCP address with the publicly known default key.
     #[error(
         "refusing to listen on non-loopback address {0} with the reference default key \
@@ -184,39 +163,6 @@ impl ServerConfig {
     }
 }
 
-/// Reads a key file: refuses one that group or others can access, drops one trailing
-/// newline (`\n` or `\r\n`), refuses an empty key. The key bytes are never logged.
-pub fn load_key_file(path: &Path) -> Result<Key, ConfigError> {
-    let meta = fs::metadata(path).map_err(|source| ConfigError::KeyFileRead {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(ConfigError::KeyFileMode {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    let mut bytes = fs::read(path).map_err(|source| ConfigError::KeyFileRead {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if bytes.last() == Some(&b'\n') {
-        bytes.pop();
-        if bytes.last() == Some(&b'\r') {
-            bytes.pop();
-        }
-    }
-    if bytes.is_empty() {
-        return Err(ConfigError::KeyFileEmpty(path.to_path_buf()));
-    }
-    let key = Key::new(&bytes);
-    // Do not leave the secret lying around in freed memory longer than needed.
-    bytes.iter_mut().for_each(|b| *b = 0);
-    Ok(key)
-}
-
 /// Number of CPUs this process may run on.
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -226,34 +172,12 @@ pub fn available_cores() -> usize {
 /// key files, per process plus per core.
 pub const FD_HEADROOM: u64 = 64;
 
-/// The open-file soft limit, after raising it to the hard limit where allowed.
-pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read/write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
 /// Default `--max-sessions`: the open-file limit (raised to the hard limit) minus
 /// headroom for listeners, per-core rings and eventfds, and the process itself.
 pub fn default_max_sessions() -> usize {
-    max_sessions_for(raise_nofile_limit(), available_cores())
+    // 1024 (the usual default soft limit) if the limit cannot even be read.
+    let nofile = sockchat_os::raise_nofile_limit().unwrap_or(1024);
+    max_sessions_for(nofile, available_cores())
 }
 
 /// `nofile - headroom`, at least 1.
@@ -382,27 +306,5 @@ mod tests {
         assert_eq!(c.session_config().limits.max_content_len(), 1024);
         c.cores = 0;
         assert!(c.validate(false).is_err());
-    }
-
-    #[test]
-    fn key_file_mode_and_newline() {
-        let dir = std::env::temp_dir().join(format!("sockchat-key-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("key");
-        fs::write(&p, b"sekrit\n").unwrap();
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_key_file(&p).unwrap_err().to_string();
-        assert!(err.contains("chmod 600"), "{err}");
-        assert!(!err.contains("sekrit"));
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
-        let k = load_key_file(&p).unwrap();
-        let want = Key::new(b"sekrit");
-        assert_eq!(k.sign(b"h", b"c"), want.sign(b"h", b"c"));
-        fs::write(&p, b"\n").unwrap();
-        assert!(matches!(
-            load_key_file(&p),
-            Err(ConfigError::KeyFileEmpty(_))
-        ));
-        fs::remove_dir_all(&dir).unwrap();
     }
 }

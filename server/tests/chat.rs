@@ -1,12 +1,10 @@
 //! Chat mode: a message from one session reaches every other session, re-encoded with
 //! each recipient's session id, across cores and across transports.
 
-mod support;
-
 use std::time::Duration;
 
 use sockchat_proto::FrameType;
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(chat_delivers_to_every_other_session);
 

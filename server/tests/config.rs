@@ -1,12 +1,10 @@
 //! Configuration that changes what is on the wire: the key file (flag and environment),
 //! its permission check, and the JSON log format.
 
-mod support;
-
 use std::path::PathBuf;
 
 use sockchat_proto::{FrameType, Key};
-use support::*;
+use sockchat_testkit::*;
 
 const SECRET: &[u8] = b"integration-test-secret-0123456789";
 

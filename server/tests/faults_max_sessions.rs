@@ -3,10 +3,8 @@
 //! sessions already open are untouched (they keep echoing, the bystander's latency stays
 //! within the bound).
 
-mod support;
-
 use sockchat_proto::FrameType;
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(server_full);
 

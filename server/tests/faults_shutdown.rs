@@ -17,8 +17,6 @@
 //!
 //! The clients are 4 threads, each multiplexing 500 non-blocking sockets with poll(2).
 
-mod support;
-
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sockchat_proto::{Decoded, Deframer, FrameType, Key, Limits};
-use support::*;
+use sockchat_testkit::*;
 
 const SESSIONS: usize = 2000;
 const THREADS: usize = 4;

@@ -2,8 +2,6 @@
 //! edge cases (many frames per write, one frame in 1-byte writes), heartbeats, timeouts,
 //! client disconnect and foreign session ids.
 
-mod support;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -11,7 +9,7 @@ use bytes::Bytes;
 use sockchat_proto::chunk::{split, ChunkLimits, Reassembler};
 use sockchat_proto::frame::MAX_CONTENT_LEN;
 use sockchat_proto::{ByteStr, FrameType, Header};
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(
     handshake,

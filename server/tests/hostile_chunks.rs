@@ -8,12 +8,10 @@
 //! memory bounds are small and exact: a session can make the server hold at most
 //! `max_partial (4) × max_message` bytes of partial messages.
 
-mod support;
-
 use std::time::Duration;
 
 use sockchat_proto::{FrameType, Key};
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(
     total_len_above_the_limit,

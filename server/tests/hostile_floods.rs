@@ -6,14 +6,12 @@
 //! on it, RSS bounded, closes counted); the connection cases also check the server's
 //! open file descriptors come back to where they were.
 
-mod support;
-
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use sockchat_proto::FrameType;
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(
     sender_that_never_reads,

@@ -8,13 +8,11 @@
 //! bounded outcome for the offender (an `error` or `disconnect`, then the close), and the
 //! close counted under its reason in the server's shutdown totals.
 
-mod support;
-
 use std::time::Duration;
 
 use sockchat_proto::frame::MAX_CONTENT_LEN;
 use sockchat_proto::{FrameType, Key};
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(
     ten_mib_announced_then_silence,

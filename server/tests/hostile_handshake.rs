@@ -3,18 +3,16 @@
 //! session id.
 //!
 //! Each case runs on a one-core server next to a well-behaved session doing echo round
-//! trips (the "bystander", see `support::Arena`): the offender gets an `error` or
+//! trips (the "bystander", see `sockchat_testkit::Arena`): the offender gets an `error` or
 //! `disconnect` and a close within a deadline, the bystander's round trips stay below
 //! `BYSTANDER_MAX_LATENCY` throughout, the server's RSS stays within a bound derived from
 //! the limits in force, and the server counts the close under the expected reason.
-
-mod support;
 
 use std::thread;
 use std::time::Duration;
 
 use sockchat_proto::{FrameType, Key};
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(
     garbage_instead_of_a_frame,

@@ -5,11 +5,9 @@
 //! Same harness as `hostile_handshake.rs` (one core, a bystander doing echo round trips
 //! on it, RSS bounded, closes counted).
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(
     line_client_with_line_mode_off,

@@ -1,12 +1,10 @@
 //! Every `invalid[]` reference vector gets an `error` frame naming the failure and a close,
 //! while another session on the same core keeps echoing.
 
-mod support;
-
 use std::net::Shutdown;
 
 use sockchat_proto::{FrameType, Key};
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(
     invalid_vectors_after_handshake,

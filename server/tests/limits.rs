@@ -1,13 +1,11 @@
 //! Limits: a client that sends but never reads is closed as a slow consumer with the
 //! server's memory bounded; frame size and session count limits.
 
-mod support;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use sockchat_proto::FrameType;
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(
     slow_consumer_is_closed,

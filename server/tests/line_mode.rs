@@ -1,14 +1,12 @@
 //! Line mode: with `--line-mode`, a connection whose first byte is not 0x89 speaks
 //! newline-terminated lines; without it, such a client gets a bad-magic error and a close.
 
-mod support;
-
 use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
 use sockchat_proto::FrameType;
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(
     line_mode_on,

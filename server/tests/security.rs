@@ -6,8 +6,6 @@
 //! - the Unix socket's mode and owner are in force before the first connection can be
 //!   accepted.
 
-mod support;
-
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -19,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use sockchat_proto::{FrameType, Key};
-use support::*;
+use sockchat_testkit::*;
 
 const SECRET: &[u8] = b"h7-Sekr1t-do-not-log-3f9a0c27e5b1";
 

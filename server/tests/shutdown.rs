@@ -1,12 +1,10 @@
 //! SIGTERM: every session gets `disconnect` "Server shutting down" after the echoes it is
 //! owed, the Unix socket file is removed and the server exits 0.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use sockchat_proto::FrameType;
-use support::*;
+use sockchat_testkit::*;
 
 per_transport!(shutdown_notifies_100_clients, shutdown_idle_server);
 

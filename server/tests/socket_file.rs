@@ -1,13 +1,11 @@
 //! Unix socket files at startup and shutdown: a stale file is replaced, a live one makes
 //! startup fail without disturbing its owner, `--unix-mode`, repeatable listeners.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use sockchat_proto::Key;
-use support::*;
+use sockchat_testkit::*;
 
 fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()

@@ -33,14 +33,9 @@ pub enum ScenarioError {
     /// Invalid options.
     #[error("invalid options: {0}")]
     Config(String),
-    /// The key file could not be read.
-    #[error("key file {path}: {source}")]
-    Key {
-        /// The path given.
-        path: String,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    /// The key file was refused (unreadable, readable by group or others, or empty).
+    #[error(transparent)]
+    Key(#[from] sockchat_os::KeyFileError),
     /// The harness failed.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -73,23 +68,13 @@ impl Finished {
     }
 }
 
-/// Reads the key: `path` if given (one trailing newline trimmed), else the reference
-/// default.
+/// Reads the key: `path` if given, by the rules the server and client read it with
+/// ([`sockchat_os::read_key_file`]), else the reference default.
 pub fn load_key(path: Option<&Path>) -> Result<Key, ScenarioError> {
-    let Some(path) = path else {
-        return Ok(Key::reference_default());
-    };
-    let mut secret = std::fs::read(path).map_err(|source| ScenarioError::Key {
-        path: path.display().to_string(),
-        source,
-    })?;
-    if secret.last() == Some(&b'\n') {
-        secret.pop();
-        if secret.last() == Some(&b'\r') {
-            secret.pop();
-        }
+    match path {
+        Some(path) => Ok(sockchat_os::read_key_file(path)?),
+        None => Ok(Key::reference_default()),
     }
-    Ok(Key::new(&secret))
 }
 
 fn secs(s: f64, what: &str) -> Result<Duration, ScenarioError> {
@@ -140,7 +125,8 @@ pub fn run_config_for(
     // One descriptor per session, plus each thread's ring, eventfd and timer, stdio and
     // a few for the report.
     let need = sessions as u64 + 4 * threads as u64 + 16;
-    let limit = raise_nofile_limit();
+    // Unknown limit: let the connects themselves fail, counted, rather than refuse here.
+    let limit = sockchat_os::raise_nofile_limit().unwrap_or(u64::MAX);
     if need > limit {
         return Err(ScenarioError::Config(format!(
             "{sessions} sessions need about {need} open files; the limit is {limit} (ulimit -n)"
@@ -202,30 +188,6 @@ pub fn staged_config(
 pub fn stage_threshold(ctx: &ThreadCtx, i: usize) -> f64 {
     let shard = ctx.cfg().shard;
     (i * shard.count + shard.index) as f64
-}
-
-/// Raises the soft open-file limit to the hard one; returns the limit now in force.
-pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return u64::MAX;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
 }
 
 /// Session `i`'s part of setup: waits for its connect slot, connects and hand-shakes

@@ -11,7 +11,7 @@
 //! its own, every served stream is shut down, and all threads are joined.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 
 use bytes::BytesMut;
 use loadgen::conn::Target;
+use sockchat_os::Stream;
 use sockchat_proto::frame::FrameType;
 use sockchat_proto::header::OCTET_STREAM;
 use sockchat_proto::{encode_into, ByteStr, Decoded, Deframer, Frame, Header, Key};
@@ -33,48 +34,6 @@ pub struct DoubleOpts {
     /// Echo at most this many messages per second over all connections (a server with
     /// a fixed capacity): each echo waits for its slot, 1/capacity after the previous.
     pub capacity: Option<f64>,
-}
-
-enum Stream {
-    Tcp(TcpStream),
-    Unix(UnixStream),
-}
-
-impl Stream {
-    fn try_clone(&self) -> std::io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
-        })
-    }
-
-    fn shutdown(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
-            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
-        };
-    }
-}
-
-impl Read for Stream {
-    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(b),
-            Stream::Unix(s) => s.read(b),
-        }
-    }
-}
-
-impl Write for Stream {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(b),
-            Stream::Unix(s) => s.write(b),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 struct Shared {
@@ -176,7 +135,7 @@ impl Drop for Double {
         }
         let served = std::mem::take(&mut *self.shared.served.lock().unwrap());
         for (s, _) in &served {
-            s.shutdown();
+            let _ = s.shutdown(Shutdown::Both);
         }
         for (_, t) in served {
             let _ = t.join();
@@ -254,7 +213,7 @@ fn serve(mut s: Stream, sh: Arc<Shared>) {
             _ => break,
         }
     }
-    s.shutdown();
+    let _ = s.shutdown(Shutdown::Both);
 }
 
 /// Takes the next echo slot (1/capacity after the previous one, never in the past) and

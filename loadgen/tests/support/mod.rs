@@ -1,16 +1,24 @@
 //! Test support: loadgen scenarios run in-process against the real `sockchat-server`
-//! ([`real`]), or against a protocol double ([`double`]) for what the real server cannot
-//! be made to do (corrupt a frame; echo valid frames that differ in bytes).
-
-#![allow(dead_code)]
+//! (started by `sockchat_testkit::Server`), or against a protocol double ([`double`]) for
+//! what the real server cannot be made to do (corrupt a frame; echo valid frames that
+//! differ in bytes).
 
 pub mod double;
-pub mod real;
 
 use clap::Parser;
 use loadgen::cli::Cli;
 use loadgen::conn::Target;
 use loadgen::report::Report;
+use sockchat_testkit::Server;
+
+/// The real server's listener for `transport` ("tcp" or "unix").
+pub fn target(server: &Server, transport: &str) -> Target {
+    match transport {
+        "tcp" => Target::Tcp(server.tcp.expect("a TCP listener")),
+        "unix" => Target::Unix(server.unix.clone().expect("a Unix listener")),
+        other => panic!("unknown transport {other}"),
+    }
+}
 
 /// `--tcp ADDR` or `--unix PATH`.
 pub fn target_args(t: &Target) -> Vec<String> {

@@ -1,5 +1,5 @@
 //! An in-test echo server: std threads and the proto crate's `ServerSession`. It lets
-//! the client's tests run without the real server, and can misbehave on purpose (drop
+//! the client's tests run without the real server (and without building it), and can misbehave on purpose (drop
 //! a connection on the n-th message, shut down with `Server shutting down`, restart on
 //! the same address).
 
@@ -13,10 +13,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sockchat_client::{Addr, Stream};
+use sockchat_os::{Addr, Stream};
 use sockchat_proto::header::{ByteStr, TEXT_UTF8};
 use sockchat_proto::{CloseReason, Event, Key, ServerSession, Session, SessionConfig};
 
+#[derive(Debug)]
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -41,20 +42,24 @@ impl Listener {
 }
 
 /// What the double records and how it misbehaves; shared by every generation.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Shared {
     /// Every message content received, in order, over all connections.
     pub received: Mutex<Vec<Bytes>>,
     /// Drop the connection without echoing when the message count reaches this.
     pub drop_on_message: Mutex<Option<usize>>,
+    /// Connections accepted, over all generations.
     pub connections: AtomicUsize,
     /// A message the server sends on its own (as a chat server would), once.
     pub inject: Mutex<Option<Bytes>>,
 }
 
 /// The echo server double. Stops (with `Server shutting down`) when dropped.
+#[derive(Debug)]
 pub struct EchoDouble {
+    /// Where it listens (the TCP port is the one the kernel picked).
     pub addr: Addr,
+    /// Its records and switches.
     pub shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -101,6 +106,7 @@ impl EchoDouble {
                             threads2.lock().unwrap().push(t);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // Non-blocking accept polled, so `stop` is seen in time.
                             std::thread::sleep(Duration::from_millis(5))
                         }
                         Err(e) => panic!("accept: {e}"),
@@ -140,6 +146,7 @@ impl EchoDouble {
         std::mem::forget(fresh);
     }
 
+    /// Every message content received so far, in order.
     pub fn received(&self) -> Vec<Bytes> {
         self.shared.received.lock().unwrap().clone()
     }

@@ -1,8 +1,12 @@
-//! Where a server listens ([`Addr`]) and the blocking stream that reaches it ([`Stream`]).
+//! Where a server listens ([`Addr`]) and the blocking stream that reaches it ([`Stream`]),
+//! over TCP or a Unix socket: the client library speaks through them, and the tests'
+//! clients and protocol doubles use them so each is written once for both transports.
+//! (loadgen's own connections are monoio streams, `loadgen::conn::Conn`.)
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,7 +76,7 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Another handle to the same socket (for the reader and writer threads).
+    /// Another handle to the same socket (for reader and writer threads).
     pub fn try_clone(&self) -> io::Result<Stream> {
         Ok(match self {
             Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
@@ -85,6 +89,14 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(d),
             Stream::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    /// Sets the write timeout (`None` blocks).
+    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(d),
+            Stream::Unix(s) => s.set_write_timeout(d),
         }
     }
 
@@ -115,7 +127,25 @@ impl Write for Stream {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
     }
 }
 
@@ -136,5 +166,28 @@ mod tests {
             .connect(Duration::from_millis(100))
             .unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn both_kinds_read_write_and_shut_down() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut a, mut b) = (Stream::Unix(a), Stream::Unix(b));
+        a.write_all(b"over unix").unwrap();
+        let mut got = [0u8; 9];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"over unix");
+
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = Stream::Tcp(TcpStream::connect(l.local_addr().unwrap()).unwrap());
+        let mut s = Stream::Tcp(l.accept().unwrap().0);
+        let mut c2 = c.try_clone().unwrap();
+        c2.write_all(b"tcp").unwrap();
+        let mut got = [0u8; 3];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"tcp");
+        c.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(s.read(&mut got).unwrap(), 0, "EOF after shutdown");
+        s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        assert_ne!(s.as_raw_fd(), c.as_raw_fd());
     }
 }

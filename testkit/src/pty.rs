@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 /// A child on a pseudo-terminal. Everything it prints is collected; it is killed (by
 /// its own pid) if still running when dropped.
+#[derive(Debug)]
 pub struct PtyChild {
     child: Child,
     master: File,
@@ -18,6 +19,8 @@ pub struct PtyChild {
 }
 
 impl PtyChild {
+    /// Starts `cmd` with the pty's slave side as stdin, stdout, stderr and controlling
+    /// terminal (in a new session), and collects what it prints.
     pub fn spawn(mut cmd: Command) -> Self {
         let (mut master_fd, mut slave_fd) = (0, 0);
         let ws = libc::winsize {
@@ -109,6 +112,7 @@ impl PtyChild {
             if self.output().contains(needle) {
                 return;
             }
+            // Poll interval of a bounded wait on the output, not a wait in itself.
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!(
@@ -129,6 +133,7 @@ impl PtyChild {
             if b.is_ascii_graphic() || b == b' ' {
                 let end = Instant::now() + Duration::from_secs(5);
                 while self.output.lock().unwrap().len() == before && Instant::now() < end {
+                    // Poll interval of the wait for the editor's answer.
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }

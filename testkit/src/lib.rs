@@ -1,0 +1,52 @@
+//! `sockchat-testkit`: what the sockchat crates' tests share, written once.
+//!
+//! * [`server`]: start the real `sockchat-server` binary in its own temp dir, wait for
+//!   `ready`, stop it by PID; find or build the binary from another crate's tests.
+//! * [`transport`]: TCP or Unix, and [`per_transport!`] to run a case over each.
+//! * [`client`] and [`line_client`]: blocking clients that speak frames or lines, every
+//!   read bounded by a deadline.
+//! * [`frames`]: frames to send, valid (the encoder) and deliberately broken (any header
+//!   JSON with correct CRCs and HMAC, chunk frames with any numbers), and the reference
+//!   vectors.
+//! * [`echo_double`]: an in-test echo server on the proto crate's `ServerSession`, for
+//!   the client's tests, that can drop a connection, inject a message or restart.
+//! * [`hostile`]: the hostile-client arena: a bystander session doing round trips on the
+//!   same core while an offender works, and the server's counters at exit.
+//! * [`process`] and [`pty`]: a CLI under test, run with a time limit, in the background,
+//!   or on a pseudo-terminal.
+//! * [`procfs`]: a process's memory and descriptors from `/proc`, a peer's unread bytes,
+//!   and bounded waits on a condition.
+//!
+//! Every wait is bounded by a deadline, and every child process is stopped by its PID.
+
+pub mod client;
+pub mod echo_double;
+pub mod frames;
+pub mod hostile;
+pub mod line_client;
+pub mod process;
+pub mod procfs;
+pub mod pty;
+pub mod server;
+pub mod transport;
+
+use std::time::Duration;
+
+pub use client::{Client, Outcome, ReadError};
+pub use frames::*;
+pub use hostile::{parse_totals, Arena, Bystander, BystanderReport, Totals, BYSTANDER_MAX_LATENCY};
+pub use line_client::LineClient;
+pub use procfs::{proc_fds, proc_hwm, proc_rss, wait_until};
+pub use server::{key_file_dir, server_binary, Memory, Server, ServerBuilder};
+pub use sockchat_os::Stream;
+pub use transport::{is_closed_error, Transport, TRANSPORTS};
+
+/// Deadline for small request/response exchanges (generous: shared, noisy 2-core VM,
+/// debug build).
+pub const SHORT: Duration = Duration::from_secs(10);
+/// Deadline for exchanges moving tens of MiB through a debug build.
+pub const LONG: Duration = Duration::from_secs(120);
+/// How long the server may take to print `ready`.
+pub const STARTUP: Duration = Duration::from_secs(20);
+/// How long the server may take to exit after SIGTERM.
+pub const EXIT: Duration = Duration::from_secs(30);
