@@ -1,8 +1,6 @@
 //! Chat mode: a message from one session reaches every other session, re-encoded with
 //! each recipient's session id, across cores and across transports.
 
-use std::time::Duration;
-
 use sockchat_proto::FrameType;
 use sockchat_testkit::*;
 
@@ -86,11 +84,14 @@ fn chat_delivers_to_every_other_session(t: Transport) {
     first.ping();
 
     // A departed session is no longer a recipient; the others still are.
+    let fds_before = proc_fds(server.pid());
     let gone = receivers.pop().unwrap();
     drop(gone);
-    // Give the server a moment to notice the close (the test is correct either way:
-    // a write to a closed peer must not disturb anyone else).
-    std::thread::sleep(Duration::from_millis(100));
+    // The server has noticed the close once it has closed its socket.
+    assert!(
+        wait_until(SHORT, || proc_fds(server.pid()) < fds_before),
+        "[{t:?}] the server kept the departed session's socket"
+    );
     let f = sender.frame(FrameType::Message, Some(TEXT_UTF8), b"after a departure");
     sender.send(&f);
     for r in receivers.iter_mut() {

@@ -19,7 +19,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -163,8 +163,14 @@ impl Session {
 }
 
 /// One client thread: drives its sessions with poll(2) until all are closed or the
-/// deadline passes.
-fn drive(mut sessions: Vec<Session>, sending: Arc<AtomicBool>, deadline: Instant) -> Vec<Session> {
+/// deadline passes. `warm` counts the sessions that have had a whole window echoed (so
+/// they are in steady state, a window in flight).
+fn drive(
+    mut sessions: Vec<Session>,
+    sending: Arc<AtomicBool>,
+    warm: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> Vec<Session> {
     let key = Key::reference_default();
     let mut buf = vec![0u8; 64 * 1024];
     // Bounded by the deadline.
@@ -203,7 +209,11 @@ fn drive(mut sessions: Vec<Session>, sending: Arc<AtomicBool>, deadline: Instant
                 s.write();
             }
             if p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                let before = s.echoed;
                 s.read(&key, &mut buf);
+                if before < WINDOW && s.echoed >= WINDOW {
+                    warm.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -254,19 +264,25 @@ fn shutdown_under_load_2000_sessions() {
     eprintln!("{SESSIONS} sessions established in {:?}", started.elapsed());
 
     let sending = Arc::new(AtomicBool::new(true));
+    let warm = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + GRACE + LONG;
     let per = SESSIONS.div_ceil(THREADS);
     let mut sessions = sessions.into_iter();
     let handles: Vec<_> = (0..THREADS)
         .map(|_| {
             let mine: Vec<Session> = sessions.by_ref().take(per).collect();
-            let sending = sending.clone();
-            thread::spawn(move || drive(mine, sending, deadline))
+            let (sending, warm) = (sending.clone(), warm.clone());
+            thread::spawn(move || drive(mine, sending, warm, deadline))
         })
         .collect();
 
-    // Load for a while, then SIGTERM with every session's window in flight.
-    thread::sleep(Duration::from_millis(1500));
+    // Load until every session has had a whole window echoed, then SIGTERM with every
+    // session's next window in flight.
+    assert!(
+        wait_until(LONG, || warm.load(Ordering::Relaxed) == SESSIONS),
+        "only {} of {SESSIONS} sessions had a window echoed",
+        warm.load(Ordering::Relaxed)
+    );
     let signalled = Instant::now();
     server.signal(libc::SIGTERM);
     let status = server.wait_exit(GRACE + SHORT).unwrap_or_else(|| {

@@ -283,20 +283,26 @@ fn one_frame_in_one_byte_writes(t: Transport) {
     c.read_init();
     // The ack itself arrives one byte at a time too.
     let ack = c.ack_frame(None);
+    // Each byte is read by the server before the next is written, so it really gets
+    // them one read at a time.
     for b in &ack {
         c.send(std::slice::from_ref(b));
-        thread::sleep(Duration::from_micros(200));
+        assert!(
+            wait_peer_read_all(&c.stream, SHORT),
+            "[{t:?}] ack byte unread"
+        );
     }
     let f = c.frame(
         FrameType::Message,
         Some(TEXT_UTF8),
         "byte by byte ✓".as_bytes(),
     );
-    for (i, b) in f.iter().enumerate() {
+    for b in &f {
         c.send(std::slice::from_ref(b));
-        if i % 4 == 0 {
-            thread::sleep(Duration::from_millis(1));
-        }
+        assert!(
+            wait_peer_read_all(&c.stream, SHORT),
+            "[{t:?}] frame byte unread"
+        );
     }
     let back = c.expect_kind(FrameType::Message, SHORT);
     assert!(back.raw[..] == f[..]);
@@ -332,6 +338,8 @@ fn silence_times_out(t: Transport) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(2500) {
         c.ping();
+        // The pacing is the behaviour under test: a ping every 250 ms, under the 1 s
+        // timeout, keeps the session alive.
         thread::sleep(Duration::from_millis(250));
     }
     // ...silence ends it with a disconnect naming the reason.

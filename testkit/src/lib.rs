@@ -36,7 +36,7 @@ pub use client::{Client, Outcome, ReadError};
 pub use frames::*;
 pub use hostile::{parse_totals, Arena, Bystander, BystanderReport, Totals, BYSTANDER_MAX_LATENCY};
 pub use line_client::LineClient;
-pub use procfs::{proc_fds, proc_hwm, proc_rss, wait_until};
+pub use procfs::{peer_has_read_all, proc_fds, proc_hwm, proc_rss, wait_peer_read_all, wait_until};
 pub use server::{key_file_dir, server_binary, Memory, Server, ServerBuilder};
 pub use sockchat_os::Stream;
 pub use transport::{is_closed_error, Transport, TRANSPORTS};

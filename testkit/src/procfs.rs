@@ -1,9 +1,10 @@
-//! What `/proc` says about a process (memory, descriptors) and a socket (bytes its peer
-//! has not read yet), and bounded waits on conditions built from them.
+//! What `/proc` says about a process (memory, descriptors), what the kernel says about a
+//! socket (bytes its peer has not read yet), and bounded waits on conditions built from
+//! them.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -55,62 +56,144 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 ///
 /// Unix stream sockets: `SIOCOUTQ` counts the memory of sent buffers the receiver has not
 /// consumed yet, so zero means all read. TCP (loopback): `SIOCOUTQ` counts unacknowledged
-/// bytes, and the peer's receive queue is its `rx_queue` in `/proc/net/tcp{,6}`.
+/// bytes, and the peer socket's receive queue comes from the kernel's sock_diag.
 pub fn peer_has_read_all(s: &Stream) -> io::Result<bool> {
+    Ok(unread(s)?.is_none())
+}
+
+/// Where bytes written on `s` still wait, if anywhere: `(our send queue, the peer's receive
+/// queue)`; the peer's is `None` for Unix sockets (ours covers it) and when its socket is
+/// not listed.
+fn unread(s: &Stream) -> io::Result<Option<(i32, Option<u64>)>> {
     let mut outq: libc::c_int = 0;
     // SAFETY: SIOCOUTQ writes one c_int to the pointer, which is valid for the call; the
     // descriptor belongs to `s`, which outlives the call.
     if unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut outq) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    if outq != 0 {
-        return Ok(false);
-    }
-    match s {
-        Stream::Unix(_) => Ok(true),
-        Stream::Tcp(t) => {
-            let peer_rx = tcp_rx_queue(t.peer_addr()?, t.local_addr()?)?;
-            Ok(peer_rx == Some(0))
+    let peer = match s {
+        Stream::Unix(_) => Some(0),
+        Stream::Tcp(t) => tcp_rx_queue(t.peer_addr()?, t.local_addr()?)?,
+    };
+    Ok(match (outq, peer) {
+        (0, Some(0)) => None,
+        (ours, peer) => Some((ours, peer)),
+    })
+}
+
+/// Waits (bounded) until the peer has read every byte written on `s`
+/// ([`peer_has_read_all`]); returns whether it did. Polls every 100 µs, since a server
+/// that is keeping up reads within microseconds and tests call this once per byte.
+pub fn wait_peer_read_all(s: &Stream, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = unread(s).expect("socket queue lengths");
+        let Some((ours, peer)) = left else {
+            return true;
+        };
+        if Instant::now() >= deadline {
+            eprintln!(
+                "unread after {timeout:?}: {ours} in our send queue, peer's receive queue {peer:?}"
+            );
+            return false;
         }
+        thread::sleep(Duration::from_micros(100));
     }
 }
 
-/// The `rx_queue` of the TCP socket bound to `local` and connected to `remote`, from
-/// `/proc/net/tcp` or `/proc/net/tcp6`; `None` if there is no such socket.
+/// The receive queue (bytes not yet read by its owner) of the TCP socket bound to `local`
+/// and connected to `remote`; `None` if there is no such socket.
+///
+/// Asked of the kernel through `NETLINK_SOCK_DIAG` (what `ss` uses), which looks up the
+/// one socket by its address pair: `/proc/net/tcp` lists every socket on the machine and
+/// took tens of milliseconds a read here, too slow to ask once per byte written. No crate
+/// in the workspace speaks sock_diag, and a request is one fixed 72-byte message.
 fn tcp_rx_queue(local: SocketAddr, remote: SocketAddr) -> io::Result<Option<u64>> {
-    let (file, want_local, want_remote) = match (local, remote) {
-        (SocketAddr::V4(l), SocketAddr::V4(r)) => ("/proc/net/tcp", hex_v4(&l), hex_v4(&r)),
-        (SocketAddr::V6(l), SocketAddr::V6(r)) => ("/proc/net/tcp6", hex_v6(&l), hex_v6(&r)),
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+    const NLMSG_ERROR: u16 = 2;
+    let (family, src, dst) = match (local, remote) {
+        (SocketAddr::V4(l), SocketAddr::V4(r)) => {
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src[..4].copy_from_slice(&l.ip().octets());
+            dst[..4].copy_from_slice(&r.ip().octets());
+            (libc::AF_INET, src, dst)
+        }
+        (SocketAddr::V6(l), SocketAddr::V6(r)) => {
+            (libc::AF_INET6, l.ip().octets(), r.ip().octets())
+        }
         _ => return Ok(None),
     };
-    let table = std::fs::read_to_string(file)?;
-    // Columns: sl local_address rem_address st tx_queue:rx_queue ...
-    for line in table.lines().skip(1) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() > 4 && cols[1] == want_local && cols[2] == want_remote {
-            let rx = cols[4].split_once(':').map(|(_, rx)| rx).unwrap_or("");
-            return Ok(u64::from_str_radix(rx, 16).ok());
-        }
+    // struct nlmsghdr (16 bytes) + struct inet_diag_req_v2 (56 bytes): family, protocol,
+    // extensions, pad, states, then inet_diag_sockid (ports and addresses in network
+    // order, interface, cookie "none").
+    let mut req = Vec::with_capacity(72);
+    req.extend_from_slice(&72u32.to_ne_bytes());
+    req.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
+    req.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel
+    req.extend_from_slice(&[family as u8, libc::IPPROTO_TCP as u8, 0, 0]);
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // any state
+    req.extend_from_slice(&local.port().to_be_bytes());
+    req.extend_from_slice(&remote.port().to_be_bytes());
+    req.extend_from_slice(&src);
+    req.extend_from_slice(&dst);
+    req.extend_from_slice(&0u32.to_ne_bytes()); // any interface
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // INET_DIAG_NOCOOKIE
+    req.extend_from_slice(&u32::MAX.to_ne_bytes());
+    debug_assert_eq!(req.len(), 72);
+
+    // SAFETY: plain socket(2); the result is checked, then owned by `fd`.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
     }
-    Ok(None)
-}
-
-/// The kernel prints an address as the raw 32-bit words in host order, then the port.
-fn hex_v4(a: &std::net::SocketAddrV4) -> String {
-    format!(
-        "{:08X}:{:04X}",
-        u32::from_ne_bytes(a.ip().octets()),
-        a.port()
-    )
-}
-
-fn hex_v6(a: &std::net::SocketAddrV6) -> String {
-    let o = a.ip().octets();
-    let words: String = o
-        .chunks(4)
-        .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
-        .collect();
-    format!("{words}:{:04X}", a.port())
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero sockaddr_nl is valid; family set below, pid 0 is the kernel.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `req` and `kernel` are valid for the lengths passed, for the call.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            std::ptr::addr_of!(kernel).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut reply = [0u8; 512];
+    // SAFETY: `reply` is valid for writes of its length, for the call.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let reply = &reply[..n as usize];
+    let u16_at = |i: usize| u16::from_ne_bytes([reply[i], reply[i + 1]]);
+    let u32_at = |i: usize| u32::from_ne_bytes(reply[i..i + 4].try_into().unwrap());
+    if reply.len() < 16 || u16_at(4) == NLMSG_ERROR {
+        // ENOENT: no such socket (it closed).
+        return Ok(None);
+    }
+    // struct inet_diag_msg after the header: family, state, timer, retrans, sockid (48),
+    // expires, then rqueue.
+    const RQUEUE: usize = 16 + 4 + 48 + 4;
+    if u16_at(4) != SOCK_DIAG_BY_FAMILY || reply.len() < RQUEUE + 4 {
+        return Err(io::Error::other("unexpected sock_diag reply"));
+    }
+    Ok(Some(u64::from(u32_at(RQUEUE))))
 }
 
 #[cfg(test)]
@@ -142,5 +225,6 @@ mod tests {
         u2.read_exact(&mut buf).unwrap();
         assert!(read_all_soon(&c));
         assert!(read_all_soon(&u));
+        assert!(wait_peer_read_all(&c, Duration::from_secs(10)));
     }
 }
