@@ -124,6 +124,11 @@ fn finish_fixed(
     if json.len() > MAX_HEADER_LEN as usize {
         return Err(EncodeError::HeaderTooLarge(json.len()));
     }
+    Ok(fixed_header(key, json, content))
+}
+
+/// The fixed header for `json` + `content`, unchecked.
+fn fixed_header(key: &Key, json: &[u8], content: &[u8]) -> [u8; FIXED_HEADER_LEN] {
     let fixed = FixedHeader {
         msg_type: 0,
         header_len: json.len() as u32,
@@ -134,7 +139,19 @@ fn finish_fixed(
     };
     let mut bytes = [0u8; FIXED_HEADER_LEN];
     fixed.write(&mut bytes);
-    Ok(bytes)
+    bytes
+}
+
+/// Assembles a frame around `header_json` taken as given: the lengths, CRCs and HMAC are
+/// computed and nothing is checked (the JSON need not parse, the content may be empty,
+/// either may exceed the limits). For tests and fuzzing, which need frames that only the
+/// checks behind the HMAC refuse; senders use [`encode_into`].
+pub fn encode_unchecked(key: &Key, header_json: &[u8], content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + header_json.len() + content.len());
+    out.extend_from_slice(&fixed_header(key, header_json, content));
+    out.extend_from_slice(header_json);
+    out.extend_from_slice(content);
+    out
 }
 
 /// Appends one complete frame to `out`.
@@ -254,4 +271,34 @@ pub fn decode_frame(key: &Key, limits: &Limits, buf: Bytes) -> Result<Frame, Dec
     // Dropping the tail in place avoids a reference-count round trip that `slice` costs.
     frame.truncate(len);
     verify(key, &fixed, frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameType;
+    use crate::header::ByteStr;
+
+    #[test]
+    fn unchecked_matches_the_encoder_and_takes_what_it_refuses() {
+        let key = Key::reference_default();
+        let h = Header::new(FrameType::Message, Some(ByteStr::from("text/plain")), None);
+        let mut encoded = BytesMut::new();
+        encode_into(&key, &h, b"hi", &mut encoded).unwrap();
+        assert_eq!(encode_unchecked(&key, &h.to_json(), b"hi"), &encoded[..]);
+
+        // Empty content and JSON that is not a header: built, then refused by the decoder
+        // only after the CRCs and the HMAC passed.
+        let raw = encode_unchecked(&key, b"[1, 2]", b"");
+        let err = decode_frame(&key, &Limits::default(), Bytes::from(raw)).unwrap_err();
+        assert!(
+            !matches!(
+                err,
+                DecodeError::HeaderCrcMismatch
+                    | DecodeError::ContentCrcMismatch
+                    | DecodeError::HmacMismatch
+            ),
+            "{err:?}"
+        );
+    }
 }

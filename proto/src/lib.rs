@@ -16,18 +16,24 @@
 //! * [`session`]: the [`Session`] driving interface, `ServerSession`, `ClientSession`,
 //!   `LineSession`, and the `CloseReason` enum.
 //! * [`line`](mod@line): the opt-in line mode codec.
+//! * `fuzzing` (feature `fuzzing`): the fuzz targets' bodies.
 
 pub mod chunk;
 pub mod codec;
 pub mod deframer;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod header;
 pub mod line;
 pub mod session;
 
 pub use chunk::{split, ChunkError, ChunkFrames, ChunkLimits, Reassembled, Reassembler};
-pub use codec::{decode_frame, encode_into, encode_parts, EncodeError, EncodedFrame, Frame, Key};
+pub use codec::{
+    decode_frame, encode_into, encode_parts, encode_unchecked, EncodeError, EncodedFrame, Frame,
+    Key,
+};
 pub use deframer::{Decoded, Deframer};
 pub use error::DecodeError;
 pub use frame::{FixedHeader, FrameType, Limits};

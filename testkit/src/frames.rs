@@ -5,8 +5,9 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
-use sockchat_proto::frame::FIXED_HEADER_LEN;
-use sockchat_proto::{decode_frame, encode_into, ByteStr, Frame, FrameType, Header, Key, Limits};
+use sockchat_proto::{
+    decode_frame, encode_into, encode_unchecked, ByteStr, Frame, FrameType, Header, Key, Limits,
+};
 
 /// `content_type` of binary content and of the handshake frames.
 pub const OCTET: &str = "application/octet-stream";
@@ -93,18 +94,7 @@ pub fn b64(v: &serde_json::Value) -> Vec<u8> {
 /// A frame with this exact header JSON (any bytes) and content: correct lengths, CRCs and
 /// HMAC, so only what the test put in the header JSON (or changes afterwards) is wrong.
 pub fn raw_frame(key: &Key, header_json: &[u8], content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FIXED_HEADER_LEN + header_json.len() + content.len());
-    out.extend_from_slice(&sockchat_proto::frame::MAGIC);
-    out.extend_from_slice(&1u16.to_be_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
-    out.extend_from_slice(&(header_json.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(header_json).to_be_bytes());
-    out.extend_from_slice(&(content.len() as u64).to_be_bytes());
-    out.extend_from_slice(&crc32fast::hash(content).to_be_bytes());
-    out.extend_from_slice(&key.sign(header_json, content));
-    out.extend_from_slice(header_json);
-    out.extend_from_slice(content);
-    out
+    encode_unchecked(key, header_json, content)
 }
 
 /// Header JSON in the reference's format (`json.dumps` defaults).
