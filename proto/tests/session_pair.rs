@@ -1,4 +1,5 @@
-//! A `ClientSession` and a `ServerSession` wired together in memory, on a simulated clock.
+//! A `ClientSession` and a `ServerSession` wired together in memory, on a simulated clock
+//! (`sockchat_testkit::pair::Pair`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,128 +8,10 @@ use bytes::{Bytes, BytesMut};
 use sockchat_proto::header::{ByteStr, Header, TEXT_UTF8};
 use sockchat_proto::session::{Features, Session};
 use sockchat_proto::{
-    encode_into, ChunkError, ChunkInfo, ClientSession, CloseReason, Event, FrameType, Key,
-    ServerSession, SessionConfig,
+    encode_into, ChunkError, ChunkInfo, CloseReason, Event, FrameType, Key, ServerSession,
+    SessionConfig,
 };
-
-const SID: &str = "3f2b8c1e-6d4a-4e8b-9c71-2a5d0e9f1b34";
-
-struct Pair {
-    now: Instant,
-    server: ServerSession,
-    client: ClientSession,
-    server_events: Vec<Event>,
-    client_events: Vec<Event>,
-    /// Bytes written by the client, kept so tests can inspect or tamper with them.
-    wire_to_server: Vec<Bytes>,
-}
-
-impl Pair {
-    fn new(server_cfg: SessionConfig, client_cfg: SessionConfig) -> Self {
-        let key = Arc::new(Key::reference_default());
-        let now = Instant::now(); // the only clock read: every later instant is simulated
-        Self {
-            now,
-            server: ServerSession::new(ByteStr::from(SID), key.clone(), Arc::new(server_cfg), now),
-            client: ClientSession::new(key, Arc::new(client_cfg), now),
-            server_events: Vec::new(),
-            client_events: Vec::new(),
-            wire_to_server: Vec::new(),
-        }
-    }
-
-    fn established() -> Self {
-        let mut p = Self::new(SessionConfig::default(), SessionConfig::default());
-        p.pump();
-        assert!(p.server.is_established() && p.client.is_established());
-        p.server_events.clear();
-        p.client_events.clear();
-        p
-    }
-
-    /// Delivers bytes both ways until neither side has anything to send.
-    fn pump(&mut self) {
-        for _ in 0..100 {
-            let mut out = Vec::new();
-            self.server.poll_transmit(&mut out);
-            let to_client = !out.is_empty();
-            for b in out.drain(..) {
-                self.client.deframer_mut().extend_from_slice(&b);
-            }
-            self.client.handle_input(self.now);
-            self.client.poll_transmit(&mut out);
-            let to_server = !out.is_empty();
-            for b in out.drain(..) {
-                self.server.deframer_mut().extend_from_slice(&b);
-                self.wire_to_server.push(b);
-            }
-            self.server.handle_input(self.now);
-            self.drain_events();
-            if !to_client && !to_server {
-                return;
-            }
-        }
-        panic!("sessions kept talking for 100 rounds");
-    }
-
-    fn drain_events(&mut self) {
-        while let Some(e) = self.server.poll_event() {
-            self.server_events.push(e);
-        }
-        while let Some(e) = self.client.poll_event() {
-            self.client_events.push(e);
-        }
-    }
-
-    /// Advances the simulated clock, firing both sides' timers in order.
-    fn advance(&mut self, by: Duration) {
-        let end = self.now + by;
-        loop {
-            let next = [self.server.poll_timeout(), self.client.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            match next {
-                Some(t) if t <= end => {
-                    self.now = self.now.max(t);
-                    self.server.handle_timeout(self.now);
-                    self.client.handle_timeout(self.now);
-                    self.pump();
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
-        self.pump();
-    }
-
-    /// Feeds raw bytes to the server as if the client had sent them.
-    fn inject_to_server(&mut self, bytes: &[u8]) {
-        self.server.deframer_mut().extend_from_slice(bytes);
-        self.server.handle_input(self.now);
-        self.pump();
-    }
-}
-
-fn closed(events: &[Event]) -> Vec<CloseReason> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Closed(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn messages(events: &[Event]) -> Vec<Bytes> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.content.clone()),
-            _ => None,
-        })
-        .collect()
-}
+use sockchat_testkit::pair::{closed, messages, Pair, SESSION_ID as SID};
 
 fn frame(kind: FrameType, session_id: Option<&str>, content: &[u8]) -> BytesMut {
     let mut out = BytesMut::new();
@@ -265,20 +148,6 @@ fn a_silent_client_is_closed_at_the_session_timeout_with_a_disconnect() {
             reason: "Session timeout".into()
         }]
     );
-}
-
-impl Pair {
-    fn advance_server_only(&mut self, by: Duration) {
-        self.now += by;
-        self.server.handle_timeout(self.now);
-        let mut out = Vec::new();
-        self.server.poll_transmit(&mut out);
-        for b in out {
-            self.client.deframer_mut().extend_from_slice(&b);
-        }
-        self.client.handle_input(self.now);
-        self.drain_events();
-    }
 }
 
 #[test]

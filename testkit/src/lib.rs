@@ -1,5 +1,7 @@
 //! `sockchat-testkit`: what the sockchat crates' tests share, written once.
 //!
+//! * [`pair`]: a client and a server session wired together in memory on a simulated
+//!   clock, for session rules without sockets.
 //! * [`server`]: start the real `sockchat-server` binary in its own temp dir, wait for
 //!   `ready`, stop it by PID; find or build the binary from another crate's tests.
 //! * [`transport`]: TCP or Unix, and [`per_transport!`] to run a case over each.
@@ -24,6 +26,7 @@ pub mod echo_double;
 pub mod frames;
 pub mod hostile;
 pub mod line_client;
+pub mod pair;
 pub mod process;
 pub mod procfs;
 pub mod pty;
