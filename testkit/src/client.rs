@@ -38,6 +38,27 @@ impl ReadError {
     }
 }
 
+/// One read from `stream` that gives up at `deadline`: `Some(0)` is the end of the stream,
+/// `None` an interrupted read to try again.
+pub(crate) fn read_before(
+    stream: &mut Stream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<Option<usize>, ReadError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ReadError::Timeout);
+    }
+    stream.set_read_timeout(Some(left)).map_err(ReadError::Io)?;
+    match stream.read(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if is_timeout(&e) => Err(ReadError::Timeout),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(None),
+        Err(e) if is_closed_error(&e) => Err(ReadError::Reset(e)),
+        Err(e) => Err(ReadError::Io(e)),
+    }
+}
+
 /// A framed-protocol client over a blocking socket.
 #[derive(Debug)]
 pub struct Client {
@@ -74,26 +95,16 @@ impl Client {
                 Ok(Decoded::NeedMore(_)) => {}
                 Err(e) => return Err(ReadError::Decode(e)),
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ReadError::Timeout);
-            }
-            self.stream
-                .set_read_timeout(Some(left))
-                .map_err(ReadError::Io)?;
-            match self.stream.read(&mut self.scratch) {
-                Ok(0) => {
+            match read_before(&mut self.stream, &mut self.scratch, deadline)? {
+                Some(0) => {
                     return Err(if self.deframer.buffered() == 0 {
                         ReadError::Eof
                     } else {
                         ReadError::EofInFrame(self.deframer.buffered())
                     })
                 }
-                Ok(n) => self.deframer.extend_from_slice(&self.scratch[..n]),
-                Err(e) if is_timeout(&e) => return Err(ReadError::Timeout),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_closed_error(&e) => return Err(ReadError::Reset(e)),
-                Err(e) => return Err(ReadError::Io(e)),
+                Some(n) => self.deframer.extend_from_slice(&self.scratch[..n]),
+                None => {}
             }
         }
     }

@@ -1,16 +1,16 @@
 //! A blocking client that speaks line mode (newline-terminated lines), skipping the one
 //! `session_init` frame a server may send before it sees the first byte.
 
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use sockchat_os::Stream;
 use sockchat_proto::frame::FIXED_HEADER_LEN;
 use sockchat_proto::FrameType;
 
-use crate::client::ReadError;
+use crate::client::{read_before, ReadError};
 use crate::frames::decode_one;
-use crate::transport::{is_closed_error, is_timeout, Transport};
+use crate::transport::Transport;
 use crate::SHORT;
 
 /// A client speaking newline-terminated lines.
@@ -43,24 +43,14 @@ impl LineClient {
     }
 
     fn fill(&mut self, deadline: Instant) -> Result<(), ReadError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Timeout);
-        }
-        self.stream
-            .set_read_timeout(Some(left))
-            .map_err(ReadError::Io)?;
         let mut tmp = [0u8; 4096];
-        match self.stream.read(&mut tmp) {
-            Ok(0) => Err(ReadError::Eof),
-            Ok(n) => {
+        match read_before(&mut self.stream, &mut tmp, deadline)? {
+            Some(0) => Err(ReadError::Eof),
+            Some(n) => {
                 self.buf.extend_from_slice(&tmp[..n]);
                 Ok(())
             }
-            Err(e) if is_timeout(&e) => Err(ReadError::Timeout),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) if is_closed_error(&e) => Err(ReadError::Reset(e)),
-            Err(e) => Err(ReadError::Io(e)),
+            None => Ok(()),
         }
     }
 
