@@ -435,6 +435,8 @@ fn closed_sessions_free_their_slot(t: Transport) {
                 Instant::now() < deadline && attempts < 200,
                 "[{t:?}] round {round}: no session admitted after the previous one closed"
             );
+            // Retry interval while waiting for the slot to free up (the event is the
+            // admission itself, checked above).
             thread::sleep(Duration::from_millis(25));
         };
         let ack = c.ack_frame(None);

@@ -194,6 +194,7 @@ fn max_sessions(t: Transport) {
         if Instant::now() >= deadline {
             break;
         }
+        // Retry interval while waiting for the admission checked above.
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut n = admitted.expect("a new session is admitted after one left");

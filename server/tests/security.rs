@@ -152,6 +152,7 @@ fn run(args: &[&std::ffi::OsStr], env_key: Option<&Path>) -> (bool, String, Stri
             let _ = child.wait();
             panic!("sockchat-server {args:?} did not exit");
         }
+        // Poll interval of the bounded wait for the exit.
         thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().expect("output");

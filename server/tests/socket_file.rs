@@ -29,6 +29,7 @@ fn stale_socket_file_is_replaced() {
             std::time::Instant::now() < deadline,
             "the stale file must refuse connections"
         );
+        // Poll interval of that bounded wait.
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let mut server = Server::builder().unix_path(&path).start();

@@ -46,6 +46,7 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
+        // Poll interval: `cond` is the event waited on.
         thread::sleep(Duration::from_millis(20));
     }
 }

@@ -158,6 +158,7 @@ impl PtyChild {
                     self.output()
                 );
             }
+            // Poll interval of the bounded wait for the exit.
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -393,6 +393,7 @@ impl Server {
             if Instant::now() >= deadline {
                 return None;
             }
+            // Poll interval of the bounded wait for the exit.
             thread::sleep(Duration::from_millis(20));
         }
     }
