@@ -4,8 +4,6 @@
 //! asserted (timing belongs to benchmarks), only that every part is produced and that a
 //! regression fails.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -77,8 +75,11 @@ notes = ["raw payload {frame_len} B"]
 fn bin_dir(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(support::real::server_binary(), bin.join("sockchat-server"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        sockchat_testkit::server_binary(),
+        bin.join("sockchat-server"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_loadgen"), bin.join("loadgen")).unwrap();
     bin
 }
