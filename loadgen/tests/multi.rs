@@ -14,9 +14,9 @@ use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
 use loadgen::conn::Target;
 use loadgen::report::Report;
+use sockchat_testkit::Server;
 use support::double::{Double, DoubleOpts};
-use support::real::RealServer;
-use support::{assert_clean, run, target_args};
+use support::{assert_clean, run, target, target_args};
 
 fn loadgen() -> Command {
     Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -32,12 +32,12 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn default_suite_runs_every_phase_with_no_scenario() {
-    let server = RealServer::start(&[]);
+    let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     for t in ["tcp", "unix"] {
         let json = dir.path().join(format!("suite-{t}.json"));
         let out = loadgen()
-            .args(target_args(&server.target(t)))
+            .args(target_args(&target(&server, t)))
             .args(["--sessions", "30", "--threads", "2", "--warmup", "0.3"])
             .args(["--duration", "1", "--interval", "0.2", "--churn-loops", "4"])
             .args(["--drain", "10", "--quiet", "--json"])
@@ -121,9 +121,9 @@ fn split_run(target: &Target, dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn two_shards_share_a_window_and_merge_exactly() {
-    let server = RealServer::start(&[]);
+    let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = split_run(&server.target("unix"), dir.path());
+    let (a, b) = split_run(&target(&server, "unix"), dir.path());
     let (ra, rb) = (Report::read(&a).unwrap(), Report::read(&b).unwrap());
     assert_clean(&ra);
     assert_clean(&rb);
@@ -206,13 +206,13 @@ fn two_shards_share_a_window_and_merge_exactly() {
 
 #[test]
 fn a_worker_that_misses_the_start_instant_says_so_and_fails() {
-    let server = RealServer::start(&[]);
+    let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("late.json");
     let past = (now_ms() - 1000).to_string();
     let out = loadgen()
         .arg("heartbeat")
-        .args(target_args(&server.target("unix")))
+        .args(target_args(&target(&server, "unix")))
         .args(["--sessions", "3", "--shard", "1/2", "--start-at-ms", &past])
         .args(["--quiet", "--json"])
         .arg(&json)
@@ -236,8 +236,8 @@ fn a_worker_that_misses_the_start_instant_says_so_and_fails() {
 #[test]
 fn merge_refuses_runs_that_are_not_one_run() {
     let dir = tempfile::tempdir().unwrap();
-    let server = RealServer::start(&[]);
-    let target = server.target("unix");
+    let server = Server::start();
+    let target = target(&server, "unix");
     let short = |scenario: &str, extra: &[&str], name: &str| {
         let json = dir.path().join(name);
         let r = run(
@@ -294,7 +294,7 @@ fn merge_refuses_runs_that_are_not_one_run() {
 
 #[test]
 fn interval_log_reads_back_with_the_reports_counts() {
-    let server = RealServer::start(&[]);
+    let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     for (scenario, args) in [
         ("echo", vec!["--sessions", "4"]),
@@ -303,7 +303,7 @@ fn interval_log_reads_back_with_the_reports_counts() {
         let log = dir.path().join(format!("{scenario}.hlog"));
         let mut all = args.clone();
         all.extend(["--interval-log", log.to_str().unwrap()]);
-        let r = run(scenario, &server.target("tcp"), &all);
+        let r = run(scenario, &target(&server, "tcp"), &all);
         assert_clean(&r);
         let bytes = std::fs::read(&log).unwrap();
         let (mut sum, mut intervals) = (0u64, 0);
@@ -374,8 +374,8 @@ fn max_rate_search_finds_a_fixed_capacity() {
 
 #[test]
 fn stages_change_the_rate_and_the_session_count() {
-    let server = RealServer::start(&[]);
-    let target = server.target("unix");
+    let server = Server::start();
+    let target = target(&server, "unix");
     // 100 msg/s for a second, then 400 msg/s for a second.
     let r = run(
         "rate",
@@ -415,8 +415,8 @@ fn stages_change_the_rate_and_the_session_count() {
 
 #[test]
 fn sharded_fanout_merges_the_last_delivery_over_all_workers() {
-    let server = RealServer::start(&["--mode", "chat"]);
-    let target = server.target("unix");
+    let server = Server::builder().args(["--mode", "chat"]).start();
+    let target = target(&server, "unix");
     let dir = tempfile::tempdir().unwrap();
     let start = (now_ms() + 2000).to_string();
     let workers: Vec<_> = (0..2)
