@@ -324,6 +324,10 @@ pub struct RawServerArgs {
     /// io_uring setup of the workers (plain: monoio's default, as sockchat-server).
     #[arg(long, value_enum, default_value_t = RingMode::Plain)]
     pub ring: RingMode,
+    /// Echo implementation: monoio (the baseline), compio, or ring (monoio plus an own
+    /// io_uring data ring with provided buffers and multishot operations).
+    #[arg(long, value_enum, default_value_t = crate::raw_server::Engine::Monoio)]
+    pub engine: crate::raw_server::Engine,
 }
 
 /// `report` options.

@@ -10,10 +10,12 @@
 //! * [`stats`], [`histogram`]: recording and HdrHistogram encoding.
 //! * [`report`], [`machine`], [`cpu`]: the versioned JSON report.
 //! * [`render`], [`compare`]: Markdown/SVG rendering and regression checks.
-//! * [`raw_server`]: the minimal monoio echo server used as a baseline.
+//! * [`raw_server`]: the minimal monoio echo server used as a baseline, and the compio
+//!   ([`raw_compio`]) and own-ring ([`raw_ring`], [`bufring`]) variants measured beside it.
 //! * [`bench`]: the benchmark suite runner (`loadgen bench`, driven by `ci/bench.sh`).
 
 pub mod bench;
+pub mod bufring;
 pub mod cli;
 pub mod client;
 pub mod compare;
@@ -25,6 +27,8 @@ pub mod interval_log;
 pub mod machine;
 pub mod max_rate;
 pub mod merge;
+pub mod raw_compio;
+pub mod raw_ring;
 pub mod raw_server;
 pub mod render;
 pub mod report;

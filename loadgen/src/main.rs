@@ -26,11 +26,12 @@ fn run() -> Result<ExitCode> {
             // Before any thread starts, so every thread inherits the blocked mask and
             // the signals reach only the waiting thread.
             let signals = block_signals();
-            let server = raw_server::RawServer::start_with(
+            let server = raw_server::RawServer::start_engine(
                 &target,
                 a.threads.unwrap_or(cores),
                 &a.cpus,
                 a.ring,
+                a.engine,
             )
             .context("starting the raw echo server")?;
             stop_on_signal(signals, server.stopper());

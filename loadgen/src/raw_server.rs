@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::io::AsyncWriteRentExt;
 use monoio::net::{ListenerOpts, TcpListener, UnixListener};
+use serde::Serialize;
 use thiserror::Error;
 
 use crate::conn::{read_append, Conn, Target};
@@ -62,8 +63,22 @@ impl RawServer {
         cpus: &[usize],
         ring: RingMode,
     ) -> Result<Self, ServerError> {
+        Self::start_engine(target, threads, cpus, ring, Engine::Monoio)
+    }
+
+    /// [`start_with`](Self::start_with) on the chosen I/O `engine`.
+    pub fn start_engine(
+        target: &Target,
+        threads: usize,
+        cpus: &[usize],
+        ring: RingMode,
+        engine: Engine,
+    ) -> Result<Self, ServerError> {
         let threads = threads.max(1);
         let stop = Arc::new(AtomicBool::new(false));
+        if engine != Engine::Monoio {
+            return start_uring(target, threads, cpus, ring, engine, stop);
+        }
         let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
         let mut handles = Vec::new();
         let bound = match target {
@@ -161,6 +176,126 @@ impl Drop for RawServer {
             self.shut();
         }
     }
+}
+
+/// Which echo implementation the workers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// monoio 0.2.4: an accept loop and a task per connection reading into its own
+    /// buffer (the baseline).
+    #[default]
+    Monoio,
+    /// compio 0.19: multishot accept, `read_multi` from the runtime's buffer pool.
+    Compio,
+    /// monoio plus a per-thread data ring of our own (`io-uring` 0.7): multishot accept,
+    /// multishot buffer-select receive, sends from the ring buffers, eventfd wake-ups.
+    Ring,
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.set_cloexec(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// Starts the compio or ring workers.
+fn start_uring(
+    target: &Target,
+    threads: usize,
+    cpus: &[usize],
+    ring: RingMode,
+    engine: Engine,
+    stop: Arc<AtomicBool>,
+) -> Result<RawServer, ServerError> {
+    let mut listeners = Vec::new();
+    let bound = match target {
+        Target::Tcp(addr) => {
+            let mut addr = *addr;
+            for _ in 0..threads {
+                let l = tcp_listener(addr).map_err(|e| ServerError::Bind(addr.to_string(), e))?;
+                addr = l
+                    .local_addr()
+                    .map_err(|e| ServerError::Bind(addr.to_string(), e))?;
+                listeners.push(crate::raw_compio::StdListener::Tcp(l));
+            }
+            Target::Tcp(addr)
+        }
+        Target::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            let err = |e| ServerError::Bind(path.display().to_string(), e);
+            let l = StdUnixListener::bind(path).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            for _ in 0..threads {
+                listeners.push(crate::raw_compio::StdListener::Unix(
+                    l.try_clone().map_err(err)?,
+                ));
+            }
+            Target::Unix(PathBuf::from(path))
+        }
+    };
+    let mut handles = Vec::new();
+    for (idx, l) in listeners.into_iter().enumerate() {
+        let cpu = (!cpus.is_empty()).then(|| cpus[idx % cpus.len()]);
+        let stop = stop.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("raw-server-{idx}"))
+            .spawn(move || match engine {
+                Engine::Compio => crate::raw_compio::run_worker(l, ring, cpu, stop),
+                _ => run_ring_worker(l, ring, cpu, stop),
+            })
+            .map_err(|e| ServerError::Worker(e.to_string()))?;
+        handles.push(h);
+    }
+    Ok(RawServer {
+        target: bound,
+        threads: handles,
+        stop,
+    })
+}
+
+fn run_ring_worker(
+    l: crate::raw_compio::StdListener,
+    ring: RingMode,
+    cpu: Option<usize>,
+    stop: Arc<AtomicBool>,
+) {
+    use std::os::fd::AsRawFd;
+    if let Some(cpu) = cpu {
+        let _ = monoio::utils::bind_to_cpu_set([cpu]);
+    }
+    let fd = match &l {
+        crate::raw_compio::StdListener::Tcp(t) => t.as_raw_fd(),
+        crate::raw_compio::StdListener::Unix(u) => u.as_raw_fd(),
+    };
+    let setup = crate::raw_ring::eventfd()
+        .and_then(|efd| crate::raw_ring::driver(ring, vec![fd], efd.as_raw_fd()).map(|d| (d, efd)));
+    let (driver, efd) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("raw-server (ring): {e}");
+            return;
+        }
+    };
+    // monoio's own ring stays plain: it only carries the eventfd poll and the timer.
+    let mut rt = match crate::runner::runtime(RingMode::Plain) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raw-server (ring): runtime: {e}");
+            return;
+        }
+    };
+    rt.block_on(crate::raw_ring::run(driver, efd, stop));
+    drop(l);
 }
 
 enum Listener {

@@ -410,7 +410,7 @@ async fn pipelined<R: AsyncReadRent, W: AsyncWriteRent + 'static>(
                         flight
                             .inflight
                             .borrow_mut()
-                            .extend(std::iter::repeat((now, 0)).take(n));
+                            .extend(std::iter::repeat_n((now, 0), n));
                         client::write(&mut wr, all.slice(..n * len)).await
                     }
                     None => {

@@ -96,7 +96,7 @@ async fn echo_session(ctx: Rc<ThreadCtx>, depth: usize, size: usize, i: usize) {
                     break;
                 }
                 let now = Instant::now();
-                inflight.borrow_mut().extend(std::iter::repeat(now).take(n));
+                inflight.borrow_mut().extend(std::iter::repeat_n(now, n));
                 let (res, _) = wr.write_all(window.slice(..n * size)).await;
                 if res.is_err() {
                     ctx.error("write");
