@@ -30,6 +30,7 @@ pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod timer;
+pub mod uring;
 
 mod conn;
 mod fanout;

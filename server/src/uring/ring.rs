@@ -1,0 +1,571 @@
+//! The data ring: operations keyed by a caller's [`Token`] (a session or listener slot),
+//! completions drained in batches.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use io_uring7::{cqueue, opcode, squeue, types, IoUring};
+
+use super::bufring::BufRing;
+
+/// The caller's name for whatever an operation belongs to (e.g. a session slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(pub u32);
+
+const RECV: u64 = 1 << 32;
+const ACCEPT: u64 = 2 << 32;
+const SEND: u64 = 3 << 32;
+/// Completions of cancel requests themselves: nothing to report.
+const CANCEL: u64 = 4 << 32;
+const KIND: u64 = 0xff << 32;
+const BGID: u16 = 0;
+/// Most iovecs in one sendmsg (Linux's IOV_MAX is 1024).
+pub const MAX_IOV: usize = 1024;
+
+/// Ring shape and setup flags.
+#[derive(Debug, Clone, Copy)]
+pub struct RingConfig {
+    /// Provided buffers (a power of two, at most 32768).
+    pub buf_count: u16,
+    /// Bytes per provided buffer.
+    pub buf_size: u32,
+    /// Submission queue entries (completion queue: 4×).
+    pub entries: u32,
+    /// `SINGLE_ISSUER | DEFER_TASKRUN` (the ring must then only be used from the thread
+    /// that created it).
+    pub defer_taskrun: bool,
+    /// Free buffers needed before receives that found the ring empty are re-armed.
+    pub rearm_free: u16,
+}
+
+impl Default for RingConfig {
+    fn default() -> Self {
+        Self {
+            buf_count: 4096,
+            buf_size: 4096,
+            entries: 1024,
+            defer_taskrun: true,
+            rearm_free: 64,
+        }
+    }
+}
+
+/// A received buffer, lent by the ring until [`DataRing::recycle`]. Not `Clone`: one owner.
+#[derive(Debug)]
+#[must_use = "a ring buffer not recycled is lost to the ring"]
+pub struct RingBuf {
+    bid: u16,
+    len: u32,
+}
+
+impl RingBuf {
+    /// Bytes received into it.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Never true for a buffer handed out (an empty receive is end of stream).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// What finished.
+#[derive(Debug)]
+pub enum Completion {
+    /// Bytes received for `token`'s multishot receive.
+    Data {
+        /// Whose.
+        token: Token,
+        /// The bytes.
+        buf: RingBuf,
+    },
+    /// `token`'s receive ended: the peer closed (`Ok(())`), an error, or a cancellation
+    /// (`ErrorKind` from `ECANCELED`). Nothing of it is in flight any more.
+    RecvEnded {
+        /// Whose.
+        token: Token,
+        /// Why.
+        result: io::Result<()>,
+    },
+    /// A connection accepted on `token`'s listener, or an accept error.
+    Accepted {
+        /// Which listener.
+        token: Token,
+        /// The new socket.
+        result: io::Result<OwnedFd>,
+        /// The multishot accept is still armed (if not, arm it again unless stopping).
+        more: bool,
+    },
+    /// `token`'s send finished: `result` bytes went out; `unsent` holds what did not
+    /// (send it again, in order).
+    Sent {
+        /// Whose.
+        token: Token,
+        /// Bytes sent, or the error.
+        result: io::Result<usize>,
+        /// The parts not (fully) sent, in order.
+        unsent: Vec<Bytes>,
+    },
+}
+
+/// Counters (cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingStats {
+    /// Receives that found the buffer ring empty (ENOBUFS).
+    pub enobufs: u64,
+    /// Receives re-armed after buffers came back.
+    pub rearmed: u64,
+    /// Completions handled.
+    pub completions: u64,
+}
+
+/// What a send in flight points to; boxed so its address is stable while it is in flight.
+struct SendCtx {
+    parts: Vec<Bytes>,
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+}
+
+/// Per-token state.
+#[derive(Default)]
+struct Slot {
+    /// The fd a receive runs on, while one is wanted.
+    recv_fd: Option<RawFd>,
+    /// A receive is in the kernel.
+    recv_armed: bool,
+    /// The receive is waiting for buffers (not in the kernel).
+    starved: bool,
+    /// The receive was cancelled: do not re-arm.
+    recv_cancelled: bool,
+    send: Option<Box<SendCtx>>,
+    accept_armed: bool,
+}
+
+/// One core's data ring.
+pub struct DataRing {
+    ring: IoUring,
+    bufs: BufRing,
+    eventfd: OwnedFd,
+    slots: Vec<Slot>,
+    starved: Vec<Token>,
+    in_flight: usize,
+    config: RingConfig,
+    stats: RingStats,
+    shut: bool,
+}
+
+impl std::fmt::Debug for DataRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataRing")
+            .field("in_flight", &self.in_flight)
+            .field("buffers_out", &self.bufs.out())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl DataRing {
+    /// Sets up the ring, registers its buffers and its eventfd.
+    pub fn new(config: RingConfig) -> io::Result<Self> {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(config.entries.saturating_mul(4));
+        if config.defer_taskrun {
+            b.setup_coop_taskrun()
+                .setup_taskrun_flag()
+                .setup_single_issuer()
+                .setup_defer_taskrun();
+        }
+        let ring = b.build(config.entries)?;
+        let eventfd = eventfd()?;
+        ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        let bufs = BufRing::new(&ring.submitter(), config.buf_count, config.buf_size, BGID)?;
+        Ok(Self {
+            ring,
+            bufs,
+            eventfd,
+            slots: Vec::new(),
+            starved: Vec::new(),
+            in_flight: 0,
+            config,
+            stats: RingStats::default(),
+            shut: false,
+        })
+    }
+
+    /// The eventfd signalled when completions are ready (poll it for readability).
+    pub fn eventfd(&self) -> RawFd {
+        self.eventfd.as_raw_fd()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RingStats {
+        self.stats
+    }
+
+    /// Provided buffers the caller holds.
+    pub fn buffers_out(&self) -> u32 {
+        self.bufs.out()
+    }
+
+    /// The ring's configuration.
+    pub fn config(&self) -> &RingConfig {
+        &self.config
+    }
+
+    /// Operations in the kernel (each awaits a final completion).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// True when nothing of `token` is in the kernel: its fd may be closed and its
+    /// slot reused.
+    pub fn is_idle(&self, token: Token) -> bool {
+        self.slots.get(token.0 as usize).map_or(true, |s| {
+            !s.recv_armed && s.send.is_none() && !s.accept_armed && !s.starved
+        })
+    }
+
+    fn slot(&mut self, token: Token) -> &mut Slot {
+        let i = token.0 as usize;
+        if i >= self.slots.len() {
+            self.slots.resize_with(i + 1, Slot::default);
+        }
+        &mut self.slots[i]
+    }
+
+    fn push(&mut self, e: squeue::Entry) {
+        loop {
+            // SAFETY: every entry pushed here points only to memory the ring owns until
+            // the entry's final completion (a slot's boxed `SendCtx`, the buffer ring), or
+            // to nothing.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                break;
+            }
+            // The submission queue is full: hand it to the kernel and retry.
+            let _ = self.submit();
+        }
+        self.in_flight += 1;
+    }
+
+    /// Starts a multishot buffer-select receive on `fd` for `token`. Data arrives as
+    /// [`Completion::Data`] until [`Completion::RecvEnded`].
+    pub fn recv(&mut self, token: Token, fd: RawFd) {
+        let s = self.slot(token);
+        debug_assert!(!s.recv_armed && !s.starved, "one receive per token");
+        s.recv_fd = Some(fd);
+        s.recv_cancelled = false;
+        self.arm_recv(token);
+    }
+
+    fn arm_recv(&mut self, token: Token) {
+        let s = self.slot(token);
+        let Some(fd) = s.recv_fd else { return };
+        s.recv_armed = true;
+        s.starved = false;
+        let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
+            .build()
+            .user_data(RECV | u64::from(token.0));
+        self.push(e);
+    }
+
+    /// Stops `token`'s receive. Its [`Completion::RecvEnded`] follows (at once if it was
+    /// waiting for buffers); data completions may come before it.
+    pub fn cancel_recv(&mut self, token: Token) {
+        let s = self.slot(token);
+        if s.recv_cancelled {
+            return;
+        }
+        s.recv_cancelled = true;
+        if s.recv_armed {
+            let e = opcode::AsyncCancel::new(RECV | u64::from(token.0))
+                .build()
+                .user_data(CANCEL);
+            self.push(e);
+        } else if s.starved {
+            s.starved = false;
+            s.recv_fd = None;
+            self.starved.retain(|t| *t != token);
+        }
+    }
+
+    /// Starts a multishot accept on listener `fd` for `token`.
+    pub fn accept(&mut self, token: Token, fd: RawFd) {
+        self.slot(token).accept_armed = true;
+        let e = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ACCEPT | u64::from(token.0));
+        self.push(e);
+    }
+
+    /// Stops `token`'s accept (a final [`Completion::Accepted`] with `more == false`).
+    pub fn cancel_accept(&mut self, token: Token) {
+        if self.slot(token).accept_armed {
+            let e = opcode::AsyncCancel::new(ACCEPT | u64::from(token.0))
+                .build()
+                .user_data(CANCEL);
+            self.push(e);
+        }
+    }
+
+    /// True if `token` has a send in flight (one at a time per token keeps the order).
+    pub fn sending(&self, token: Token) -> bool {
+        self.slots
+            .get(token.0 as usize)
+            .is_some_and(|s| s.send.is_some())
+    }
+
+    /// Sends `parts` (at most [`MAX_IOV`] of them) on `fd` in one `sendmsg`. The parts
+    /// stay with the ring until [`Completion::Sent`] hands back what was not sent.
+    pub fn send(&mut self, token: Token, fd: RawFd, parts: Vec<Bytes>) {
+        assert!(!self.sending(token), "one send per token at a time");
+        debug_assert!(parts.len() <= MAX_IOV);
+        let iov: Vec<libc::iovec> = parts
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        let mut ctx = Box::new(SendCtx {
+            parts,
+            iov,
+            // SAFETY: msghdr is plain data; all-zero is an empty header.
+            msg: unsafe { std::mem::zeroed() },
+        });
+        ctx.msg.msg_iov = ctx.iov.as_mut_ptr();
+        ctx.msg.msg_iovlen = ctx.iov.len() as _;
+        let e = opcode::SendMsg::new(types::Fd(fd), &ctx.msg)
+            // Not MSG_DONTWAIT: on a full socket the send waits in the kernel (the
+            // session's write-progress timeout watches it) instead of failing.
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(SEND | u64::from(token.0));
+        self.slot(token).send = Some(ctx);
+        self.push(e);
+    }
+
+    /// The bytes of a received buffer.
+    pub fn bytes(&self, buf: &RingBuf) -> &[u8] {
+        self.bufs.bytes(buf.bid, buf.len as usize)
+    }
+
+    /// Gives a received buffer back to the kernel (visible after the next
+    /// [`submit`](Self::submit) or [`poll`](Self::poll)).
+    pub fn recycle(&mut self, buf: RingBuf) {
+        self.bufs.recycle(buf.bid);
+    }
+
+    /// Re-arms receives that found the ring empty, if at least `rearm_free` buffers are
+    /// free again ([`submit`](Self::submit) calls it). Never spins: with too few free
+    /// buffers it does nothing until some are recycled.
+    pub fn rearm_starved(&mut self) {
+        let free = u32::from(self.bufs.count()).saturating_sub(self.bufs.out());
+        if self.starved.is_empty() || free < u32::from(self.config.rearm_free) {
+            return;
+        }
+        for token in std::mem::take(&mut self.starved) {
+            if self.slot(token).starved {
+                self.stats.rearmed += 1;
+                self.arm_recv(token);
+            }
+        }
+    }
+
+    /// Clears the eventfd (call before draining, so later completions signal it again).
+    pub fn clear_wake(&self) {
+        let mut v = 0u64;
+        // SAFETY: an 8-byte read into a u64 from our non-blocking eventfd.
+        unsafe { libc::read(self.eventfd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// Hands pending submissions to the kernel (and, with DEFER_TASKRUN, runs the
+    /// deferred completion work). Receives parked on an empty ring are re-armed first if
+    /// enough buffers came back.
+    pub fn submit(&mut self) -> io::Result<usize> {
+        self.rearm_starved();
+        self.bufs.commit();
+        if self.config.defer_taskrun {
+            let n = self.ring.submission().len() as u32;
+            // SAFETY: io_uring_enter with no extra argument. GETEVENTS: deferred task
+            // work only runs in an enter that asks for events.
+            unsafe {
+                self.ring.submitter().enter::<libc::sigset_t>(
+                    n,
+                    0,
+                    io_uring7::EnterFlags::GETEVENTS.bits(),
+                    None,
+                )
+            }
+        } else {
+            self.ring.submit()
+        }
+    }
+
+    /// Appends every ready completion to `out`. ENOBUFS is handled here: the receive is
+    /// parked (counted) and re-armed by [`rearm_starved`](Self::rearm_starved).
+    pub fn poll(&mut self, out: &mut Vec<Completion>) {
+        let cqes: Vec<(u64, i32, u32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result(), c.flags()))
+            .collect();
+        for (ud, res, flags) in cqes {
+            let more = cqueue::more(flags);
+            if !more {
+                self.in_flight -= 1;
+            }
+            self.stats.completions += 1;
+            self.on_cqe(ud, res, flags, more, out);
+        }
+    }
+
+    fn on_cqe(&mut self, ud: u64, res: i32, flags: u32, more: bool, out: &mut Vec<Completion>) {
+        let token = Token((ud & 0xffff_ffff) as u32);
+        match ud & KIND {
+            RECV => {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    self.bufs.taken(bid);
+                    let buf = RingBuf {
+                        bid,
+                        len: res.max(0) as u32,
+                    };
+                    if res > 0 {
+                        out.push(Completion::Data { token, buf });
+                    } else {
+                        self.bufs.recycle(buf.bid);
+                    }
+                }
+                if more {
+                    return;
+                }
+                let s = self.slot(token);
+                s.recv_armed = false;
+                if res == -libc::ENOBUFS && !s.recv_cancelled {
+                    // Nothing was lost: the bytes wait in the socket until re-armed.
+                    s.starved = true;
+                    self.starved.push(token);
+                    self.stats.enobufs += 1;
+                } else if res > 0 && !s.recv_cancelled {
+                    // The kernel ended the multishot after data (e.g. a full CQ): re-arm.
+                    self.arm_recv(token);
+                } else {
+                    s.recv_fd = None;
+                    let result = match res {
+                        r if r >= 0 => Ok(()),
+                        r => Err(io::Error::from_raw_os_error(-r)),
+                    };
+                    out.push(Completion::RecvEnded { token, result });
+                }
+            }
+            ACCEPT => {
+                if !more {
+                    self.slot(token).accept_armed = false;
+                }
+                let result = if res >= 0 {
+                    // SAFETY: a successful accept completion carries a new fd we own.
+                    Ok(unsafe { OwnedFd::from_raw_fd(res) })
+                } else {
+                    Err(io::Error::from_raw_os_error(-res))
+                };
+                out.push(Completion::Accepted {
+                    token,
+                    result,
+                    more,
+                });
+            }
+            SEND => {
+                let Some(ctx) = self.slot(token).send.take() else {
+                    return;
+                };
+                let mut unsent = ctx.parts;
+                let result = if res >= 0 {
+                    advance(&mut unsent, res as usize);
+                    Ok(res as usize)
+                } else {
+                    Err(io::Error::from_raw_os_error(-res))
+                };
+                out.push(Completion::Sent {
+                    token,
+                    result,
+                    unsent,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Cancels every operation and waits (at most `limit`) for their final completions,
+    /// handing each to `on`. True if all came back: the ring's memory is then freed on
+    /// drop; otherwise it is leaked rather than freed under the kernel.
+    pub fn shutdown(&mut self, limit: Duration, mut on: impl FnMut(&mut Self, Completion)) -> bool {
+        let e = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(CANCEL);
+        self.push(e);
+        for t in std::mem::take(&mut self.starved) {
+            let s = self.slot(t);
+            s.starved = false;
+            s.recv_fd = None;
+        }
+        let deadline = Instant::now() + limit;
+        let mut out = Vec::new();
+        while self.in_flight > 0 && Instant::now() < deadline {
+            let ts = types::Timespec::new().nsec(10_000_000);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            self.poll(&mut out);
+            for c in out.drain(..) {
+                on(self, c);
+            }
+        }
+        if self.in_flight == 0 {
+            self.bufs.unregister(&self.ring.submitter());
+            self.shut = true;
+        }
+        self.shut
+    }
+}
+
+impl Drop for DataRing {
+    fn drop(&mut self) {
+        if !self.shut && self.in_flight == 0 {
+            self.bufs.unregister(&self.ring.submitter());
+        }
+        // Otherwise `BufRing`'s drop leaks its memory: operations may still use it.
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
+
+/// Drops the first `n` bytes of `parts`.
+fn advance(parts: &mut Vec<Bytes>, mut n: usize) {
+    let mut done = 0;
+    for p in parts.iter_mut() {
+        if n == 0 && !p.is_empty() {
+            break;
+        }
+        let take = n.min(p.len());
+        p.advance(take);
+        n -= take;
+        if p.is_empty() {
+            done += 1;
+        }
+    }
+    parts.drain(..done);
+}
