@@ -79,6 +79,8 @@ pub struct Driver {
     pub enobufs: u64,
     in_flight: usize,
     defer: bool,
+    /// The listeners are TCP (accepted sockets get TCP_NODELAY).
+    tcp: bool,
     stopping: bool,
 }
 
@@ -92,7 +94,12 @@ impl std::fmt::Debug for Driver {
 
 /// Sets up a data ring for `listeners` (non-blocking listening sockets) whose
 /// completions signal `eventfd`.
-pub fn driver(mode: RingMode, listeners: Vec<RawFd>, eventfd: RawFd) -> io::Result<Driver> {
+pub fn driver(
+    mode: RingMode,
+    listeners: Vec<RawFd>,
+    tcp: bool,
+    eventfd: RawFd,
+) -> io::Result<Driver> {
     let mut b = IoUring::builder();
     b.setup_cqsize(8192);
     match mode {
@@ -123,6 +130,7 @@ pub fn driver(mode: RingMode, listeners: Vec<RawFd>, eventfd: RawFd) -> io::Resu
         enobufs: 0,
         in_flight: 0,
         defer: mode == RingMode::Defer,
+        tcp,
         stopping: false,
     };
     for i in 0..n {
@@ -259,17 +267,18 @@ impl Driver {
                     if self.stopping {
                         return;
                     }
-                    // TCP_NODELAY for TCP sockets (fails harmlessly on Unix ones).
                     let one: libc::c_int = 1;
                     // SAFETY: valid fd and option pointer/length.
-                    unsafe {
-                        libc::setsockopt(
-                            fd.as_raw_fd(),
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            (&one as *const libc::c_int).cast(),
-                            std::mem::size_of::<libc::c_int>() as _,
-                        );
+                    if self.tcp {
+                        unsafe {
+                            libc::setsockopt(
+                                fd.as_raw_fd(),
+                                libc::IPPROTO_TCP,
+                                libc::TCP_NODELAY,
+                                (&one as *const libc::c_int).cast(),
+                                std::mem::size_of::<libc::c_int>() as _,
+                            );
+                        }
                     }
                     self.add_conn(fd);
                 }

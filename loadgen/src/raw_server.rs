@@ -273,12 +273,13 @@ fn run_ring_worker(
     if let Some(cpu) = cpu {
         let _ = monoio::utils::bind_to_cpu_set([cpu]);
     }
-    let fd = match &l {
-        crate::raw_compio::StdListener::Tcp(t) => t.as_raw_fd(),
-        crate::raw_compio::StdListener::Unix(u) => u.as_raw_fd(),
+    let (fd, tcp) = match &l {
+        crate::raw_compio::StdListener::Tcp(t) => (t.as_raw_fd(), true),
+        crate::raw_compio::StdListener::Unix(u) => (u.as_raw_fd(), false),
     };
-    let setup = crate::raw_ring::eventfd()
-        .and_then(|efd| crate::raw_ring::driver(ring, vec![fd], efd.as_raw_fd()).map(|d| (d, efd)));
+    let setup = crate::raw_ring::eventfd().and_then(|efd| {
+        crate::raw_ring::driver(ring, vec![fd], tcp, efd.as_raw_fd()).map(|d| (d, efd))
+    });
     let (driver, efd) = match setup {
         Ok(x) => x,
         Err(e) => {
