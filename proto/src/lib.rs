@@ -13,6 +13,7 @@
 //!   verification.
 //! * [`deframer`]: the streaming deframer with "need more bytes" vs "invalid".
 //! * [`chunk`]: the chunk extension (splitter and reassembler).
+//! * [`rooms`]: the rooms extension (room names, memberships, refusals).
 //! * [`session`]: the [`Session`] driving interface, `ServerSession`, `ClientSession`,
 //!   `LineSession`, and the `CloseReason` enum.
 //! * [`line`](mod@line): the opt-in line mode codec.
@@ -27,6 +28,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod header;
 pub mod line;
+pub mod rooms;
 pub mod session;
 
 pub use chunk::{split, ChunkError, ChunkFrames, ChunkLimits, Reassembled, Reassembler};
@@ -39,6 +41,7 @@ pub use error::DecodeError;
 pub use frame::{FixedHeader, FrameType, Limits};
 pub use header::{ByteStr, ChunkInfo, Header};
 pub use line::{Line, LineCodec, LineError};
+pub use rooms::{Membership, RoomError, RoomName};
 pub use session::{
     ClientSession, CloseReason, Event, Features, LineSession, Message, SendError, ServerSession,
     Session, SessionConfig, Violation,
