@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use sockchat_proto::rooms::DEFAULT_MAX_ROOMS;
 use sockchat_proto::Key;
+
+use crate::cluster::ClusterConfig;
 
 use crate::config::{
     self, available_cores, parse_bytes, parse_duration, parse_mode, ConfigError, Mode, ServerConfig,
@@ -128,6 +131,22 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub fanout_queue_len: usize,
 
+    /// Chat mode: most rooms one session may be a member of at once (the lobby counts);
+    /// a join beyond it gets an `error` frame and the session stays open.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ROOMS)]
+    pub max_rooms_per_session: usize,
+
+    /// Chat mode: a NATS broker to share rooms with other nodes through, as
+    /// nats://HOST:PORT (repeatable: tried in order, then in turn on reconnect). The node
+    /// starts and serves locally even while no broker answers.
+    #[arg(long = "cluster", value_name = "URL")]
+    pub cluster: Vec<String>,
+
+    /// This node's name in the cluster (the origin of what it publishes; unique per
+    /// node). [default: HOSTNAME-PID]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
     /// Log format (the level is set with RUST_LOG; default info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -216,9 +235,41 @@ impl Cli {
         c.stats_interval = self.stats_interval.filter(|d| !d.is_zero());
         c.fanout_queue_len = self.fanout_queue_len.max(1);
         c.fanout_queue_bytes = c.send_queue_limit.saturating_mul(8);
+        c.rooms = self.mode() == Mode::Chat;
+        c.max_rooms_per_session = self.max_rooms_per_session;
+        if !self.cluster.is_empty() {
+            c.cluster = Some(ClusterConfig {
+                urls: self.cluster.clone(),
+                node_name: self.node_name.clone().unwrap_or_else(default_node_name),
+                confirm_timeout: Duration::from_secs(2),
+            });
+        }
         c.validate(self.insecure_default_key)?;
         Ok(c)
     }
+}
+
+/// `HOSTNAME-PID`, with characters outside `[A-Za-z0-9_.-]` replaced by `_`.
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    format!(
+        "{}-{}",
+        if host.is_empty() { "node" } else { &host },
+        std::process::id()
+    )
 }
 
 #[cfg(test)]
@@ -329,6 +380,9 @@ mod tests {
             "--shutdown-grace",
             "--stats-interval",
             "--log-format",
+            "--max-rooms-per-session",
+            "--cluster",
+            "--node-name",
         ] {
             assert!(help.contains(flag), "--help lacks {flag}");
         }

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod handler;
 pub mod listener;
@@ -32,10 +33,13 @@ pub mod stats;
 pub mod timer;
 pub mod uring;
 
+mod chat;
 mod conn;
 mod fanout;
+mod rooms;
 mod worker;
 
+pub use cluster::{BrokerState, ClusterConfig, ClusterStats};
 pub use config::{ConfigError, Mode, ServerConfig};
 pub use handler::{Chat, Delivery, Echo, Handler, Peer, SessionCtx, SessionInfo, Transport};
 pub use listener::{ListenAddr, ListenError};

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::cluster::{Cluster, ClusterHandle, ClusterStats};
 use crate::config::ServerConfig;
 use crate::fanout::{self, Inbox, Mailbox};
 use crate::handler::Handler;
 use crate::listener::{self, Bound, ListenAddr, ListenError, SocketFile};
+use crate::rooms::RoomDirectory;
 use crate::stats::{CoreStats, Snapshot};
 use crate::worker;
 
@@ -40,6 +42,10 @@ pub(crate) struct Shared {
     pub(crate) sessions: AtomicUsize,
     pub(crate) mailboxes: Arc<Vec<Mailbox>>,
     pub(crate) stats: Vec<Arc<CoreStats>>,
+    /// Which cores have members of which room.
+    pub(crate) directory: Arc<RoomDirectory>,
+    /// The broker link, when clustered.
+    pub(crate) cluster: Option<ClusterHandle>,
     files: Vec<SocketFile>,
     shutdown: AtomicBool,
 }
@@ -87,6 +93,11 @@ impl ShutdownHandle {
     pub fn totals(&self) -> Snapshot {
         self.shared.totals()
     }
+
+    /// The broker link's counters and state, when clustered.
+    pub fn cluster_stats(&self) -> Option<Arc<ClusterStats>> {
+        self.shared.cluster.as_ref().map(|c| c.stats.clone())
+    }
 }
 
 /// A server not yet bound.
@@ -131,10 +142,20 @@ impl Server {
             .collect();
         let (mailboxes, inboxes) =
             fanout::mailboxes(&stats, c.fanout_queue_len, c.fanout_queue_bytes);
+        let directory = Arc::new(RoomDirectory::default());
+        let cluster = match (&c.cluster, c.rooms) {
+            (Some(cc), true) => Some(
+                Cluster::start(cc.clone(), directory.clone(), mailboxes.clone())
+                    .map_err(ServerError::Thread)?,
+            ),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             sessions: AtomicUsize::new(0),
             mailboxes,
             stats,
+            directory,
+            cluster: cluster.as_ref().map(|c| c.handle().clone()),
             files,
             shutdown: AtomicBool::new(false),
         });
@@ -144,6 +165,7 @@ impl Server {
             inboxes,
             addrs,
             shared,
+            cluster,
         })
     }
 }
@@ -156,6 +178,7 @@ pub struct BoundServer {
     inboxes: Vec<Inbox>,
     addrs: Vec<ListenAddr>,
     shared: Arc<Shared>,
+    cluster: Option<Cluster>,
 }
 
 impl BoundServer {
@@ -180,6 +203,7 @@ impl BoundServer {
             inboxes,
             addrs,
             shared,
+            mut cluster,
         } = self;
         let config = server.config.clone();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, std::io::Result<()>)>();
@@ -264,6 +288,12 @@ impl BoundServer {
         if let Some(Ok(t)) = stats_thread {
             let _ = t.join();
         }
+        if let Some(c) = cluster.as_mut() {
+            c.stop();
+            if let Some(s) = &shared.cluster {
+                tracing::info!(cluster = %s.stats.text(), "broker link stopped");
+            }
+        }
         for f in &shared.files {
             f.remove();
             tracing::debug!(path = %f.path().display(), "removed socket file");
@@ -294,6 +324,8 @@ fn stats_loop(shared: &Shared, every: Duration, stop: &mpsc::Receiver<()>) {
             bytes_out_per_s = r.bytes_out_per_s.round() as u64,
             fanout_dropped = t.fanout_dropped,
             closes = %r.closes.closes_text(),
+            room_refusals = %t.refusals_text(),
+            cluster = %shared.cluster.as_ref().map_or_else(|| "-".to_string(), |c| c.stats.text()),
             "stats"
         );
         last = t;

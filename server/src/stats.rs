@@ -5,9 +5,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use sockchat_proto::CloseReason;
+use sockchat_proto::{CloseReason, RoomError};
 
 const REASONS: usize = CloseReason::LABELS.len();
+const REFUSALS: usize = RoomError::LABELS.len();
 
 /// One core's counters.
 #[derive(Debug, Default)]
@@ -27,6 +28,8 @@ pub struct CoreStats {
     /// Chat messages for this core dropped because its inbound queue was full.
     pub fanout_dropped: AtomicU64,
     closes: [AtomicU64; REASONS],
+    /// Room requests refused with an `error` frame, by [`RoomError::index`].
+    pub(crate) room_refusals: [AtomicU64; REFUSALS],
 }
 
 impl CoreStats {
@@ -47,7 +50,12 @@ impl CoreStats {
         for (c, a) in closes.iter_mut().zip(&self.closes) {
             *c = a.load(Relaxed);
         }
+        let mut room_refusals = [0u64; REFUSALS];
+        for (c, a) in room_refusals.iter_mut().zip(&self.room_refusals) {
+            *c = a.load(Relaxed);
+        }
         Snapshot {
+            room_refusals,
             sessions: self.sessions.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
             messages_in: self.messages_in.load(Relaxed),
@@ -79,6 +87,8 @@ pub struct Snapshot {
     pub fanout_dropped: u64,
     /// Closes, indexed by [`CloseReason::index`].
     pub closes: [u64; REASONS],
+    /// Refused room requests, indexed by [`RoomError::index`].
+    pub room_refusals: [u64; REFUSALS],
 }
 
 impl Snapshot {
@@ -94,6 +104,9 @@ impl Snapshot {
             t.bytes_out += s.bytes_out;
             t.fanout_dropped += s.fanout_dropped;
             for (a, b) in t.closes.iter_mut().zip(&s.closes) {
+                *a += b;
+            }
+            for (a, b) in t.room_refusals.iter_mut().zip(&s.room_refusals) {
                 *a += b;
             }
         }
@@ -126,6 +139,26 @@ impl Snapshot {
         } else {
             parts.join(" ")
         }
+    }
+
+    /// The non-zero room refusal counters as `label=n` pairs (`-` if none).
+    pub fn refusals_text(&self) -> String {
+        let parts: Vec<String> = RoomError::LABELS
+            .iter()
+            .zip(&self.room_refusals)
+            .filter(|(_, n)| **n > 0)
+            .map(|(l, n)| format!("{l}={n}"))
+            .collect();
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+
+    /// Total refused room requests.
+    pub fn total_room_refusals(&self) -> u64 {
+        self.room_refusals.iter().sum()
     }
 
     /// Rates between `earlier` and `self`, `elapsed` apart.
