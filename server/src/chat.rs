@@ -30,6 +30,7 @@ impl Worker {
             let _ = self.rooms.join(
                 &RoomName::lobby(),
                 &rc,
+                false,
                 self.index,
                 &self.shared.directory,
                 self.shared.cluster.as_ref(),
@@ -43,9 +44,14 @@ impl Worker {
         match ev {
             Event::Joined(room) => {
                 let Some(rc) = self.rc(conn) else { return };
-                let outcome =
-                    self.rooms
-                        .join(&room, &rc, self.index, &self.shared.directory, cluster);
+                let outcome = self.rooms.join(
+                    &room,
+                    &rc,
+                    true,
+                    self.index,
+                    &self.shared.directory,
+                    cluster,
+                );
                 if outcome == JoinOutcome::Answer {
                     if let Proto::Frame(s) = &mut st.proto {
                         s.confirm_join(&room);

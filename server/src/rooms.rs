@@ -158,11 +158,13 @@ pub(crate) enum JoinOutcome {
 }
 
 impl CoreRooms {
-    /// Adds `conn` to `room` on core `core`.
+    /// Adds `conn` to `room` on core `core`. `answer`: the session asked (an implicit
+    /// lobby membership is never answered).
     pub(crate) fn join(
         &self,
         room: &RoomName,
         conn: &Rc<Conn>,
+        answer: bool,
         core: usize,
         directory: &RoomDirectory,
         cluster: Option<&ClusterHandle>,
@@ -182,7 +184,9 @@ impl CoreRooms {
         if members.in_effect {
             JoinOutcome::Answer
         } else {
-            members.waiting.push(conn.clone());
+            if answer {
+                members.waiting.push(conn.clone());
+            }
             JoinOutcome::Wait
         }
     }

@@ -80,6 +80,7 @@ impl Link {
         publish: mpsc::Receiver<(RoomName, Bytes)>,
     ) {
         let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_io()
             .enable_time()
             .build()
         {
