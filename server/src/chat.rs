@@ -144,8 +144,10 @@ impl Worker {
             room: Some(room),
             from: Some(from),
         };
-        let mut d = Delivery::default();
-        d.local = self.deliver_room(&msg, Some(from_conn));
+        let mut d = Delivery {
+            local: self.deliver_room(&msg, Some(from_conn)),
+            ..Delivery::default()
+        };
         if self.shared.mailboxes.len() > 1 {
             let room = msg.room.clone().unwrap_or_else(RoomName::lobby);
             let msg = Arc::new(msg);

@@ -379,14 +379,16 @@ impl Worker {
         content_type: Option<ByteStr>,
         content: Bytes,
     ) -> Delivery {
-        let mut d = Delivery::default();
         let msg = Broadcast {
             content_type,
             content,
             room: None,
             from: None,
         };
-        d.local = self.deliver_room(&msg, Some(from));
+        let mut d = Delivery {
+            local: self.deliver_room(&msg, Some(from)),
+            ..Delivery::default()
+        };
         if self.shared.mailboxes.len() > 1 {
             let msg = Arc::new(msg);
             for (i, mb) in self.shared.mailboxes.iter().enumerate() {
