@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use sockchat_client::{
     connect_with_retry, Addr, Backoff, Client, ClientError, ClientOptions, CloseReason, Key,

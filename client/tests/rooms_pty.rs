@@ -9,9 +9,9 @@ mod support;
 use std::time::Duration;
 
 use sockchat_client::Addr;
+use sockchat_testkit::pty::PtyChild;
+use sockchat_testkit::Server;
 use support::client;
-use support::pty::PtyChild;
-use support::real::real_server_with;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -27,9 +27,15 @@ fn in_room(addr: &Addr, room: &str) -> PtyChild {
 fn pasted_lines_are_sent_whole_while_messages_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
-    let mut server = real_server_with("127.0.0.1:0", &sock, &["--mode", "chat"]);
-    let mut alice = in_room(&server.unix, "team");
-    let mut bob = in_room(&server.tcp, "team");
+    let mut server = Server::builder()
+        .tcp_addr("127.0.0.1:0")
+        .unix_path(&sock)
+        .args(["--mode", "chat"])
+        .start();
+    let unix = Addr::Unix(server.unix.clone().expect("a Unix listener"));
+    let tcp = Addr::Tcp(server.tcp.expect("a TCP listener").to_string());
+    let mut alice = in_room(&unix, "team");
+    let mut bob = in_room(&tcp, "team");
 
     let pasted: Vec<String> = (0..12).map(|i| format!("pasted line {i} three")).collect();
     // Bob pastes everything in a few writes while Alice's messages keep arriving on his
@@ -69,5 +75,5 @@ fn pasted_lines_are_sent_whole_while_messages_arrive() {
         p.type_str("exit\r");
         assert!(p.wait(LIMIT).success(), "{}", p.output());
     }
-    assert!(server.terminate(LIMIT).success());
+    assert!(server.terminate_within(LIMIT).success());
 }

@@ -1,82 +1,32 @@
 //! The rooms extension between a `ClientSession` and a `ServerSession` in memory, on a
 //! simulated clock: negotiation, join answered only when the driver confirms, leave,
 //! refusals that keep the session open, the room a message resolves to, and deliveries
-//! with `room`/`from` only for sessions that asked.
-
-use std::sync::Arc;
-use std::time::Instant;
+//! with `room`/`from` only for sessions that asked (`sockchat_testkit::pair::Pair`).
 
 use bytes::Bytes;
 use sockchat_proto::header::{ByteStr, TEXT_UTF8};
 use sockchat_proto::session::{Features, Session};
-use sockchat_proto::{
-    ClientSession, Event, Key, RoomError, RoomName, SendError, ServerSession, SessionConfig,
-};
+use sockchat_proto::{Event, RoomError, RoomName, SendError, SessionConfig};
+use sockchat_testkit::pair::Pair;
 
-const SID: &str = "7d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6";
-
-struct Pair {
-    now: Instant,
-    server: ServerSession,
-    client: ClientSession,
-    server_events: Vec<Event>,
-    client_events: Vec<Event>,
-}
-
-impl Pair {
-    fn new(server_features: Features, client_features: Features, max_rooms: usize) -> Self {
-        let key = Arc::new(Key::reference_default());
-        let now = Instant::now(); // the only clock read
-        let server_cfg = SessionConfig {
-            features: server_features,
-            max_rooms,
-            ..SessionConfig::default()
-        };
-        let client_cfg = SessionConfig {
-            features: client_features,
-            ..SessionConfig::default()
-        };
-        let mut p = Self {
-            now,
-            server: ServerSession::new(ByteStr::from(SID), key.clone(), Arc::new(server_cfg), now),
-            client: ClientSession::new(key, Arc::new(client_cfg), now),
-            server_events: Vec::new(),
-            client_events: Vec::new(),
-        };
-        p.pump();
-        assert!(p.server.is_established() && p.client.is_established());
-        p.server_events.clear();
-        p.client_events.clear();
-        p
-    }
-
-    fn pump(&mut self) {
-        for _ in 0..100 {
-            let mut out = Vec::new();
-            self.server.poll_transmit(&mut out);
-            let to_client = !out.is_empty();
-            for b in out.drain(..) {
-                self.client.deframer_mut().extend_from_slice(&b);
-            }
-            self.client.handle_input(self.now);
-            self.client.poll_transmit(&mut out);
-            let to_server = !out.is_empty();
-            for b in out.drain(..) {
-                self.server.deframer_mut().extend_from_slice(&b);
-            }
-            self.server.handle_input(self.now);
-            while let Some(e) = self.server.poll_event() {
-                self.server_events.push(e);
-            }
-            while let Some(e) = self.client.poll_event() {
-                self.client_events.push(e);
-            }
-            if !to_client && !to_server {
-                return;
-            }
-        }
-        panic!("sessions kept talking for 100 rounds");
-    }
+/// An established pair: the server grants `server_features` with `max_rooms` per
+/// session, the client asks for `client_features`; events cleared.
+fn pair(server_features: Features, client_features: Features, max_rooms: usize) -> Pair {
+    let server_cfg = SessionConfig {
+        features: server_features,
+        max_rooms,
+        ..SessionConfig::default()
+    };
+    let client_cfg = SessionConfig {
+        features: client_features,
+        ..SessionConfig::default()
+    };
+    let mut p = Pair::new(server_cfg, client_cfg);
+    p.pump();
+    assert!(p.server.is_established() && p.client.is_established());
+    p.server_events.clear();
+    p.client_events.clear();
+    p
 }
 
 fn room(n: &str) -> RoomName {
@@ -95,7 +45,7 @@ fn joined(events: &[Event]) -> Vec<RoomName> {
 
 #[test]
 fn a_join_is_answered_only_when_the_driver_confirms_it() {
-    let mut p = Pair::new(Features::ALL, Features::ALL, 64);
+    let mut p = pair(Features::ALL, Features::ALL, 64);
     assert!(p.client.features().rooms && p.server.features().rooms);
     p.client.join(&room("ops")).unwrap();
     p.pump();
@@ -142,7 +92,7 @@ fn a_join_is_answered_only_when_the_driver_confirms_it() {
 
 #[test]
 fn refusals_keep_the_session_open() {
-    let mut p = Pair::new(Features::ALL, Features::ALL, 2);
+    let mut p = pair(Features::ALL, Features::ALL, 2);
     p.client
         .send_to_room(&room("nowhere"), Some(TEXT_UTF8), Bytes::from_static(b"x"))
         .unwrap();
@@ -184,7 +134,7 @@ fn refusals_keep_the_session_open() {
 
 #[test]
 fn deliveries_carry_room_and_from_only_for_sessions_that_asked() {
-    let mut p = Pair::new(Features::ALL, Features::ALL, 64);
+    let mut p = pair(Features::ALL, Features::ALL, 64);
     p.server
         .deliver(
             Some(TEXT_UTF8),
@@ -206,7 +156,7 @@ fn deliveries_carry_room_and_from_only_for_sessions_that_asked() {
     assert_eq!(m.from.as_deref(), Some("sender-1"));
 
     // A reference-style client: the plain three-key frame, no room, no from.
-    let mut r = Pair::new(Features::ALL, Features::NONE, 64);
+    let mut r = pair(Features::ALL, Features::NONE, 64);
     r.server
         .deliver(
             Some(TEXT_UTF8),
@@ -233,7 +183,7 @@ fn deliveries_carry_room_and_from_only_for_sessions_that_asked() {
 
 #[test]
 fn an_echo_server_does_not_grant_rooms() {
-    let p = Pair::new(Features::CHUNK, Features::ALL, 64);
+    let p = pair(Features::CHUNK, Features::ALL, 64);
     assert!(!p.client.features().rooms);
     assert!(p.client.features().chunk);
 }

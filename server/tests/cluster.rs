@@ -3,18 +3,12 @@
 //! `room`/`from`, isolation, no copy to the sender, reference clients in the lobby, join
 //! answered only once the subscription holds, broker loss and return, max_payload.
 
-#[path = "support/nats.rs"]
-mod nats;
-#[path = "support/rooms.rs"]
-mod rooms_support;
-mod support;
-
 use std::time::{Duration, Instant};
 
-use nats::Nats;
-use rooms_support::*;
 use sockchat_proto::FrameType;
-use support::*;
+use sockchat_testkit::nats::Nats;
+use sockchat_testkit::rooms::*;
+use sockchat_testkit::*;
 
 fn node(nats: &Nats, name: &str) -> Server {
     Server::builder()

@@ -2,15 +2,11 @@
 //! rooms, `room`/`from` on deliveries, refusals that keep the session open, reference
 //! clients in the lobby, and a slow consumer in a 1,000-member room.
 
-#[path = "support/rooms.rs"]
-mod rooms_support;
-mod support;
-
 use std::time::Duration;
 
-use rooms_support::*;
 use sockchat_proto::FrameType;
-use support::*;
+use sockchat_testkit::rooms::*;
+use sockchat_testkit::*;
 
 fn chat_server(cores: u32) -> Server {
     Server::builder()

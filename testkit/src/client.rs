@@ -288,6 +288,19 @@ impl Client {
         text
     }
 
+    /// Asserts nothing arrives for `d` (the connection stays open and quiet). A bounded
+    /// wait for something *not* to happen is the only way to show it did not.
+    pub fn expect_silence(&mut self, d: Duration) {
+        match self.read_frame(d) {
+            Err(ReadError::Timeout) => {}
+            other => panic!(
+                "[{:?}] expected silence, got {:?}",
+                self.transport,
+                other.map(|f| describe(&[f]))
+            ),
+        }
+    }
+
     /// Starts a thread writing `data` on a clone of the stream (so the caller can read
     /// concurrently and neither side's buffers can deadlock the exchange).
     pub fn spawn_writer(&self, data: Vec<u8>) -> JoinHandle<io::Result<()>> {

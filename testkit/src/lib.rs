@@ -14,6 +14,10 @@
 //!   the client's tests, that can drop a connection, inject a message or restart.
 //! * [`hostile`]: the hostile-client arena: a bystander session doing round trips on the
 //!   same core while an offender works, and the server's counters at exit.
+//! * [`rooms`]: the rooms extension from a test's side (join, leave, room messages and
+//!   deliveries, refusals).
+//! * [`nats`]: a real NATS broker (`nats-server`) on a free loopback port, for the
+//!   cluster tests.
 //! * [`process`] and [`pty`]: a CLI under test, run with a time limit, in the background,
 //!   or on a pseudo-terminal.
 //! * [`procfs`]: a process's memory and descriptors from `/proc`, a peer's unread bytes,
@@ -26,10 +30,12 @@ pub mod echo_double;
 pub mod frames;
 pub mod hostile;
 pub mod line_client;
+pub mod nats;
 pub mod pair;
 pub mod process;
 pub mod procfs;
 pub mod pty;
+pub mod rooms;
 pub mod server;
 pub mod transport;
 

@@ -1,11 +1,10 @@
-//! A real `nats-server` child for the cluster tests: started on a free loopback port in
-//! its own temp dir, stopped by PID (SIGTERM, then SIGKILL from `Drop`). `.ci/run`
+//! A real NATS broker (`nats-server`) for the cluster tests: started on a free loopback
+//! port in its own temp dir, stopped by PID (SIGKILL, from [`Nats::kill`] or `Drop`). `.ci/run`
 //! installs the Debian package when it is missing; without it these tests fail and say
 //! how to install it.
 
-use std::net::TcpListener;
-use std::net::TcpStream;
-use std::path::PathBuf;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ fn binary() -> PathBuf {
         "/usr/bin/nats-server",
         "/usr/local/bin/nats-server",
     ] {
-        if std::path::Path::new(p).exists() {
+        if Path::new(p).exists() {
             return PathBuf::from(p);
         }
     }
@@ -41,9 +40,9 @@ fn binary() -> PathBuf {
     PathBuf::from(found)
 }
 
-/// A loopback port nobody listens on now (below the ephemeral range is not needed: the
-/// broker binds it at once).
-pub fn free_port() -> u16 {
+/// A loopback port nobody listens on now (the broker binds it at once, so the window for
+/// another process to take it is short).
+fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
 }

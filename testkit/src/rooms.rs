@@ -1,9 +1,10 @@
-//! Rooms-extension helpers on top of the support `Client` (join, leave, send to a room,
-//! read a room delivery), for the one-node and cluster room tests.
+//! The rooms extension from a test's side, on top of [`Client`]: the handshake asking for
+//! rooms, join, leave, a message to a room, a room delivery, a refusal that keeps the
+//! session open. For the one-node and cluster room tests.
 
 use sockchat_proto::{ByteStr, FrameType, Header};
 
-use super::*;
+use crate::{build_frame_with, Client, Server, Transport, SHORT, TEXT_UTF8};
 
 /// Completes the handshake asking for chunk and rooms; checks what was granted.
 pub fn handshake_rooms(c: &mut Client, expect_rooms: bool) {
@@ -61,10 +62,12 @@ pub fn room_request(c: &mut Client, kind: FrameType, room: &str) {
     );
 }
 
+/// Joins `room` and expects the answer.
 pub fn join(c: &mut Client, room: &str) {
     room_request(c, FrameType::Join, room);
 }
 
+/// Leaves `room` and expects the answer.
 pub fn leave(c: &mut Client, room: &str) {
     room_request(c, FrameType::Leave, room);
 }
@@ -80,6 +83,7 @@ pub fn room_message(c: &Client, room: Option<&str>, ct: Option<&str>, content: &
     build_frame_with(&c.key, &h, content)
 }
 
+/// Sends a text message to `room` (to the lobby when `None`).
 pub fn say(c: &mut Client, room: Option<&str>, content: &[u8]) {
     let f = room_message(c, room, Some(TEXT_UTF8), content);
     c.send(&f);
