@@ -209,7 +209,17 @@ fn room_command(state: &State, cmd: Input<'_>) {
             None => say("not connected".into()),
         },
         Input::Leave(r) => match &client {
-            Some(c) => sent(c.leave(r)),
+            Some(c) => {
+                let r_sent = c.leave(r);
+                // Typing goes to the lobby as soon as the leave is sent, not when its
+                // answer arrives: the next prompt is drawn right after this returns and
+                // cannot change while the editor waits, and a line typed meanwhile
+                // would go to a room being left.
+                if r_sent.is_ok() && inner.current == r {
+                    inner.current = LOBBY.to_string();
+                }
+                sent(r_sent);
+            }
             None => say("not connected".into()),
         },
         Input::Select(r) => {
