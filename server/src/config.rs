@@ -80,6 +80,30 @@ pub struct ServerConfig {
     pub fanout_queue_len: usize,
     /// Capacity, in content bytes, of each core's inbound chat queue.
     pub fanout_queue_bytes: usize,
+    /// Address of the admin HTTP endpoint; `None`: off.
+    pub admin: Option<SocketAddr>,
+    /// Most sessions at once from one peer (TCP: IP address; Unix: uid); `None`: off.
+    pub max_sessions_per_peer: Option<usize>,
+    /// Per-session message rate; `None`: off.
+    pub rate_limit: Option<RateLimit>,
+    /// TCP listeners expect a PROXY protocol header first.
+    pub proxy_protocol: bool,
+    /// Bytes for partial frames, partial chunked messages and send queues, all cores
+    /// together.
+    pub memory_budget: u64,
+    /// Time a chunked message has to complete.
+    pub message_timeout: Duration,
+    /// Time over which a drain disconnects the sessions.
+    pub drain_period: Duration,
+}
+
+/// `--max-messages-per-sec` and its burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Messages per second, sustained.
+    pub per_sec: u32,
+    /// Messages accepted at once after a quiet spell.
+    pub burst: u32,
 }
 
 impl ServerConfig {
@@ -103,6 +127,13 @@ impl ServerConfig {
             stats_interval: None,
             fanout_queue_len: 4096,
             fanout_queue_bytes: 64 * 1024 * 1024,
+            admin: None,
+            max_sessions_per_peer: None,
+            rate_limit: None,
+            proxy_protocol: false,
+            memory_budget: crate::memory_budget::default_budget(),
+            message_timeout: Duration::from_secs(60),
+            drain_period: Duration::from_secs(30),
         }
     }
 
@@ -132,6 +163,23 @@ impl ServerConfig {
         }
         if self.handshake_timeout.is_zero() || self.session_timeout.is_zero() {
             return Err(invalid("timeouts", "must be greater than zero"));
+        }
+        if self.max_sessions_per_peer == Some(0) {
+            return Err(invalid("--max-sessions-per-peer", "must be at least 1"));
+        }
+        if let Some(r) = self.rate_limit {
+            if r.per_sec == 0 || r.burst == 0 {
+                return Err(invalid(
+                    "--max-messages-per-sec/--messages-burst",
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.memory_budget == 0 {
+            return Err(invalid("--memory-budget", "must be at least 1"));
+        }
+        if self.message_timeout.is_zero() {
+            return Err(invalid("--message-timeout", "must be greater than zero"));
         }
         if self.unix_mode > 0o777 {
             return Err(invalid("--unix-mode", "permission bits only (at most 777)"));

@@ -36,6 +36,8 @@ pub(crate) const WAKE_OUTPUT: u8 = 1;
 pub(crate) const WAKE_SHUTDOWN: u8 = 2;
 /// Abandon the connection now (slow consumer, or a write stalled for the timeout).
 pub(crate) const WAKE_ABORT: u8 = 4;
+/// ops hook: lame-duck drain, `disconnect` "Server draining" (see `drain.rs`).
+pub(crate) const WAKE_DRAIN: u8 = 8;
 
 /// Read at least this much per read (unless finishing a frame whose size is known).
 const MIN_READ: usize = 2048;
@@ -82,6 +84,8 @@ pub(crate) struct ConnState {
     pub(crate) info: SessionInfo,
     /// Set when the session reported `Event::Closed`.
     pub(crate) close_reason: Option<CloseReason>,
+    /// Counted against `--max-sessions-per-peer` (given back when it ends).
+    pub(crate) peer_counted: bool,
 }
 
 /// A connection as its core sees it.
@@ -243,6 +247,12 @@ async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
                 .proto
                 .close(CloseReason::ServerShutdown);
         }
+        if flags & WAKE_DRAIN != 0 {
+            conn.state
+                .borrow_mut()
+                .proto
+                .close(CloseReason::ServerDraining);
+        }
         core.process(conn, &mut conn.state.borrow_mut());
 
         let queued = conn.state.borrow().proto.queued_bytes() > 0;
@@ -340,7 +350,7 @@ fn read<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) {
             let first = st.info.bytes_in == 0;
             st.info.bytes_in += n as u64;
             core.count_bytes_in(n);
-            if first && core.config.line_mode && buf.first() != Some(&MAGIC[0]) {
+            if first && core.config().line_mode && buf.first() != Some(&MAGIC[0]) {
                 core.switch_to_line(&mut st, now);
             }
             st.proto.put_buffer(buf);
@@ -415,7 +425,7 @@ async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<
         if conn.write_since.get().is_none() {
             let now = Instant::now();
             conn.write_since.set(Some(now));
-            core.schedule(conn, now + core.config.session_timeout);
+            core.schedule(conn, now + core.config().session_timeout);
         }
         read_open &= !conn.state.borrow().proto.is_closed();
         let wake = {

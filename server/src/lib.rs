@@ -21,10 +21,14 @@
 //! # Ok::<(), sockchat_server::ServerError>(())
 //! ```
 
+pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 pub mod handler;
 pub mod listener;
+pub mod memory_budget;
+pub mod notify;
 pub mod pool;
 pub mod server;
 pub mod shutdown;
@@ -33,11 +37,15 @@ pub mod timer;
 pub mod uring;
 
 mod conn;
+mod drain;
 mod fanout;
+mod peer_limits;
+mod proxy_protocol;
+mod reload;
 mod worker;
 
 pub use config::{ConfigError, Mode, ServerConfig};
 pub use handler::{Chat, Delivery, Echo, Handler, Peer, SessionCtx, SessionInfo, Transport};
 pub use listener::{ListenAddr, ListenError};
-pub use server::{BoundServer, Server, ServerError, ShutdownHandle};
+pub use server::{BoundServer, Phase, Server, ServerError, ShutdownHandle};
 pub use stats::Snapshot;
