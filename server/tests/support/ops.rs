@@ -144,10 +144,20 @@ impl NotifySocket {
     /// Waits for a datagram holding the line `want` (e.g. `READY=1`); every datagram
     /// read on the way is kept in `seen`.
     pub fn expect(&mut self, want: &str, timeout: Duration) -> String {
+        self.expect_from(0, want, timeout)
+    }
+
+    /// Like [`expect`](Self::expect), for a datagram at index `from` of `seen` or later.
+    pub fn expect_from(&mut self, from: usize, want: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         let mut buf = vec![0u8; 4096];
         loop {
-            if let Some(d) = self.seen.iter().find(|d| d.lines().any(|l| l == want)) {
+            let found = self
+                .seen
+                .iter()
+                .skip(from)
+                .find(|d| d.lines().any(|l| l == want));
+            if let Some(d) = found {
                 return d.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
