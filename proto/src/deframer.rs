@@ -114,6 +114,46 @@ impl Deframer {
         verify(key, &fixed, raw).map(Decoded::Frame)
     }
 
+    /// Like [`decode`](Self::decode), verifying with each of `keys` in turn (a frame that
+    /// fails every one is [`DecodeError::HmacMismatch`]); also returns the index of the
+    /// key that verified it. The CRCs are checked by every attempt, so only the HMAC is
+    /// computed again per extra key; only a session's first frame is decoded this way.
+    pub fn decode_any(
+        &mut self,
+        keys: &[std::sync::Arc<Key>],
+    ) -> Result<(Decoded, usize), DecodeError> {
+        let Some((first, rest)) = keys.split_first() else {
+            return Err(DecodeError::HmacMismatch);
+        };
+        let Some(fixed) = FixedHeader::parse(&self.buf, &self.limits)? else {
+            return Ok((Decoded::NeedMore(FIXED_HEADER_LEN - self.buf.len()), 0));
+        };
+        if self.buf.len() < fixed.frame_len() || rest.is_empty() {
+            return self.decode(first).map(|d| (d, 0));
+        }
+        let raw = self.buf.split_to(fixed.frame_len()).freeze();
+        let mut last = DecodeError::HmacMismatch;
+        for (i, key) in keys.iter().enumerate() {
+            match verify(key, &fixed, raw.clone()) {
+                Ok(frame) => return Ok((Decoded::Frame(frame), i)),
+                Err(DecodeError::HmacMismatch) => last = DecodeError::HmacMismatch,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    /// Bytes this deframer would reserve, beyond what it holds, to receive the frame
+    /// whose fixed header is at the front of the buffer (0 when none is, or when its
+    /// buffer is already large enough). What a memory budget checks before
+    /// [`decode`](Self::decode) reserves it.
+    pub fn pending_reservation(&self) -> usize {
+        match self.pending() {
+            Some(f) => f.frame_len().saturating_sub(self.buf.capacity()),
+            None => 0,
+        }
+    }
+
     /// Call at end of input: an error if a partial frame is buffered.
     pub fn finish(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
@@ -124,5 +164,61 @@ impl Deframer {
             None => FIXED_HEADER_LEN.saturating_sub(self.buf.len()).max(1),
         };
         Err(DecodeError::Truncated { missing })
+    }
+}
+
+#[cfg(test)]
+mod key_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::codec::encode_into;
+    use crate::frame::FrameType;
+    use crate::header::{Header, OCTET_STREAM};
+
+    fn frame(key: &Key, content: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        let h = Header::new(FrameType::Message, Some(OCTET_STREAM), None);
+        encode_into(key, &h, content, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn decode_any_names_the_key_that_verified() {
+        let (a, b, c) = (
+            Arc::new(Key::new(b"a")),
+            Arc::new(Key::new(b"b")),
+            Arc::new(Key::new(b"c")),
+        );
+        let mut d = Deframer::new(Limits::default());
+        d.extend_from_slice(&frame(&b, b"signed with b"));
+        d.extend_from_slice(&frame(&c, b"signed with c"));
+        let (got, i) = d.decode_any(&[a.clone(), b.clone()]).unwrap();
+        assert!(matches!(got, Decoded::Frame(f) if &f.content[..] == b"signed with b"));
+        assert_eq!(i, 1);
+        assert_eq!(
+            d.decode_any(&[a.clone(), b.clone()]).unwrap_err(),
+            DecodeError::HmacMismatch
+        );
+        // One key: plain decode.
+        let mut d = Deframer::new(Limits::default());
+        d.extend_from_slice(&frame(&a, b"x"));
+        assert!(matches!(
+            d.decode_any(&[a]).unwrap(),
+            (Decoded::Frame(_), 0)
+        ));
+    }
+
+    #[test]
+    fn pending_reservation_is_known_before_decode_reserves() {
+        let key = Key::new(b"k");
+        let big = frame(&key, &vec![7u8; 200_000]);
+        let mut d = Deframer::new(Limits::default());
+        assert_eq!(d.pending_reservation(), 0);
+        d.extend_from_slice(&big[..100]);
+        let want = big.len() - d.buffer_mut().capacity();
+        assert_eq!(d.pending_reservation(), want);
+        assert!(matches!(d.decode(&key).unwrap(), Decoded::NeedMore(_)));
+        assert_eq!(d.pending_reservation(), 0, "reserved by decode");
     }
 }
