@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use sockchat_proto::Key;
+use sockchat_proto::{Key, KeyRing};
 
 use crate::config::{
-    self, available_cores, parse_bytes, parse_duration, parse_mode, ConfigError,
-    Mode, RateLimit, ServerConfig,
+    self, available_cores, parse_bytes, parse_duration, parse_mode, ConfigError, Mode, RateLimit,
+    ServerConfig,
 };
 use crate::config_file::{self, ConfigFileError};
+use crate::keys::load_key_ring;
 use crate::memory_budget;
 
 /// Default TCP address (the reference's).
@@ -69,9 +70,11 @@ pub struct Cli {
     #[arg(long)]
     pub line_mode: bool,
 
-    /// File holding the shared HMAC key (must not be accessible by group or others; one
-    /// trailing newline is ignored). Without it the reference default key is used, with a
-    /// warning, and only on loopback/Unix listeners.
+    /// File holding the shared HMAC keys, one per line (must not be accessible by group
+    /// or others): the first signs new sessions, every one is accepted from clients, and
+    /// a session answers with the key its client used; re-read on SIGHUP. Without it
+    /// the reference default key is used, with a warning, and only on loopback/Unix
+    /// listeners.
     #[arg(long, value_name = "PATH", env = "SOCKCHAT_KEY_FILE")]
     pub key_file: Option<PathBuf>,
 
@@ -286,11 +289,11 @@ impl Cli {
 
     /// Loads the key and builds the validated configuration.
     pub fn to_config(&self) -> Result<ServerConfig, ConfigError> {
-        let (key, default_key) = match &self.key_file {
-            Some(p) => (sockchat_os::read_key_file(p)?, false),
-            None => (Key::reference_default(), true),
+        let (keys, default_key) = match &self.key_file {
+            Some(p) => (load_key_ring(p)?, false),
+            None => (KeyRing::single(Arc::new(Key::reference_default())), true),
         };
-        let mut c = ServerConfig::new(Arc::new(key), default_key);
+        let mut c = ServerConfig::with_keys(Arc::new(keys), default_key);
         if self.tcp.is_empty() && self.unix.is_empty() {
             c.tcp
                 .push(DEFAULT_TCP.parse().expect("valid default address"));

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sockchat_proto::chunk::ChunkLimits;
 use sockchat_proto::frame::{Limits, MAX_CONTENT_LEN, MAX_HEADER_LEN};
-use sockchat_proto::{Features, Key, SessionConfig};
+use sockchat_proto::{Features, Key, KeyRing, SessionConfig};
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +56,8 @@ pub struct ServerConfig {
     pub line_mode: bool,
     /// Number of runtimes (threads).
     pub cores: usize,
-    /// The shared secret.
-    pub key: Arc<Key>,
+    /// The shared keys: the first signs new sessions, every one verifies a client's ack.
+    pub keys: Arc<KeyRing>,
     /// True when `key` is the reference default.
     pub default_key: bool,
     /// Time allowed for the `session_ack`.
@@ -107,15 +107,20 @@ pub struct RateLimit {
 }
 
 impl ServerConfig {
-    /// A configuration with the documented defaults, listening nowhere yet.
+    /// A configuration with the documented defaults and one key, listening nowhere yet.
     pub fn new(key: Arc<Key>, default_key: bool) -> Self {
+        Self::with_keys(Arc::new(KeyRing::single(key)), default_key)
+    }
+
+    /// Same, with several keys (the first signs new sessions).
+    pub fn with_keys(keys: Arc<KeyRing>, default_key: bool) -> Self {
         Self {
             tcp: Vec::new(),
             unix: Vec::new(),
             unix_mode: 0o660,
             line_mode: false,
             cores: available_cores(),
-            key,
+            keys,
             default_key,
             handshake_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(30),
@@ -282,6 +287,9 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -62,6 +62,7 @@ fn reload(argv: &[OsString], first: &Cli, handle: &ShutdownHandle, filter: &Filt
             }
             let config = handle.config();
             tracing::info!(
+                keys = config.keys.len(),
                 max_sessions = config.max_sessions,
                 max_sessions_per_peer = ?config.max_sessions_per_peer,
                 memory_budget = config.memory_budget,

@@ -282,7 +282,7 @@ impl Worker {
         let sid = ByteStr::from(uuid::Uuid::new_v4().hyphenated().to_string());
         let session = ServerSession::new(
             sid.clone(),
-            config.key.clone(),
+            config.keys.signing().clone(),
             self.session_config.borrow().clone(),
             now,
         );
@@ -622,7 +622,7 @@ fn reject_frame(config: &ServerConfig, reason: &CloseReason) -> Bytes {
     let header = Header::new(FrameType::Error, Some(OCTET_STREAM), None);
     // A short, non-empty content: encoding cannot fail.
     let _ = encode_into(
-        &config.key,
+        config.keys.signing(),
         &header,
         reason.wire_reason().as_bytes(),
         &mut out,
