@@ -29,6 +29,7 @@ use sockchat_proto::frame::MAGIC;
 use sockchat_proto::{CloseReason, LineSession, ServerSession, Session};
 
 use crate::handler::SessionInfo;
+use crate::rate_limit::{self, RateState};
 use crate::worker::Worker;
 
 /// Wake-up reasons, set by other tasks.
@@ -86,6 +87,8 @@ pub(crate) struct ConnState {
     pub(crate) close_reason: Option<CloseReason>,
     /// Counted against `--max-sessions-per-peer` (given back when it ends).
     pub(crate) peer_counted: bool,
+    /// `--max-messages-per-sec` (boxed: nothing for sessions without a rate).
+    pub(crate) rate: Option<Box<RateState>>,
 }
 
 /// A connection as its core sees it.
@@ -141,6 +144,14 @@ impl Conn {
 
     fn has_flag(&self, flag: u8) -> bool {
         self.flags.get() & flag != 0
+    }
+
+    pub(crate) fn has_wake_flags(&self) -> bool {
+        self.flags.get() != 0
+    }
+
+    pub(crate) fn register_waker(&self, waker: &Waker) {
+        self.register(waker);
     }
 }
 
@@ -275,6 +286,12 @@ async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
             return;
         }
 
+        // ops hook: --max-messages-per-sec stops reading until the bucket refills.
+        let paused = rate_limit::paused_until(&conn.state.borrow());
+        if let Some(until) = paused {
+            Box::pin(rate_limit::pause(core, conn, until)).await;
+            continue;
+        }
         conn.state.borrow_mut().proto.shrink_idle();
         let wake = {
             let fut = stream.wait_readable();
@@ -354,9 +371,13 @@ fn read<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) {
                 core.switch_to_line(&mut st, now);
             }
             st.proto.put_buffer(buf);
-            // Event by event, so replies go out in the order of the requests.
+            // Event by event, so replies go out in the order of the requests; a rate
+            // limit that runs out leaves the rest buffered (ops hook).
             while st.proto.handle_input_until_event(now) {
                 core.process(conn, &mut st);
+                if rate_limit::paused_until(&st).is_some() {
+                    break;
+                }
             }
         }
         Err(e)
@@ -428,10 +449,12 @@ async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<
             core.schedule(conn, now + core.config().session_timeout);
         }
         read_open &= !conn.state.borrow().proto.is_closed();
+        // ops hook: a rate-limited session is not read while it waits to write either.
+        let read_now = read_open && rate_limit::paused_until(&conn.state.borrow()).is_none();
         let wake = {
             let w = stream.wait_writable();
             let mut w = pin!(w);
-            let r = read_open.then(|| stream.wait_readable());
+            let r = read_now.then(|| stream.wait_readable());
             let mut r = pin!(r);
             poll_fn(|cx| {
                 if conn.has_flag(WAKE_ABORT) {

@@ -42,6 +42,7 @@ mod drain;
 mod fanout;
 mod peer_limits;
 mod proxy_protocol;
+mod rate_limit;
 mod reload;
 mod worker;
 

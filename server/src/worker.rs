@@ -32,6 +32,7 @@ use crate::memory_budget::CoreBudget;
 use crate::peer_limits::PeerKey;
 use crate::pool::BufPool;
 use crate::proxy_protocol;
+use crate::rate_limit::{self, RateState};
 use crate::server::Shared;
 use crate::stats::CoreStats;
 use crate::timer::CoreTimers;
@@ -306,6 +307,7 @@ impl Worker {
                 info,
                 close_reason: None,
                 peer_counted,
+                rate: RateState::for_config(self),
             },
         ));
         if let Some(t) = deadline {
@@ -363,6 +365,7 @@ impl Worker {
                         continue;
                     }
                     CoreStats::add(&self.stats.messages_in, 1);
+                    rate_limit::on_message(st, &self.stats);
                     let mut ctx = SessionCtx {
                         core: self,
                         conn_id: conn.id,
