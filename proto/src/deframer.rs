@@ -74,6 +74,11 @@ impl Deframer {
         self.buf = buf;
     }
 
+    /// Capacity of the receive buffer (what it holds in memory).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -14,6 +14,7 @@ use crate::codec::{Frame, Key};
 use crate::deframer::Deframer;
 use crate::frame::FrameType;
 use crate::header::{ByteStr, Header, OCTET_STREAM};
+use crate::keyring::KeyRing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -52,6 +53,15 @@ impl ClientSession {
             next_ping: now,
             ping_sent: None,
         }
+    }
+
+    /// A new session holding several keys (a key rotation): the server's
+    /// `session_init` may be signed with any of them, and the session then answers with,
+    /// and only accepts, the key that verified it.
+    pub fn with_keys(keys: Arc<KeyRing>, config: Arc<SessionConfig>, now: Instant) -> Self {
+        let mut s = Self::new(keys.signing().clone(), config, now);
+        s.core.set_ring(keys);
+        s
     }
 
     /// The session id the server assigned, once `session_init` arrived.
@@ -176,7 +186,7 @@ impl ClientSession {
                     }
                 }
             }
-            FrameType::Chunk => self.core.on_chunk(&frame),
+            FrameType::Chunk => self.core.on_chunk(&frame, now),
             FrameType::Disconnect => {
                 let reason = disconnect_reason(&frame.content);
                 let reason = if reason == "Server shutting down" {

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -13,6 +14,12 @@ use crate::codec::{encode_into, encode_parts, Frame, Key};
 use crate::deframer::{Decoded, Deframer};
 use crate::frame::{FrameType, MAX_CONTENT_LEN};
 use crate::header::{ByteStr, Header, OCTET_STREAM};
+use crate::keyring::KeyRing;
+
+/// Frames up to this size (fixed header, header JSON and content) are received whatever
+/// the memory allowance: a session holds at most one such partial frame, so they are
+/// what a server keeps serving when its memory budget is spent.
+pub const SMALL_FRAME: usize = 64 * 1024;
 
 /// The parts of a session both roles share: codec state, queues, chunking.
 #[derive(Debug)]
@@ -28,6 +35,12 @@ pub(crate) struct FramedCommon {
     next_message_id: u64,
     pub(crate) closed: bool,
     side: Side,
+    /// Before the first frame: every key that may verify it (then `key` becomes the one
+    /// that did). `None` with a single key.
+    ring: Option<Arc<KeyRing>>,
+    /// Bytes this session may still reserve for large frames and new chunked messages
+    /// (the driver's share of a memory budget); see `set_memory_allowance`.
+    allowance: u64,
 }
 
 impl FramedCommon {
@@ -45,7 +58,35 @@ impl FramedCommon {
             next_message_id: 0,
             closed: false,
             side,
+            ring: None,
+            allowance: u64::MAX,
         }
+    }
+
+    /// Several keys for the first frame: it may be signed with any of them, and the
+    /// session then speaks with that one. `key` (signing what is sent before) should be
+    /// the ring's signing key.
+    pub(crate) fn set_ring(&mut self, ring: Arc<KeyRing>) {
+        self.ring = (ring.len() > 1).then_some(ring);
+    }
+
+    pub(crate) fn set_allowance(&mut self, bytes: u64) {
+        self.allowance = bytes;
+    }
+
+    /// Bytes held for input that a memory budget counts: partial chunked messages, and a
+    /// receive buffer grown past [`SMALL_FRAME`] for a large frame.
+    pub(crate) fn held_input_bytes(&self) -> u64 {
+        let buf = self.deframer.capacity();
+        let buf = if buf > SMALL_FRAME { buf as u64 } else { 0 };
+        self.reassembly_bytes() + buf
+    }
+
+    /// When the oldest partial chunked message runs out of time.
+    pub(crate) fn message_deadline(&self) -> Option<Instant> {
+        let timeout = self.config.message_timeout?;
+        let opened = self.reassembler.as_ref()?.oldest_open()?;
+        Some(opened + timeout)
     }
 
     /// Decodes one buffered frame; `None` when more bytes are needed or the session is
@@ -54,7 +95,29 @@ impl FramedCommon {
         if self.closed {
             return None;
         }
-        match self.deframer.decode(&self.key) {
+        // The memory budget: decode reserves a large frame's whole buffer as soon as its
+        // fixed header is in; refuse it before that if the allowance cannot cover it.
+        let need = self.deframer.pending_reservation() as u64;
+        if need > 0 {
+            let large = self.deframer.pending_frame_len().unwrap_or(0) > SMALL_FRAME;
+            if large && need > self.allowance {
+                self.close(CloseReason::MemoryBudget);
+                return None;
+            }
+            self.allowance = self.allowance.saturating_sub(need);
+        }
+        let decoded = match self.ring.take() {
+            // The first frame: whichever key verifies it is the session's from now on.
+            Some(ring) => self.deframer.decode_any(ring.keys()).map(|(d, i)| {
+                match d {
+                    Decoded::Frame(_) => self.key = ring.keys()[i].clone(),
+                    Decoded::NeedMore(_) => self.ring = Some(ring),
+                }
+                d
+            }),
+            None => self.deframer.decode(&self.key),
+        };
+        match decoded {
             Ok(Decoded::Frame(f)) => Some(f),
             Ok(Decoded::NeedMore(_)) => None,
             Err(e) => {
@@ -124,8 +187,8 @@ impl FramedCommon {
         Ok(())
     }
 
-    /// Handles a `chunk` frame; emits the message when it is complete.
-    pub(crate) fn on_chunk(&mut self, frame: &Frame) {
+    /// Handles a `chunk` frame received at `now`; emits the message when it is complete.
+    pub(crate) fn on_chunk(&mut self, frame: &Frame, now: Instant) {
         if !self.features.chunk {
             self.close(CloseReason::ProtocolViolation(
                 Violation::ChunkWithoutFeature,
@@ -138,10 +201,31 @@ impl FramedCommon {
             return;
         };
         let limits = self.config.chunk;
+        // The memory budget: a chunk that opens a new message reserves its total_len.
+        // (One above the message limit is left to the reassembler's own error.)
+        let opens = info.count > 1
+            && info.total_len <= limits.max_message_len
+            && !self
+                .reassembler
+                .as_ref()
+                .is_some_and(|r| r.is_open(&info.message_id));
+        if opens {
+            if info.total_len > self.allowance {
+                self.close(CloseReason::MemoryBudget);
+                return;
+            }
+            self.allowance -= info.total_len;
+        }
         let r = self
             .reassembler
             .get_or_insert_with(|| Box::new(Reassembler::new(limits)));
-        match r.push(info, frame.header.content_type.as_ref(), &frame.content) {
+        let opened = self.config.message_timeout.map(|_| now);
+        match r.push_at(
+            info,
+            frame.header.content_type.as_ref(),
+            &frame.content,
+            opened,
+        ) {
             Ok(Some(m)) => {
                 if r.partial_count() == 0 {
                     // Release the bookkeeping of an idle session.

@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use client::ClientSession;
+pub use common::SMALL_FRAME;
 pub use driver::Session;
 pub use line::LineSession;
 pub use outbox::Outbox;
@@ -87,6 +88,10 @@ pub struct SessionConfig {
     pub max_chunk: usize,
     /// Server: the features it offers. Client: the features it asks for.
     pub features: Features,
+    /// Server: time a chunked message has to complete once its first chunk arrived;
+    /// after it the session is closed with [`CloseReason::MessageTimeout`]. `None`: no
+    /// limit (only `chunk.max_partial` bounds partial messages).
+    pub message_timeout: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -99,6 +104,7 @@ impl Default for SessionConfig {
             chunk: ChunkLimits::default(),
             max_chunk: 1024 * 1024,
             features: Features::ALL,
+            message_timeout: None,
         }
     }
 }
