@@ -211,6 +211,7 @@ impl ServerConfig {
                 ..ChunkLimits::default()
             },
             features: Features::ALL,
+            message_timeout: Some(self.message_timeout),
             ..SessionConfig::default()
         }
     }

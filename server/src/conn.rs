@@ -103,6 +103,8 @@ pub(crate) struct Conn {
     pub(crate) inflight: Cell<usize>,
     /// When the write in flight started or last made progress.
     pub(crate) write_since: Cell<Option<Instant>>,
+    /// (send queue, held input) bytes charged to the core's memory budget.
+    pub(crate) charged: Cell<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -124,6 +126,7 @@ impl Conn {
             timer_at: Cell::new(None),
             inflight: Cell::new(0),
             write_since: Cell::new(None),
+            charged: Cell::new((0, 0)),
         }
     }
 
@@ -329,6 +332,8 @@ async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
 /// reply is queued one ring round trip earlier.
 fn read<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) {
     let mut st = conn.state.borrow_mut();
+    // ops hook: what the session may reserve of the core's memory budget.
+    core.grant_allowance(&mut st);
     let mut buf = st.proto.take_buffer();
     if buf.capacity() == 0 {
         buf = core.pool.get();
@@ -398,6 +403,8 @@ fn read<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) {
         let buf = st.proto.take_buffer();
         core.pool.put(buf);
     }
+    // ops hook: charge what the session now holds to the core's memory budget.
+    core.charge(conn, &st);
 }
 
 /// What woke a blocked writer.
@@ -491,6 +498,8 @@ async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<
     };
     conn.inflight.set(0);
     conn.write_since.set(None);
+    // ops hook: the send queue shrank (memory budget, send_queue_bytes gauge).
+    core.charge(conn, &conn.state.borrow());
     result
 }
 

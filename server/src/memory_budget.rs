@@ -78,6 +78,7 @@ impl CoreBudget {
     }
 
     /// Bytes charged now.
+    #[cfg(test)]
     pub(crate) fn used(&self) -> u64 {
         self.used.get()
     }

@@ -76,6 +76,8 @@ pub struct Worker {
     pub(crate) draining: Cell<bool>,
     /// Set once the drain told every session (see `drain.rs`).
     pub(crate) drain_done: Cell<bool>,
+    /// Bytes queued to this core's sessions (the `send_queue_bytes` gauge).
+    queue_bytes: Cell<u64>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -192,6 +194,7 @@ impl Worker {
             budget,
             draining: Cell::new(false),
             drain_done: Cell::new(false),
+            queue_bytes: Cell::new(0),
         }
     }
 
@@ -281,9 +284,9 @@ impl Worker {
         self.next_id.set(id + 1);
         let now = Instant::now();
         let sid = ByteStr::from(uuid::Uuid::new_v4().hyphenated().to_string());
-        let session = ServerSession::new(
+        let session = ServerSession::with_keys(
             sid.clone(),
-            config.keys.signing().clone(),
+            config.keys.clone(),
             self.session_config.borrow().clone(),
             now,
         );
@@ -420,9 +423,37 @@ impl Worker {
         }
         st.info.messages_out += 1;
         self.count_message_out();
+        self.charge(conn, &st);
         drop(st);
         conn.wake(WAKE_OUTPUT);
         true
+    }
+
+    /// ops hook (memory_budget.rs): before a framed session is fed input, it may
+    /// reserve what is left of this core's share of the budget.
+    pub(crate) fn grant_allowance(&self, st: &mut ConnState) {
+        if let Proto::Frame(s) = &mut st.proto {
+            s.set_memory_allowance(self.budget.available());
+        }
+    }
+
+    /// ops hook (memory_budget.rs): charges what the session holds now (its send queue
+    /// and write in flight, its partial messages and large-frame buffer) to this core's
+    /// share, and keeps the send-queue gauge.
+    pub(crate) fn charge(&self, conn: &Conn, st: &ConnState) {
+        let queue = (st.proto.queued_bytes() + conn.inflight.get()) as u64;
+        let input = match &st.proto {
+            Proto::Frame(s) => s.held_input_bytes(),
+            Proto::Line(_) => 0,
+        };
+        let (before_queue, before_input) = conn.charged.replace((queue, input));
+        self.budget
+            .recharge(before_queue + before_input, queue + input);
+        if before_queue != queue {
+            let total = (self.queue_bytes.get() + queue).saturating_sub(before_queue);
+            self.queue_bytes.set(total);
+            self.stats.send_queue_bytes.store(total, Ordering::Relaxed);
+        }
     }
 
     /// Chat fan-out from session `from`: this core's sessions at once, the other cores
@@ -478,6 +509,11 @@ impl Worker {
         if st.info.transport == Transport::Tcp {
             self.stats.sessions_tcp.fetch_sub(1, Ordering::Relaxed);
         }
+        let (queue, input) = conn.charged.take();
+        self.budget.recharge(queue + input, 0);
+        let total = self.queue_bytes.get().saturating_sub(queue);
+        self.queue_bytes.set(total);
+        self.stats.send_queue_bytes.store(total, Ordering::Relaxed);
         if st.peer_counted {
             if let Some(key) = PeerKey::of(&st.info.peer) {
                 self.shared.peers.release(key);
