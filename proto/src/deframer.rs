@@ -32,7 +32,14 @@ pub enum Decoded {
 pub struct Deframer {
     buf: BytesMut,
     limits: Limits,
+    /// Bytes this deframer may still reserve for frames larger than [`SMALL_FRAME`].
+    allowance: u64,
 }
+
+/// Frames up to this size (fixed header, header JSON and content) are received whatever
+/// the [allowance](Deframer::set_allowance): a session holds at most one such partial
+/// frame, so they are what a server keeps serving when its memory budget is spent.
+pub const SMALL_FRAME: usize = 64 * 1024;
 
 impl Deframer {
     /// A deframer enforcing `limits`.
@@ -40,7 +47,26 @@ impl Deframer {
         Self {
             buf: BytesMut::new(),
             limits,
+            allowance: u64::MAX,
         }
+    }
+
+    /// How many more bytes [`decode`](Self::decode) may reserve for frames larger than
+    /// [`SMALL_FRAME`]: a frame that would need more is refused with
+    /// [`DecodeError::OverAllowance`] before anything is reserved. Unlimited by default;
+    /// a driver enforcing a memory budget sets it before feeding input.
+    pub fn set_allowance(&mut self, bytes: u64) {
+        self.allowance = bytes;
+    }
+
+    /// What is left of the allowance.
+    pub fn allowance(&self) -> u64 {
+        self.allowance
+    }
+
+    /// Takes `bytes` off the allowance (memory reserved elsewhere for the same peer).
+    pub fn spend_allowance(&mut self, bytes: u64) {
+        self.allowance = self.allowance.saturating_sub(bytes);
     }
 
     /// The limits in force.
@@ -111,7 +137,14 @@ impl Deframer {
             // Limits were checked by `parse`; only now is memory reserved, once, for the
             // whole frame (a no-op on later calls for the same frame).
             if self.buf.capacity() < len {
-                self.buf.reserve(len - self.buf.len());
+                let need = len - self.buf.len();
+                if len > SMALL_FRAME {
+                    if need as u64 > self.allowance {
+                        return Err(DecodeError::OverAllowance { frame_len: len });
+                    }
+                    self.allowance -= need as u64;
+                }
+                self.buf.reserve(need);
             }
             return Ok(Decoded::NeedMore(len - self.buf.len()));
         }
@@ -146,17 +179,6 @@ impl Deframer {
             }
         }
         Err(last)
-    }
-
-    /// Bytes this deframer would reserve, beyond what it holds, to receive the frame
-    /// whose fixed header is at the front of the buffer (0 when none is, or when its
-    /// buffer is already large enough). What a memory budget checks before
-    /// [`decode`](Self::decode) reserves it.
-    pub fn pending_reservation(&self) -> usize {
-        match self.pending() {
-            Some(f) => f.frame_len().saturating_sub(self.buf.capacity()),
-            None => 0,
-        }
     }
 
     /// Call at end of input: an error if a partial frame is buffered.
@@ -215,15 +237,33 @@ mod key_tests {
     }
 
     #[test]
-    fn pending_reservation_is_known_before_decode_reserves() {
+    fn the_allowance_bounds_large_frames_only() {
         let key = Key::new(b"k");
         let big = frame(&key, &vec![7u8; 200_000]);
         let mut d = Deframer::new(Limits::default());
-        assert_eq!(d.pending_reservation(), 0);
+        d.set_allowance(100_000);
         d.extend_from_slice(&big[..100]);
-        let want = big.len() - d.buffer_mut().capacity();
-        assert_eq!(d.pending_reservation(), want);
+        assert_eq!(
+            d.decode(&key).unwrap_err(),
+            DecodeError::OverAllowance {
+                frame_len: big.len()
+            }
+        );
+        assert!(d.capacity() < 100_000, "nothing reserved");
+        let mut d = Deframer::new(Limits::default());
+        d.set_allowance(300_000);
+        d.extend_from_slice(&big[..100]);
         assert!(matches!(d.decode(&key).unwrap(), Decoded::NeedMore(_)));
-        assert_eq!(d.pending_reservation(), 0, "reserved by decode");
+        assert!(d.allowance() <= 300_000 - 199_000);
+        d.extend_from_slice(&big[100..]);
+        assert!(matches!(d.decode(&key).unwrap(), Decoded::Frame(_)));
+        // Small frames whatever the allowance.
+        let small = frame(&key, &vec![1u8; SMALL_FRAME / 2]);
+        let mut d = Deframer::new(Limits::default());
+        d.set_allowance(0);
+        d.extend_from_slice(&small[..100]);
+        assert!(matches!(d.decode(&key).unwrap(), Decoded::NeedMore(_)));
+        d.extend_from_slice(&small[100..]);
+        assert!(matches!(d.decode(&key).unwrap(), Decoded::Frame(_)));
     }
 }

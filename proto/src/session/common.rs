@@ -11,15 +11,11 @@ use super::reason::{Notice, Side, Violation};
 use super::{CloseReason, Event, Features, Message, Outbox, SendError, SessionConfig};
 use crate::chunk::{self, Reassembler};
 use crate::codec::{encode_into, encode_parts, Frame, Key};
-use crate::deframer::{Decoded, Deframer};
+use crate::deframer::{Decoded, Deframer, SMALL_FRAME};
+use crate::error::DecodeError;
 use crate::frame::{FrameType, MAX_CONTENT_LEN};
 use crate::header::{ByteStr, Header, OCTET_STREAM};
 use crate::keyring::KeyRing;
-
-/// Frames up to this size (fixed header, header JSON and content) are received whatever
-/// the memory allowance: a session holds at most one such partial frame, so they are
-/// what a server keeps serving when its memory budget is spent.
-pub const SMALL_FRAME: usize = 64 * 1024;
 
 /// The parts of a session both roles share: codec state, queues, chunking.
 #[derive(Debug)]
@@ -38,9 +34,6 @@ pub(crate) struct FramedCommon {
     /// Before the first frame: every key that may verify it (then `key` becomes the one
     /// that did). `None` with a single key.
     ring: Option<Arc<KeyRing>>,
-    /// Bytes this session may still reserve for large frames and new chunked messages
-    /// (the driver's share of a memory budget); see `set_memory_allowance`.
-    allowance: u64,
 }
 
 impl FramedCommon {
@@ -59,7 +52,6 @@ impl FramedCommon {
             closed: false,
             side,
             ring: None,
-            allowance: u64::MAX,
         }
     }
 
@@ -70,8 +62,10 @@ impl FramedCommon {
         self.ring = (ring.len() > 1).then_some(ring);
     }
 
+    /// What the session may still reserve for large frames and new chunked messages
+    /// (kept by the deframer, which reserves frame buffers).
     pub(crate) fn set_allowance(&mut self, bytes: u64) {
-        self.allowance = bytes;
+        self.deframer.set_allowance(bytes);
     }
 
     /// Bytes held for input that a memory budget counts: partial chunked messages, and a
@@ -95,17 +89,6 @@ impl FramedCommon {
         if self.closed {
             return None;
         }
-        // The memory budget: decode reserves a large frame's whole buffer as soon as its
-        // fixed header is in; refuse it before that if the allowance cannot cover it.
-        let need = self.deframer.pending_reservation() as u64;
-        if need > 0 {
-            let large = self.deframer.pending_frame_len().unwrap_or(0) > SMALL_FRAME;
-            if large && need > self.allowance {
-                self.close(CloseReason::MemoryBudget);
-                return None;
-            }
-            self.allowance = self.allowance.saturating_sub(need);
-        }
         let decoded = match self.ring.take() {
             // The first frame: whichever key verifies it is the session's from now on.
             Some(ring) => self.deframer.decode_any(ring.keys()).map(|(d, i)| {
@@ -120,6 +103,11 @@ impl FramedCommon {
         match decoded {
             Ok(Decoded::Frame(f)) => Some(f),
             Ok(Decoded::NeedMore(_)) => None,
+            // The deframer refused to reserve a large frame's buffer: the memory budget.
+            Err(DecodeError::OverAllowance { .. }) => {
+                self.close(CloseReason::MemoryBudget);
+                None
+            }
             Err(e) => {
                 self.close(CloseReason::InvalidFrame(e));
                 None
@@ -210,11 +198,11 @@ impl FramedCommon {
                 .as_ref()
                 .is_some_and(|r| r.is_open(&info.message_id));
         if opens {
-            if info.total_len > self.allowance {
+            if info.total_len > self.deframer.allowance() {
                 self.close(CloseReason::MemoryBudget);
                 return;
             }
-            self.allowance -= info.total_len;
+            self.deframer.spend_allowance(info.total_len);
         }
         let r = self
             .reassembler

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use crate::deframer::SMALL_FRAME;
 pub use client::ClientSession;
-pub use common::SMALL_FRAME;
 pub use driver::Session;
 pub use line::LineSession;
 pub use outbox::Outbox;

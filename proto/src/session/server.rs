@@ -91,7 +91,7 @@ impl ServerSession {
     }
 
     /// How many bytes this session may still reserve for frames larger than
-    /// [`SMALL_FRAME`](super::SMALL_FRAME) and for new chunked messages (whose whole
+    /// [`SMALL_FRAME`](crate::deframer::SMALL_FRAME) and for new chunked messages (whose whole
     /// `total_len` is reserved at their first chunk): a driver enforcing a memory budget
     /// across sessions sets it to what is left of the budget before feeding input. A
     /// frame or message that would need more is refused, before anything is reserved,
