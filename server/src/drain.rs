@@ -35,8 +35,8 @@ pub(crate) async fn run(core: Rc<Worker>) {
         conn.wake(WAKE_DRAIN);
     }
     drop(conns);
-    core.wait_empty(Instant::now() + core.config().shutdown_grace)
-        .await;
+    let grace = core.config().shutdown_grace;
+    core.wait_empty(Instant::now() + grace).await;
     core.drain_done.set(true);
     core.wake_control();
 }

@@ -6,7 +6,7 @@
 //! sharded by peer so that cores accepting from different peers rarely meet on a lock.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -52,9 +52,7 @@ impl Default for PeerLimits {
 
 impl PeerLimits {
     fn shard(&self, key: &PeerKey) -> std::sync::MutexGuard<'_, HashMap<PeerKey, usize>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let m = &self.shards[h.finish() as usize % SHARDS];
+        let m = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 

@@ -67,23 +67,24 @@ impl Collector for CoreCounters {
         let config = shared.config.load();
 
         let g = ConstGauge::new(0i64);
-        let mut sessions = enc.encode_descriptor(
-            "sessions",
-            "Sessions open now, by transport and core",
-            None,
-            g.metric_type(),
-        )?;
-        for (core, s) in cores.iter().enumerate() {
-            let core = core.to_string();
-            for (transport, n) in [
-                ("tcp", s.sessions_tcp),
-                ("unix", s.sessions - s.sessions_tcp),
-            ] {
-                let labels = [("transport", transport), ("core", core.as_str())];
-                ConstGauge::new(n as i64).encode(sessions.encode_family(&labels)?)?;
+        {
+            let mut sessions = enc.encode_descriptor(
+                "sessions",
+                "Sessions open now, by transport and core",
+                None,
+                g.metric_type(),
+            )?;
+            for (core, s) in cores.iter().enumerate() {
+                let core = core.to_string();
+                for (transport, n) in [
+                    ("tcp", s.sessions_tcp),
+                    ("unix", s.sessions - s.sessions_tcp),
+                ] {
+                    let labels = [("transport", transport), ("core", core.as_str())];
+                    ConstGauge::new(n as i64).encode(sessions.encode_family(&labels)?)?;
+                }
             }
         }
-        drop(sessions);
 
         counter(
             &mut enc,
@@ -117,17 +118,18 @@ impl Collector for CoreCounters {
         )?;
 
         let c = ConstCounter::new(0u64);
-        let mut closes = enc.encode_descriptor(
-            "session_closes",
-            "Sessions ended (and connections refused), by reason",
-            None,
-            c.metric_type(),
-        )?;
-        for (i, reason) in CloseReason::LABELS.iter().enumerate() {
-            let labels = [("reason", *reason)];
-            ConstCounter::new(t.closes[i]).encode(closes.encode_family(&labels)?)?;
+        {
+            let mut closes = enc.encode_descriptor(
+                "session_closes",
+                "Sessions ended (and connections refused), by reason",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, reason) in CloseReason::LABELS.iter().enumerate() {
+                let labels = [("reason", *reason)];
+                ConstCounter::new(t.closes[i]).encode(closes.encode_family(&labels)?)?;
+            }
         }
-        drop(closes);
 
         gauge(
             &mut enc,
