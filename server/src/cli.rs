@@ -14,7 +14,6 @@ use crate::config::{
     ServerConfig,
 };
 use crate::config_file::{self, ConfigFileError};
-use crate::keys::load_key_ring;
 use crate::memory_budget;
 
 /// Default TCP address (the reference's).
@@ -290,7 +289,7 @@ impl Cli {
     /// Loads the key and builds the validated configuration.
     pub fn to_config(&self) -> Result<ServerConfig, ConfigError> {
         let (keys, default_key) = match &self.key_file {
-            Some(p) => (load_key_ring(p)?, false),
+            Some(p) => (sockchat_os::read_key_ring(p)?, false),
             None => (KeyRing::single(Arc::new(Key::reference_default())), true),
         };
         let mut c = ServerConfig::with_keys(Arc::new(keys), default_key);

@@ -26,7 +26,6 @@ pub mod cli;
 pub mod config;
 pub mod config_file;
 pub mod handler;
-pub mod keys;
 pub mod listener;
 pub mod memory_budget;
 pub mod notify;
