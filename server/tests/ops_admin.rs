@@ -2,13 +2,11 @@
 //! parser and moving with traffic, closes by reason; `/healthz` and `/readyz` through a
 //! lame-duck drain (SIGUSR2 and `POST /drain`) and a SIGTERM shutdown.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use sockchat_proto::{CloseReason, FrameType};
-use support::ops::{get, http, parse_metrics, sample, scrape, scrape_until};
-use support::*;
+use sockchat_testkit::admin::{get, http, parse_metrics, sample, scrape, scrape_until};
+use sockchat_testkit::*;
 
 fn admin_server(cores: u32, extra: &[&str]) -> Server {
     let s = Server::builder()
@@ -69,7 +67,7 @@ fn metrics_parse_and_move_with_traffic() {
         tcp.echo(Some(TEXT_UTF8), format!("tcp {i}").as_bytes());
         unix.echo(Some(TEXT_UTF8), format!("unix {i}").as_bytes());
     }
-    let sessions = |s: &support::ops::Samples, t: &str| -> f64 {
+    let sessions = |s: &sockchat_testkit::admin::Samples, t: &str| -> f64 {
         (0..2)
             .map(|c| {
                 sample(

@@ -4,13 +4,11 @@
 //! bystander on the same core keeps echoing. `--message-timeout` closes a session whose
 //! chunked message does not complete.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use sockchat_proto::{encode_into, ByteStr, ChunkInfo, FrameType, Header, Key};
-use support::ops::{sample, scrape, scrape_until};
-use support::*;
+use sockchat_testkit::admin::{sample, scrape, scrape_until};
+use sockchat_testkit::*;
 
 const MIB: u64 = 1 << 20;
 const BUDGET: u64 = 128 * MIB;

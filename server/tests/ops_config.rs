@@ -1,11 +1,9 @@
 //! `--config` TOML files and `--check-config`, against the real binary.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::*;
+use sockchat_testkit::*;
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("sockchat.toml");

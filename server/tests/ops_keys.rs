@@ -2,14 +2,11 @@
 //! existing sessions go on with theirs, a removed key is refused, and a bad key file on
 //! reload keeps the old keys.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use sockchat_proto::{FrameType, Key};
-use support::ops::NotifySocket;
-use support::*;
+use sockchat_testkit::*;
 
 fn write_keys(path: &Path, content: &str, mode: u32) {
     // Write then rename, as an operator's tooling would: the server never reads half a file.

@@ -1,15 +1,14 @@
 //! Per-peer session limits over TCP (by IP address) and Unix (by uid), and the PROXY
 //! protocol (v1, v2, missing, malformed) feeding the TCP peer address.
 
-mod support;
-
 use std::io::Write;
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
 use sockchat_proto::Key;
-use support::ops::{proxy_v1, proxy_v2, sample, scrape_until};
-use support::*;
+use sockchat_testkit::admin::{sample, scrape_until};
+use sockchat_testkit::proxy_header::{proxy_v1, proxy_v2};
+use sockchat_testkit::*;
 
 const LIMIT_TEXT: &str = "max_sessions_per_peer = 2";
 

@@ -1,13 +1,11 @@
 //! `--max-messages-per-sec`: a sender over the rate is throttled by backpressure (the
 //! server stops reading it), nothing it sent is lost, and other sessions are not slowed.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use sockchat_proto::FrameType;
-use support::ops::{sample, scrape};
-use support::*;
+use sockchat_testkit::admin::{sample, scrape};
+use sockchat_testkit::*;
 
 const RATE: u32 = 50;
 const BURST: u32 = 10;

@@ -1,13 +1,10 @@
 //! systemd integration: the `sd_notify` datagrams on a `NOTIFY_SOCKET` the test binds,
 //! the watchdog, and the shipped unit file checked by `systemd-analyze verify`.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::ops::NotifySocket;
-use support::*;
+use sockchat_testkit::*;
 
 #[test]
 fn ready_reloading_watchdog_and_stopping_reach_the_notify_socket() {

@@ -1,16 +1,13 @@
-//! Helpers for the operator-surface tests: HTTP against the admin endpoint, the
-//! Prometheus text parsed by the reference parser (Python `prometheus-client`), a
-//! `NOTIFY_SOCKET` datagram listener, PROXY protocol headers.
+//! The admin endpoint from a test: plain HTTP/1.1 requests, and `/metrics` parsed by the
+//! reference parser (Python `prometheus-client`, strict about the exposition format).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::SHORT;
+use crate::SHORT;
 
 /// One HTTP/1.1 request; the status code and body.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
@@ -121,95 +118,4 @@ pub fn scrape_until(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A `NOTIFY_SOCKET` bound by the test, as systemd's would be.
-pub struct NotifySocket {
-    pub path: PathBuf,
-    sock: UnixDatagram,
-    pub seen: Vec<String>,
-}
-
-impl NotifySocket {
-    pub fn bind(dir: &Path) -> NotifySocket {
-        let path = dir.join("notify.sock");
-        let sock = UnixDatagram::bind(&path).expect("bind notify socket");
-        NotifySocket {
-            path,
-            sock,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a datagram holding the line `want` (e.g. `READY=1`); every datagram
-    /// read on the way is kept in `seen`.
-    pub fn expect(&mut self, want: &str, timeout: Duration) -> String {
-        self.expect_from(0, want, timeout)
-    }
-
-    /// Like [`expect`](Self::expect), for a datagram at index `from` of `seen` or later.
-    pub fn expect_from(&mut self, from: usize, want: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let found = self
-                .seen
-                .iter()
-                .skip(from)
-                .find(|d| d.lines().any(|l| l == want));
-            if let Some(d) = found {
-                return d.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "no {want:?} on NOTIFY_SOCKET within {timeout:?}; got {:?}",
-                self.seen
-            );
-            self.sock.set_read_timeout(Some(left)).unwrap();
-            match self.sock.recv(&mut buf) {
-                Ok(n) => self
-                    .seen
-                    .push(String::from_utf8_lossy(&buf[..n]).into_owned()),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("notify socket: {e}"),
-            }
-        }
-    }
-
-    /// Index in `seen` of the first datagram with line `want`.
-    pub fn position(&self, want: &str) -> Option<usize> {
-        self.seen.iter().position(|d| d.lines().any(|l| l == want))
-    }
-}
-
-/// A PROXY protocol v1 header naming `src` as the client.
-pub fn proxy_v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
-    let fam = if src.is_ipv4() { "TCP4" } else { "TCP6" };
-    format!(
-        "PROXY {fam} {} {} {} {}\r\n",
-        src.ip(),
-        dst.ip(),
-        src.port(),
-        dst.port()
-    )
-    .into_bytes()
-}
-
-/// A PROXY protocol v2 `PROXY` header (IPv4/TCP) naming `src` as the client, written
-/// byte by byte from the specification (not with the server's parser crate).
-pub fn proxy_v2(src: std::net::SocketAddrV4, dst: std::net::SocketAddrV4) -> Vec<u8> {
-    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-    h.push(0x21); // version 2, command PROXY
-    h.push(0x11); // AF_INET, STREAM
-    h.extend_from_slice(&12u16.to_be_bytes());
-    h.extend_from_slice(&src.ip().octets());
-    h.extend_from_slice(&dst.ip().octets());
-    h.extend_from_slice(&src.port().to_be_bytes());
-    h.extend_from_slice(&dst.port().to_be_bytes());
-    h
 }
