@@ -288,9 +288,6 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[test]

@@ -234,7 +234,7 @@ mod tests {
             );
         }
         let mut long = b"PROXY TCP4 ".to_vec();
-        long.extend(std::iter::repeat(b'1').take(200));
+        long.extend(std::iter::repeat_n(b'1', 200));
         assert!(matches!(parse(&long), Parsed::Invalid(_)));
     }
 }

@@ -94,7 +94,7 @@ impl std::fmt::Debug for CoreTimers {
 impl CoreTimers {
     pub(crate) fn schedule(&self, id: u64, current: &Cell<Option<Instant>>, at: Instant) {
         let inserted = self.set.borrow_mut().schedule(id, current, at);
-        if inserted && self.sleeping_until.get().map_or(true, |s| at < s) {
+        if inserted && self.sleeping_until.get().is_none_or(|s| at < s) {
             self.dirty.set(true);
             if let Some(w) = self.waker.take() {
                 w.wake();
