@@ -233,9 +233,9 @@ impl DataRing {
     /// True when nothing of `token` is in the kernel: its fd may be closed and its
     /// slot reused.
     pub fn is_idle(&self, token: Token) -> bool {
-        self.slots.get(token.0 as usize).map_or(true, |s| {
-            !s.recv_armed && s.send.is_none() && !s.accept_armed && !s.starved
-        })
+        self.slots
+            .get(token.0 as usize)
+            .is_none_or(|s| !s.recv_armed && s.send.is_none() && !s.accept_armed && !s.starved)
     }
 
     fn slot(&mut self, token: Token) -> &mut Slot {
