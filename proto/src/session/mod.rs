@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use client::ClientSession;
+pub use client::{ClientSession, HandshakeFault};
 pub use driver::Session;
 pub use line::LineSession;
 pub use outbox::Outbox;
