@@ -166,8 +166,9 @@ pub struct ThreadCtx {
     /// This thread's recorder.
     pub rec: RefCell<Recorder>,
     /// This thread's copy of the key (the HMAC state is cloned per frame; keeping one
-    /// per thread avoids sharing it).
-    pub key: Rc<Key>,
+    /// per thread avoids sharing it). An `Arc` only because proto's `ClientSession`,
+    /// which does the handshake, takes one.
+    pub key: Arc<Key>,
     gate: Gate,
     window: Cell<Option<Window>>,
     pending_setup: Cell<usize>,
@@ -553,7 +554,7 @@ fn worker<Fut: Future<Output = ()> + 'static>(
     let nhists = cfg.hist_names.len();
     let ctx = Rc::new(ThreadCtx {
         idx,
-        key: Rc::new(shared.key.clone()),
+        key: Arc::new(shared.key.clone()),
         rec: RefCell::new(Recorder::new(nhists)),
         gate: Gate::default(),
         window: Cell::new(None),

@@ -1,6 +1,6 @@
 //! Streaming deframer: bytes in, in pieces of any size; verified frames out.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use crate::codec::{verify, Frame, Key};
 use crate::error::DecodeError;
@@ -86,12 +86,14 @@ impl Deframer {
 
     /// Takes the receive buffer, e.g. to lend it to an ownership-passing read. Give it
     /// back with [`put_buffer`](Self::put_buffer) before decoding again.
+    #[inline]
     pub fn take_buffer(&mut self) -> BytesMut {
         std::mem::take(&mut self.buf)
     }
 
     /// Returns the buffer taken with [`take_buffer`](Self::take_buffer), with any newly
     /// read bytes appended after those it held.
+    #[inline]
     pub fn put_buffer(&mut self, buf: BytesMut) {
         debug_assert!(
             self.buf.is_empty(),
@@ -106,8 +108,40 @@ impl Deframer {
     }
 
     /// Bytes received but not yet returned as frames.
+    #[inline]
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The received bytes not yet returned as frames, starting at the next frame.
+    ///
+    /// For a caller that knows the exact bytes of the frame it expects: a load generator
+    /// compares an echo with the frame it sent and, when they are equal, drops it with
+    /// [`skip_frame`](Self::skip_frame) instead of decoding it. Equality with a frame
+    /// encoded with the same key is full verification (magic, lengths, both CRCs, HMAC and
+    /// header are all the same bytes), so only frames that differ need
+    /// [`decode`](Self::decode), which names what is wrong with them.
+    #[inline]
+    pub fn buffered_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Drops the next `len` buffered bytes: one whole frame (or several) the caller has
+    /// verified by other means, as [`buffered_bytes`](Self::buffered_bytes) describes.
+    /// Decoding goes on at the frame after them.
+    ///
+    /// # Panics
+    /// If `len` is more than [`buffered`](Self::buffered): a bug in the caller, which only
+    /// skips bytes it has looked at, never something a peer can cause.
+    #[inline]
+    pub fn skip_frame(&mut self, len: usize) {
+        // A frame boundary, so the next `decode` starts at a fixed header (debug builds
+        // check the cheap part: a valid fixed header at the front of the skipped bytes).
+        debug_assert!(
+            len == 0 || self.pending_frame_len().is_some(),
+            "skip_frame must start at a frame"
+        );
+        self.buf.advance(len);
     }
 
     /// True when no partial frame is held, so the buffer can go back to a pool.
@@ -265,5 +299,54 @@ mod key_tests {
         assert!(matches!(d.decode(&key).unwrap(), Decoded::NeedMore(_)));
         d.extend_from_slice(&small[100..]);
         assert!(matches!(d.decode(&key).unwrap(), Decoded::Frame(_)));
+    }
+}
+
+#[cfg(test)]
+mod skip_tests {
+    use super::*;
+    use crate::codec::encode_into;
+    use crate::frame::FrameType;
+    use crate::header::{ByteStr, Header, OCTET_STREAM};
+
+    fn frame(key: &Key, content: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        let h = Header::new(
+            FrameType::Message,
+            Some(OCTET_STREAM),
+            Some(ByteStr::from_static("s1")),
+        );
+        encode_into(key, &h, content, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_frame_recognised_by_its_bytes_is_skipped_and_decoding_resumes_after_it() {
+        let key = Key::reference_default();
+        let (a, b) = (frame(&key, b"first"), frame(&key, b"second"));
+        let mut d = Deframer::default();
+        d.extend_from_slice(&a);
+        d.extend_from_slice(&b[..10]);
+        assert_eq!(&d.buffered_bytes()[..a.len()], &a[..]);
+        d.skip_frame(a.len());
+        assert_eq!(d.buffered_bytes(), &b[..10]);
+        assert!(matches!(d.decode(&key), Ok(Decoded::NeedMore(_))));
+        d.extend_from_slice(&b[10..]);
+        match d.decode(&key) {
+            Ok(Decoded::Frame(f)) => assert_eq!(&f.content[..], b"second"),
+            other => panic!("expected the second frame, got {other:?}"),
+        }
+        assert!(d.is_idle());
+        assert!(d.finish().is_ok());
+    }
+
+    #[test]
+    #[should_panic]
+    fn skipping_more_than_was_received_is_a_caller_bug() {
+        let key = Key::reference_default();
+        let a = frame(&key, b"x");
+        let mut d = Deframer::default();
+        d.extend_from_slice(&a);
+        d.skip_frame(a.len() + 1);
     }
 }

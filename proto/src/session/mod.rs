@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use crate::deframer::SMALL_FRAME;
-pub use client::ClientSession;
+pub use client::{ClientSession, HandshakeFault};
 pub use driver::Session;
 pub use line::LineSession;
 pub use outbox::Outbox;
