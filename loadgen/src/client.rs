@@ -1,22 +1,29 @@
-//! The protocol side of a load session: reading verified frames, the handshake, and the
-//! frames a session sends, built with `sockchat-proto`'s codec directly (no client
-//! library in between, so the cost per message is the codec's and nothing else).
+//! The protocol side of a load session: the handshake, driven by `sockchat-proto`'s
+//! [`ClientSession`] (the one place the client's handshake, feature negotiation and
+//! `disconnect` body are written), then reading verified frames with proto's
+//! [`Deframer`] and sending frames built with its codec directly: once established, no
+//! session state machine sits between a scenario and the wire, so the cost per message
+//! is the codec's and nothing else.
 
 use std::io;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use sockchat_proto::frame::FrameType;
 use sockchat_proto::header::{APPLICATION_JSON, OCTET_STREAM};
-use sockchat_proto::{encode_into, ByteStr, DecodeError, Decoded, Deframer, Frame, Header, Key};
+use sockchat_proto::session::{disconnect_content, HandshakeFault, Violation};
+use sockchat_proto::{
+    encode_into, ByteStr, ClientSession, CloseReason, DecodeError, Decoded, Deframer, Event,
+    Features, Frame, Header, Key, Session, SessionConfig,
+};
 use thiserror::Error;
 
 use crate::conn::{read_append, Conn, Target};
 
-/// Content of the client's `disconnect` frame, as the reference client sends it.
-pub const DISCONNECT_CONTENT: &[u8] =
-    br#"{"message": "Disconnecting", "reason": "Client disconnecting"}"#;
+/// The reason in the client's `disconnect`, as the reference client gives it.
+pub const DISCONNECT_REASON: &str = "Client disconnecting";
 
 /// Why a session failed. [`kind`](SessionError::kind) is the name errors are counted
 /// under in reports.
@@ -64,6 +71,10 @@ pub enum SessionError {
     /// A feature asked for was not granted.
     #[error("feature not granted: {0}")]
     FeatureRefused(&'static str),
+    /// The session state machine ended the handshake for a reason none of the above
+    /// names (counted under the reason's own label).
+    #[error("handshake ended: {0}")]
+    Closed(CloseReason),
 }
 
 impl SessionError {
@@ -84,6 +95,7 @@ impl SessionError {
             Self::EchoMismatch => "echo_mismatch",
             Self::NoClose => "no_close",
             Self::FeatureRefused(_) => "feature_refused",
+            Self::Closed(reason) => reason.label(),
         }
     }
 }
@@ -93,12 +105,12 @@ impl SessionError {
 pub struct FrameReader<R> {
     r: R,
     deframer: Deframer,
-    key: Rc<Key>,
+    key: Arc<Key>,
 }
 
 impl<R: AsyncReadRent> FrameReader<R> {
     /// Reads from `r`, verifying with `key`, continuing the `deframer`'s buffered bytes.
-    pub fn with_deframer(r: R, deframer: Deframer, key: Rc<Key>) -> Self {
+    pub fn with_deframer(r: R, deframer: Deframer, key: Arc<Key>) -> Self {
         Self { r, deframer, key }
     }
 
@@ -151,14 +163,16 @@ pub fn ping(key: &Key, sid: &ByteStr) -> Bytes {
     frame(key, FrameType::Heartbeat, OCTET_STREAM, sid, b"ping")
 }
 
-/// The client's `disconnect` of session `sid`.
+/// The client's `disconnect` of session `sid`, with the body [`ClientSession::disconnect`]
+/// sends (proto's [`disconnect_content`]): built here because the session state machine
+/// is no longer around when a scenario ends.
 pub fn disconnect(key: &Key, sid: &ByteStr) -> Bytes {
     frame(
         key,
         FrameType::Disconnect,
         APPLICATION_JSON,
         sid,
-        DISCONNECT_CONTENT,
+        &disconnect_content(DISCONNECT_REASON),
     )
 }
 
@@ -198,58 +212,229 @@ pub fn is_pong(f: &Frame) -> bool {
 /// An established session.
 #[derive(Debug)]
 pub struct Established {
-    /// Reader over the connection (also used to write until the connection is split).
+    /// Reader over the connection (also used to write until the connection is split),
+    /// holding whatever the server sent after the handshake.
     pub reader: FrameReader<Conn>,
     /// The id the server assigned.
     pub session_id: ByteStr,
-    /// Features the server granted (empty unless some were asked for).
-    pub granted: Vec<ByteStr>,
+    /// Features the server granted (none unless some were asked for).
+    pub features: Features,
 }
 
-/// Connects and performs the handshake: `session_init` in, `session_ack` out, and, when
-/// `features` is not empty, the server's `session_ack` answer listing what it granted.
+/// Connects and performs the handshake with a [`ClientSession`]: `session_init` in,
+/// `session_ack` out, and, when `features` is not empty, the server's `session_ack`
+/// answer listing what it granted. Asking for features makes the session ping after its
+/// ack (a server without the extension answers only the ping); the pong is awaited here,
+/// so the scenario's reader starts at the first frame after the handshake.
+///
+/// Not bounded in time: the caller wraps it in its connect timeout.
 pub async fn handshake(
     target: &Target,
-    key: Rc<Key>,
+    key: Arc<Key>,
     features: &[&'static str],
 ) -> Result<Established, SessionError> {
-    let conn = Conn::connect(target).await.map_err(SessionError::Connect)?;
-    let mut reader = FrameReader::with_deframer(conn, Deframer::default(), key.clone());
-    let init = reader.next().await?;
-    if init.header.kind != FrameType::SessionInit {
-        return Err(SessionError::Unexpected(init.header.kind));
-    }
-    let sid = init
-        .header
-        .session_id
-        .clone()
-        .ok_or(SessionError::NoSessionId)?;
-    let mut ack = Header::new(FrameType::SessionAck, Some(OCTET_STREAM), Some(sid.clone()));
-    if !features.is_empty() {
-        ack.features = Some(features.iter().map(|f| ByteStr::from_static(f)).collect());
-    }
-    write(
-        reader.get_mut(),
-        encode(&key, &ack, b"Session acknowledged"),
-    )
-    .await?;
-    let mut granted = Vec::new();
-    if !features.is_empty() {
-        let answer = reader.next().await?;
-        check_session(&answer, &sid)?;
-        if answer.header.kind != FrameType::SessionAck {
-            return Err(SessionError::Unexpected(answer.header.kind));
-        }
-        granted = answer.header.features.unwrap_or_default();
-        for f in features {
-            if !granted.iter().any(|g| g == f) {
-                return Err(SessionError::FeatureRefused(f));
+    let names: Vec<ByteStr> = features.iter().map(|f| ByteStr::from_static(f)).collect();
+    // Names proto does not implement are not asked for, and so are refused below.
+    let wanted = Features::ALL.grant(&names);
+    let config = SessionConfig {
+        features: wanted,
+        ..SessionConfig::default()
+    };
+    let limits = config.limits;
+    let mut conn = Conn::connect(target).await.map_err(SessionError::Connect)?;
+    let mut session = ClientSession::new(key.clone(), Arc::new(config), Instant::now());
+    let mut granted = None;
+    // The session pings after its ack only when it asks for features.
+    let mut pong = wanted.is_empty();
+    let mut out = Vec::new();
+    loop {
+        // One frame (and its events) at a time, so nothing after the handshake is taken
+        // from the buffer the scenario's reader continues.
+        while granted.is_none() || !pong {
+            let more = session.handle_input_until_event(Instant::now());
+            while let Some(event) = session.poll_event() {
+                match event {
+                    Event::Established { features, .. } => granted = Some(features),
+                    Event::Pong { .. } => pong = true,
+                    Event::PeerError(text) => {
+                        return Err(match session.session_id() {
+                            // Instead of `session_init`.
+                            None => SessionError::Unexpected(FrameType::Error),
+                            Some(_) => SessionError::ServerError(text.to_string()),
+                        });
+                    }
+                    Event::Message(_) => return Err(SessionError::Unexpected(FrameType::Message)),
+                    // The session queued its notice (an `error`); like any failed
+                    // handshake here, the connection is just dropped.
+                    Event::Closed(reason) => {
+                        return Err(handshake_error(reason, session.handshake_fault()))
+                    }
+                    // Events a client's handshake does not produce.
+                    _ => {}
+                }
+            }
+            if !more {
+                break;
             }
         }
+        session.poll_transmit(&mut out);
+        for b in out.drain(..) {
+            write(&mut conn, b).await?;
+        }
+        if let (Some(got), true) = (granted, pong) {
+            let names = got.names();
+            if let Some(&f) = features.iter().find(|&&f| !names.iter().any(|n| n == f)) {
+                return Err(SessionError::FeatureRefused(f));
+            }
+            let session_id = session.session_id().cloned().expect("established");
+            let mut deframer = Deframer::new(limits);
+            deframer.put_buffer(session.take_buffer());
+            return Ok(Established {
+                reader: FrameReader::with_deframer(conn, deframer, key),
+                session_id,
+                features: got,
+            });
+        }
+        let (res, buf) = read_append(&mut conn, session.take_buffer()).await;
+        session.put_buffer(buf);
+        match res {
+            Ok(0) => return Err(SessionError::Eof),
+            Ok(_) => {}
+            Err(e) => return Err(SessionError::Read(e)),
+        }
     }
-    Ok(Established {
-        reader,
-        session_id: sid,
-        granted,
-    })
+}
+
+/// What a handshake that ended for `reason` counts as (`fault` says why, for
+/// [`CloseReason::HandshakeFailed`]): the labels loadgen counted before the handshake
+/// moved to proto, so reports compare across the change.
+fn handshake_error(reason: CloseReason, fault: Option<HandshakeFault>) -> SessionError {
+    match reason {
+        CloseReason::HandshakeFailed => match fault {
+            Some(HandshakeFault::NoSessionId) => SessionError::NoSessionId,
+            Some(HandshakeFault::Unexpected(kind)) => SessionError::Unexpected(kind),
+            // Faults proto may add: counted under the reason's label.
+            _ => SessionError::Closed(CloseReason::HandshakeFailed),
+        },
+        // Frames after the ack that only an open session could be sent.
+        CloseReason::ProtocolViolation(Violation::InitInOpenSession) => {
+            SessionError::Unexpected(FrameType::SessionInit)
+        }
+        CloseReason::ProtocolViolation(
+            Violation::ChunkWithoutFeature | Violation::ChunkWithoutInfo,
+        ) => SessionError::Unexpected(FrameType::Chunk),
+        CloseReason::ForeignSessionId => SessionError::SessionIdMismatch,
+        CloseReason::ServerDisconnect { reason } => SessionError::ServerDisconnect(reason),
+        r @ CloseReason::ServerShutdown => SessionError::ServerDisconnect(r.wire_reason()),
+        CloseReason::InvalidFrame(e) => SessionError::Decode(e),
+        // Reasons a client's handshake does not end with today: proto's own label.
+        other => SessionError::Closed(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    const SID: &str = "3f2b8c1e-6d4a-4e8b-9c71-2a5d0e9f1b34";
+
+    /// One frame as a server would send it.
+    fn server_frame(kind: FrameType, sid: Option<&str>, features: Option<&[&str]>) -> Vec<u8> {
+        let mut h = Header::new(kind, Some(OCTET_STREAM), sid.map(ByteStr::from));
+        h.features = features.map(|f| f.iter().map(|&n| ByteStr::from(n)).collect());
+        let content: &[u8] = match kind {
+            FrameType::Heartbeat => b"pong",
+            FrameType::Error => b"Server full",
+            _ => b"x",
+        };
+        encode(&Key::reference_default(), &h, content).to_vec()
+    }
+
+    /// Runs [`handshake`] against a server that writes `script` on accept and closes its
+    /// side; returns the features granted and the frame read after the handshake.
+    fn handshake_with(
+        script: Vec<u8>,
+        features: &[&'static str],
+    ) -> Result<(Features, Option<Frame>), SessionError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(&script).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let _ = s.read_to_end(&mut Vec::new());
+        });
+        let target = Target::Unix(path);
+        let res = monoio::start::<monoio::LegacyDriver, _>(async move {
+            let key = Arc::new(Key::reference_default());
+            let mut est = handshake(&target, key, features).await?;
+            // What the server sent after the handshake is the reader's.
+            let next = est.reader.next().await.ok();
+            Ok((est.features, next))
+        });
+        server.join().unwrap();
+        res
+    }
+
+    #[test]
+    fn a_granted_feature_completes_after_the_pong_and_later_frames_stay_buffered() {
+        let mut script = server_frame(FrameType::SessionInit, Some(SID), None);
+        script.extend(server_frame(
+            FrameType::SessionAck,
+            Some(SID),
+            Some(&["chunk"]),
+        ));
+        script.extend(server_frame(FrameType::Heartbeat, Some(SID), None));
+        script.extend(server_frame(FrameType::Message, Some(SID), None));
+        let (features, next) = handshake_with(script, &["chunk"]).unwrap();
+        assert!(features.chunk);
+        assert_eq!(next.map(|f| f.header.kind), Some(FrameType::Message));
+    }
+
+    #[test]
+    fn without_features_the_handshake_ends_at_session_init() {
+        let mut script = server_frame(FrameType::SessionInit, Some(SID), None);
+        script.extend(server_frame(FrameType::Message, Some(SID), None));
+        let (features, next) = handshake_with(script, &[]).unwrap();
+        assert_eq!(features, Features::NONE);
+        assert_eq!(next.map(|f| f.header.kind), Some(FrameType::Message));
+    }
+
+    #[test]
+    fn failed_handshakes_keep_loadgen_s_error_labels() {
+        let kind = |script: Vec<u8>, features: &[&'static str]| {
+            handshake_with(script, features).unwrap_err().kind()
+        };
+        assert_eq!(
+            kind(server_frame(FrameType::SessionInit, None, None), &[]),
+            "no_session_id"
+        );
+        assert_eq!(
+            kind(server_frame(FrameType::Error, None, None), &[]),
+            "unexpected_frame"
+        );
+        assert_eq!(
+            kind(server_frame(FrameType::Disconnect, Some(SID), None), &[]),
+            "unexpected_frame"
+        );
+        assert_eq!(kind(Vec::new(), &[]), "eof");
+        let mut refused = server_frame(FrameType::SessionInit, Some(SID), None);
+        refused.extend(server_frame(FrameType::SessionAck, Some(SID), Some(&[])));
+        refused.extend(server_frame(FrameType::Heartbeat, Some(SID), None));
+        assert_eq!(kind(refused, &["chunk"]), "feature_refused");
+        let mut foreign = server_frame(FrameType::SessionInit, Some(SID), None);
+        foreign.extend(server_frame(
+            FrameType::SessionAck,
+            Some("other"),
+            Some(&[]),
+        ));
+        assert_eq!(kind(foreign, &["chunk"]), "session_id_mismatch");
+        let mut error = server_frame(FrameType::SessionInit, Some(SID), None);
+        error.extend(server_frame(FrameType::Error, Some(SID), None));
+        assert_eq!(kind(error, &["chunk"]), "server_error");
+    }
 }

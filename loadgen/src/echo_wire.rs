@@ -7,22 +7,24 @@
 //! version, lengths, CRCs, HMAC, header JSON, type, session id and content all match.
 //! So the per-reply cost is one `memcmp` of the frame, with no CRC or HMAC computed.
 //!
-//! Only when the bytes differ is the frame decoded and verified like any other, to
-//! name the error (`content_crc_mismatch`, `hmac_mismatch`, `server_error`, ...) or to
-//! accept an echo that is valid but encoded differently (a server that writes its
-//! header JSON another way); those are counted in [`EchoReader::slow_path`].
+//! The bytes are held by proto's [`Deframer`], which is also what parses them: the fast
+//! path only looks at its buffered bytes and skips a frame it recognised
+//! ([`Deframer::buffered_bytes`], [`Deframer::skip_frame`]). When the bytes differ, the
+//! frame is decoded and verified by the same deframer like any other, to name the error
+//! (`content_crc_mismatch`, `hmac_mismatch`, `server_error`, ...) or to accept an echo
+//! that is valid but encoded differently (a server that writes its header JSON another
+//! way); those are counted in [`EchoReader::slow_path`].
 //!
-//! Reads go into one buffer per session that holds many frames: every frame a read
-//! brought is checked before the next read.
+//! Reads go into the deframer's one buffer per session, which holds many frames: every
+//! frame a read brought is checked before the next read.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
-use sockchat_proto::codec::verify;
 use sockchat_proto::frame::FrameType;
-use sockchat_proto::{ByteStr, FixedHeader, Key, Limits};
+use sockchat_proto::{ByteStr, Decoded, Deframer, Key, Limits};
 
 use crate::client::{check_session, SessionError};
 
@@ -45,30 +47,27 @@ pub enum Take {
 #[derive(Debug)]
 pub struct EchoReader<R> {
     r: R,
-    buf: Vec<u8>,
-    head: usize,
-    /// Bytes the frame being received needs in the buffer (from `head`).
+    deframer: Deframer,
+    /// Bytes the frame being received needs in the buffer (0 when not known).
     want: usize,
-    key: Rc<Key>,
+    key: Arc<Key>,
     sid: ByteStr,
-    limits: Limits,
     slow_path: u64,
 }
 
 impl<R: AsyncReadRent> EchoReader<R> {
     /// Reads from `r`, starting with the bytes `pending` a previous reader buffered;
     /// `capacity` is the initial buffer size (e.g. the bytes of `depth` replies).
-    pub fn new(r: R, pending: BytesMut, capacity: usize, key: Rc<Key>, sid: ByteStr) -> Self {
-        let mut buf = Vec::with_capacity(capacity.max(pending.len() + MIN_SPARE));
-        buf.extend_from_slice(&pending);
+    pub fn new(r: R, mut pending: BytesMut, capacity: usize, key: Arc<Key>, sid: ByteStr) -> Self {
+        pending.reserve(capacity.saturating_sub(pending.len()).max(MIN_SPARE));
+        let mut deframer = Deframer::new(Limits::default());
+        deframer.put_buffer(pending);
         Self {
             r,
-            buf,
-            head: 0,
+            deframer,
             want: 0,
             key,
             sid,
-            limits: Limits::default(),
             slow_path: 0,
         }
     }
@@ -81,26 +80,18 @@ impl<R: AsyncReadRent> EchoReader<R> {
 
     /// Bytes received and not yet consumed.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.head
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.head += n;
-        self.want = 0;
-        if self.head == self.buf.len() {
-            self.buf.clear();
-            self.head = 0;
-        }
+        self.deframer.buffered()
     }
 
     /// Checks the buffered bytes for the echo of `sent` (a frame this session encoded,
     /// whose content is `content`).
     pub fn take(&mut self, sent: &[u8], content: &[u8]) -> Result<Take, SessionError> {
-        let avail = &self.buf[self.head..];
+        let avail = self.deframer.buffered_bytes();
         let n = sent.len();
         if avail.len() >= n {
             if avail[..n] == *sent {
-                self.consume(n);
+                self.deframer.skip_frame(n);
+                self.want = 0;
                 return Ok(Take::Echo);
             }
         } else if *avail == sent[..avail.len()] {
@@ -114,19 +105,14 @@ impl<R: AsyncReadRent> EchoReader<R> {
 
     /// The slow path: decode and verify the frame at the head of the buffer.
     fn decode(&mut self, content: &[u8]) -> Result<Take, SessionError> {
-        let avail = &self.buf[self.head..];
-        let Some(fixed) = FixedHeader::parse(avail, &self.limits)? else {
-            self.want = sockchat_proto::frame::FIXED_HEADER_LEN;
-            return Ok(Take::Need);
+        let frame = match self.deframer.decode(&self.key)? {
+            Decoded::NeedMore(more) => {
+                self.want = self.deframer.buffered() + more;
+                return Ok(Take::Need);
+            }
+            Decoded::Frame(frame) => frame,
         };
-        let len = fixed.frame_len();
-        if avail.len() < len {
-            self.want = len;
-            return Ok(Take::Need);
-        }
-        let raw = Bytes::copy_from_slice(&avail[..len]);
-        self.consume(len);
-        let frame = verify(&self.key, &fixed, raw)?;
+        self.want = 0;
         check_session(&frame, &self.sid)?;
         if frame.header.kind != FrameType::Message {
             return Err(SessionError::Unexpected(frame.header.kind));
@@ -142,21 +128,15 @@ impl<R: AsyncReadRent> EchoReader<R> {
     /// Reads once, appending to the buffered bytes (room is made for the frame being
     /// received). End of stream is [`SessionError::Eof`].
     pub async fn fill(&mut self) -> Result<usize, SessionError> {
-        let need = self.want.max(self.buffered() + MIN_SPARE);
-        if self.buf.capacity() - self.head < need {
-            if self.head > 0 {
-                self.buf.copy_within(self.head.., 0);
-                self.buf.truncate(self.buf.len() - self.head);
-                self.head = 0;
-            }
-            if self.buf.capacity() < need {
-                self.buf.reserve(need - self.buf.len());
-            }
+        let mut buf = self.deframer.take_buffer();
+        let spare = self.want.saturating_sub(buf.len()).max(MIN_SPARE);
+        if buf.capacity() - buf.len() < spare {
+            // Moves the unread bytes to the front when the consumed space is enough.
+            buf.reserve(spare);
         }
-        let buf = std::mem::take(&mut self.buf);
         let (len, cap) = (buf.len(), buf.capacity());
         let (res, slice) = self.r.read(buf.slice_mut(len..cap)).await;
-        self.buf = slice.into_inner();
+        self.deframer.put_buffer(slice.into_inner());
         match res {
             Ok(0) => Err(SessionError::Eof),
             Ok(n) => Ok(n),
@@ -166,8 +146,9 @@ impl<R: AsyncReadRent> EchoReader<R> {
 
     /// The stream and the bytes received but not consumed, for another reader to go on
     /// with (the default suite reads pongs after its echo phase).
-    pub fn into_parts(self) -> (R, BytesMut) {
-        (self.r, BytesMut::from(&self.buf[self.head..]))
+    pub fn into_parts(mut self) -> (R, BytesMut) {
+        let rest = self.deframer.take_buffer();
+        (self.r, rest)
     }
 
     /// Reads until the echo of `sent` has arrived.
@@ -215,7 +196,7 @@ mod tests {
     }
 
     fn reader(chunks: Vec<Vec<u8>>) -> EchoReader<Script> {
-        let key = Rc::new(Key::reference_default());
+        let key = Arc::new(Key::reference_default());
         EchoReader::new(
             Script(chunks),
             BytesMut::new(),

@@ -393,7 +393,13 @@ fn merged_window(inputs: &[(PathBuf, Report)], warnings: &mut Vec<String>) -> Op
         go_unix_ms: ws.iter().map(|w| w.go_unix_ms).min()?,
         start_unix_ms: ws.iter().map(|w| w.start_unix_ms).min()?,
         end_unix_ms: ws.iter().map(|w| w.end_unix_ms).max()?,
+        observed_start_unix_ms: ws
+            .iter()
+            .map(|w| w.observed_start_unix_ms)
+            .collect::<Option<Vec<u64>>>()
+            .and_then(|v| v.into_iter().max()),
     };
+    warnings.extend(start_spread_warning(&ws));
     let latest_start = ws.iter().map(|w| w.start_unix_ms).max()?;
     let earliest_end = ws.iter().map(|w| w.end_unix_ms).min()?;
     let shortest = ws
@@ -414,6 +420,30 @@ fn merged_window(inputs: &[(PathBuf, Report)], warnings: &mut Vec<String>) -> Op
         ));
     }
     Some(union)
+}
+
+/// How far apart workers' observed starts may be before the merge says they did not
+/// load the server together (issue 13: shards start within 50 ms of each other).
+const START_SPREAD_MS: u64 = 50;
+
+/// A warning when the workers' measured windows began, as each observed it, more than
+/// [`START_SPREAD_MS`] apart (a worker stalled or late at the start instant), or when
+/// some inputs did not record it.
+fn start_spread_warning(ws: &[WallWindow]) -> Option<String> {
+    let seen: Vec<u64> = ws.iter().filter_map(|w| w.observed_start_unix_ms).collect();
+    if seen.len() < ws.len() {
+        return Some(format!(
+            "{} of {} inputs do not record when their measured window actually started (older loadgen, or a thread ended before it): their starts cannot be compared",
+            ws.len() - seen.len(),
+            ws.len()
+        ));
+    }
+    let spread = seen.iter().max()? - seen.iter().min()?;
+    (spread > START_SPREAD_MS).then(|| {
+        format!(
+            "the workers' measured windows actually started {spread} ms apart (more than {START_SPREAD_MS} ms): a worker was late at the start instant"
+        )
+    })
 }
 
 fn merged_extra(inputs: &[(PathBuf, Report)]) -> BTreeMap<String, Value> {
@@ -492,5 +522,27 @@ mod tests {
             first_difference("config", &shared_config(&a), &shared_config(&c)).as_deref(),
             Some("config.common.sessions: 100 vs 200")
         );
+    }
+
+    fn window(observed: Option<u64>) -> WallWindow {
+        WallWindow {
+            go_unix_ms: 1_000,
+            start_unix_ms: 2_000,
+            end_unix_ms: 5_000,
+            observed_start_unix_ms: observed,
+        }
+    }
+
+    #[test]
+    fn observed_starts_more_than_50_ms_apart_are_warned_about() {
+        // Same planned start in both: only the observed starts can tell them apart.
+        let close = [window(Some(2_001)), window(Some(2_051))];
+        assert_eq!(start_spread_warning(&close), None);
+        let apart = [window(Some(2_001)), window(Some(2_052))];
+        let w = start_spread_warning(&apart).expect("51 ms apart");
+        assert!(w.contains("51 ms apart"), "{w}");
+        let unknown = [window(Some(2_001)), window(None)];
+        let w = start_spread_warning(&unknown).expect("one not recorded");
+        assert!(w.contains("1 of 2 inputs"), "{w}");
     }
 }

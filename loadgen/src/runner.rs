@@ -129,6 +129,10 @@ pub struct Shared {
     start_problem: Mutex<Option<String>>,
     /// When the last session finished its setup.
     ready: OnceLock<Instant>,
+    /// Threads that woke at the measured window's start, and the latest of their clock
+    /// readings then (ns from `epoch`): the start as it happened, not as planned.
+    started_threads: AtomicUsize,
+    started_late_ns: AtomicU64,
 }
 
 impl Shared {
@@ -166,8 +170,9 @@ pub struct ThreadCtx {
     /// This thread's recorder.
     pub rec: RefCell<Recorder>,
     /// This thread's copy of the key (the HMAC state is cloned per frame; keeping one
-    /// per thread avoids sharing it).
-    pub key: Rc<Key>,
+    /// per thread avoids sharing it). An `Arc` only because proto's `ClientSession`,
+    /// which does the handshake, takes one.
+    pub key: Arc<Key>,
     gate: Gate,
     window: Cell<Option<Window>>,
     pending_setup: Cell<usize>,
@@ -344,10 +349,17 @@ pub struct WindowInterval {
 pub struct WallWindow {
     /// Start of the load phase (warm-up).
     pub go_unix_ms: u64,
-    /// Start of the measured window.
+    /// Start of the measured window, as planned (`--start-at-ms`, or setup + warm-up).
     pub start_unix_ms: u64,
     /// End of the measured window.
     pub end_unix_ms: u64,
+    /// Start of the measured window as it happened: each worker thread reads the wall
+    /// clock when its coordinator wakes at the planned start; this is the latest reading,
+    /// the instant by which every thread had passed it. A stalled or CPU-starved worker
+    /// shows here, where the plan cannot. Absent in older reports and when a thread ended
+    /// before the start; a merged report holds the latest of its inputs'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_start_unix_ms: Option<u64>,
 }
 
 /// What a run produced.
@@ -414,6 +426,8 @@ where
         abort: AtomicBool::new(false),
         start_problem: Mutex::new(None),
         ready: OnceLock::new(),
+        started_threads: AtomicUsize::new(0),
+        started_late_ns: AtomicU64::new(0),
     });
     let start_deadline = shared.cfg.start_at.map(|t| shared.instant_of(t));
     let body = Arc::new(body);
@@ -508,6 +522,12 @@ where
         go_unix_ms: unix_ms(shared.unix_of(w.go)),
         start_unix_ms: unix_ms(shared.unix_of(w.measure_start)),
         end_unix_ms: unix_ms(shared.unix_of(w.end)),
+        observed_start_unix_ms: (shared.started_threads.load(Ordering::Acquire) == nthreads).then(
+            || {
+                let late = Duration::from_nanos(shared.started_late_ns.load(Ordering::Acquire));
+                unix_ms(shared.epoch_unix + late)
+            },
+        ),
     });
     let problems = shared
         .start_problem
@@ -553,7 +573,7 @@ fn worker<Fut: Future<Output = ()> + 'static>(
     let nhists = cfg.hist_names.len();
     let ctx = Rc::new(ThreadCtx {
         idx,
-        key: Rc::new(shared.key.clone()),
+        key: Arc::new(shared.key.clone()),
         rec: RefCell::new(Recorder::new(nhists)),
         gate: Gate::default(),
         window: Cell::new(None),
@@ -660,12 +680,23 @@ async fn coordinator(ctx: Rc<ThreadCtx>, tx: mpsc::Sender<Interval>) {
     ctx.gate.open();
     let deadline = w.end + shared.cfg.drain;
     let mut second = 0u64;
+    let mut started = false;
     loop {
         let tick = w.go + Duration::from_secs(second + 1);
         // Sleep in short steps so a finished thread reports without waiting a second.
         while Instant::now() < tick && !ctx.finished.get() {
-            let step = tick.min(Instant::now() + Duration::from_millis(20));
+            let mut step = tick.min(Instant::now() + Duration::from_millis(20));
+            if !started {
+                step = step.min(w.measure_start);
+            }
             monoio::time::sleep_until(step.into()).await;
+            let now = Instant::now();
+            if !started && now >= w.measure_start {
+                started = true;
+                let ns = now.saturating_duration_since(shared.epoch).as_nanos() as u64;
+                shared.started_late_ns.fetch_max(ns, Ordering::AcqRel);
+                shared.started_threads.fetch_add(1, Ordering::AcqRel);
+            }
             if !ctx.expired.get() && Instant::now() >= deadline {
                 ctx.expire();
             }

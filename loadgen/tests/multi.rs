@@ -131,11 +131,18 @@ fn two_shards_share_a_window_and_merge_exactly() {
     assert_eq!(ra.results.sessions_established, 11);
     assert_eq!(rb.results.sessions_established, 10);
     assert_eq!(ra.results.shard.unwrap().to_string(), "0/2");
+    // Started 300 ms apart, the two began measuring within 50 ms of each other, as each
+    // one's threads observed it (the planned start is the same number in both).
     let (wa, wb) = (ra.results.window.unwrap(), rb.results.window.unwrap());
-    assert!(
-        wa.start_unix_ms.abs_diff(wb.start_unix_ms) <= 50,
-        "{wa:?} {wb:?}"
+    let (oa, ob) = (
+        wa.observed_start_unix_ms.expect("observed start recorded"),
+        wb.observed_start_unix_ms.expect("observed start recorded"),
     );
+    assert!(oa.abs_diff(ob) <= 50, "{wa:?} {wb:?}");
+    for w in [wa, wb] {
+        let o = w.observed_start_unix_ms.unwrap();
+        assert!(o >= w.start_unix_ms && o < w.end_unix_ms, "{w:?}");
+    }
     // Both loaded the server from the first measured second on.
     for r in [&ra, &rb] {
         let first = r.timeline.iter().find(|p| p.phase == "measure").unwrap();
@@ -173,6 +180,17 @@ fn two_shards_share_a_window_and_merge_exactly() {
     let from = m.merged_from.as_ref().unwrap();
     assert_eq!(from.len(), 2);
     assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    // A worker that had begun 80 ms late is warned about.
+    let mut late = rb.clone();
+    let lw = late.results.window.as_mut().unwrap();
+    lw.observed_start_unix_ms = Some(oa + 80);
+    let inputs = [(a.clone(), ra.clone()), (b.clone(), late)];
+    let lm = loadgen::merge::merge(&inputs, None).unwrap();
+    assert!(
+        lm.warnings.iter().any(|w| w.contains("80 ms apart")),
+        "{:?}",
+        lm.warnings
+    );
     // The timelines were aligned second by second: the measured seconds' messages add up
     // to at least what the window counted.
     let timeline_msgs: f64 = m.timeline.iter().map(|p| p.messages_per_sec).sum();

@@ -46,6 +46,7 @@
 use std::collections::HashMap;
 use std::iter::FusedIterator;
 use std::ops::Range;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
@@ -219,6 +220,8 @@ impl Layout {
 /// A message some of whose chunks have arrived.
 #[derive(Debug)]
 struct Partial {
+    /// When the message opened, if the caller keeps a message timeout.
+    opened: Option<Instant>,
     layout: Layout,
     content_type: Option<ByteStr>,
     buf: BytesMut,
@@ -278,6 +281,18 @@ impl Reassembler {
         info: &ChunkInfo,
         content_type: Option<&ByteStr>,
         content: &[u8],
+    ) -> Result<Option<Reassembled>, ChunkError> {
+        self.push_at(info, content_type, content, None)
+    }
+
+    /// Like [`push`](Self::push), noting `now` as the time a new message opened (see
+    /// [`oldest_open`](Self::oldest_open)), for a message timeout.
+    pub fn push_at(
+        &mut self,
+        info: &ChunkInfo,
+        content_type: Option<&ByteStr>,
+        content: &[u8],
+        now: Option<Instant>,
     ) -> Result<Option<Reassembled>, ChunkError> {
         let index = info.index;
         if let Some(p) = self.partial.get_mut(&info.message_id) {
@@ -339,6 +354,7 @@ impl Reassembler {
         let mut buf = BytesMut::zeroed(len);
         buf[slot.start as usize..slot.end as usize].copy_from_slice(content);
         let mut p = Partial {
+            opened: now,
             layout,
             content_type: content_type.map(detach),
             buf,
@@ -354,6 +370,17 @@ impl Reassembler {
     /// Number of messages partially received.
     pub fn partial_count(&self) -> usize {
         self.partial.len()
+    }
+
+    /// True when a chunk of `message_id` would join a message already open (rather than
+    /// open a new one and reserve its `total_len`).
+    pub fn is_open(&self, message_id: &ByteStr) -> bool {
+        self.partial.contains_key(message_id)
+    }
+
+    /// When the oldest open message (opened through [`push_at`](Self::push_at)) opened.
+    pub fn oldest_open(&self) -> Option<Instant> {
+        self.partial.values().filter_map(|p| p.opened).min()
     }
 
     /// Sum of `total_len` of the open partial messages: the bytes reserved for them.
@@ -1018,5 +1045,45 @@ mod tests {
             got: 2,
         };
         assert_eq!(e.to_string(), "chunk 3 has 2 bytes, its slot has 1");
+    }
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn info(id: &str, index: u32, count: u32, total_len: u64) -> ChunkInfo {
+        ChunkInfo {
+            message_id: ByteStr::from(id),
+            index,
+            count,
+            total_len,
+        }
+    }
+
+    #[test]
+    fn open_messages_and_their_age() {
+        let t0 = Instant::now();
+        let mut r = Reassembler::new(ChunkLimits::default());
+        assert_eq!(r.oldest_open(), None);
+        assert!(!r.is_open(&ByteStr::from("a")));
+        r.push_at(&info("a", 0, 2, 4), None, b"ab", Some(t0))
+            .unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        r.push_at(&info("b", 0, 2, 4), None, b"ab", Some(t1))
+            .unwrap();
+        assert!(r.is_open(&ByteStr::from("a")));
+        assert_eq!(r.oldest_open(), Some(t0));
+        let done = r
+            .push_at(&info("a", 1, 2, 4), None, b"cd", Some(t1))
+            .unwrap();
+        assert_eq!(&done.unwrap().content[..], b"abcd");
+        assert_eq!(r.oldest_open(), Some(t1));
+        // push (no time) opens messages that no timeout applies to.
+        r.clear();
+        r.push(&info("c", 0, 2, 4), None, b"ab").unwrap();
+        assert_eq!(r.oldest_open(), None);
     }
 }

@@ -60,6 +60,14 @@ pub enum DecodeError {
         /// Bytes still missing when the input ended.
         missing: usize,
     },
+    /// Receiving this frame would reserve more than the deframer's allowance (see
+    /// [`Deframer::set_allowance`](crate::Deframer::set_allowance)); nothing was
+    /// reserved. Sessions report it as [`CloseReason::MemoryBudget`](crate::CloseReason).
+    #[error("frame of {frame_len} bytes over the memory allowance")]
+    OverAllowance {
+        /// Length of the frame.
+        frame_len: usize,
+    },
 }
 
 impl DecodeError {
@@ -78,6 +86,7 @@ impl DecodeError {
             Self::BadHeaderJson(_) => "bad_header_json",
             Self::UnknownType(_) => "unknown_type",
             Self::Truncated { .. } => "truncated",
+            Self::OverAllowance { .. } => "over_allowance",
         }
     }
 

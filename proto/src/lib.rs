@@ -18,6 +18,8 @@
 //!   `LineSession`, and the `CloseReason` enum.
 //! * [`line`](mod@line): the opt-in line mode codec.
 //! * `fuzzing` (feature `fuzzing`): the fuzz targets' bodies.
+//! * [`keyring`]: several keys at once, for key rotation.
+//! * [`rate`]: the per-session message rate rule.
 
 pub mod chunk;
 pub mod codec;
@@ -27,7 +29,9 @@ pub mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod header;
+pub mod keyring;
 pub mod line;
+pub mod rate;
 pub mod rooms;
 pub mod session;
 
@@ -40,7 +44,9 @@ pub use deframer::{Decoded, Deframer};
 pub use error::DecodeError;
 pub use frame::{FixedHeader, FrameType, Limits};
 pub use header::{ByteStr, ChunkInfo, Header};
+pub use keyring::{EmptyKeyRing, KeyRing};
 pub use line::{Line, LineCodec, LineError};
+pub use rate::TokenBucket;
 pub use rooms::{Membership, RoomError, RoomName};
 pub use session::{
     ClientSession, CloseReason, Event, Features, LineSession, Message, SendError, ServerSession,

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sockchat_proto::header::{ByteStr, Header, TEXT_UTF8};
-use sockchat_proto::session::{Features, Session};
+use sockchat_proto::session::{Features, HandshakeFault, Session};
 use sockchat_proto::{
-    encode_into, ChunkError, ChunkInfo, CloseReason, Event, FrameType, Key, ServerSession,
-    SessionConfig,
+    encode_into, ChunkError, ChunkInfo, ClientSession, CloseReason, Event, FrameType, Key,
+    ServerSession, SessionConfig,
 };
 use sockchat_testkit::pair::{closed, messages, Pair, SESSION_ID as SID};
 
@@ -78,6 +78,40 @@ fn a_client_asking_features_of_a_server_without_them_still_connects() {
     p.pump();
     assert!(p.client.is_established());
     assert_eq!(p.client.features(), Features::NONE);
+}
+
+/// A client fed `bytes` by a server, with what it reports.
+fn client_fed(bytes: &[u8]) -> (ClientSession, Vec<Event>) {
+    let now = Instant::now();
+    let key = Arc::new(Key::reference_default());
+    let mut c = ClientSession::new(key, Arc::new(SessionConfig::default()), now);
+    c.deframer_mut().extend_from_slice(bytes);
+    c.handle_input(now);
+    let events = std::iter::from_fn(|| c.poll_event()).collect();
+    (c, events)
+}
+
+#[test]
+fn a_client_handshake_failure_names_what_came_instead_of_session_init() {
+    let (c, events) = client_fed(&frame(FrameType::SessionInit, None, b"no id"));
+    assert_eq!(closed(&events), vec![CloseReason::HandshakeFailed]);
+    assert_eq!(c.handshake_fault(), Some(HandshakeFault::NoSessionId));
+
+    let (c, events) = client_fed(&frame(FrameType::Message, Some(SID), b"too early"));
+    assert_eq!(closed(&events), vec![CloseReason::HandshakeFailed]);
+    assert_eq!(
+        c.handshake_fault(),
+        Some(HandshakeFault::Unexpected(FrameType::Message))
+    );
+
+    // An `error` is reported, not a handshake failure: the server may still go on.
+    let (c, events) = client_fed(&frame(FrameType::Error, None, b"Server full"));
+    assert!(closed(&events).is_empty());
+    assert!(matches!(&events[..], [Event::PeerError(t)] if t.as_str() == "Server full"));
+    assert_eq!(c.handshake_fault(), None);
+
+    let (c, _) = client_fed(&frame(FrameType::SessionInit, Some(SID), b"hi"));
+    assert_eq!(c.handshake_fault(), None);
 }
 
 #[test]

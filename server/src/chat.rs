@@ -22,7 +22,7 @@ impl Worker {
 
     /// A session was established: in chat mode it is a member of the lobby.
     pub(crate) fn room_session_start(&self, conn: &Conn) {
-        if !self.config.rooms {
+        if !self.config().rooms {
             return;
         }
         if let Some(rc) = self.rc(conn) {
@@ -86,7 +86,7 @@ impl Worker {
 
     /// A session ended: it leaves every room it was in.
     pub(crate) fn room_session_end(&self, conn: &Conn, st: &ConnState) {
-        if !self.config.rooms {
+        if !self.config().rooms {
             return;
         }
         let rooms = match &st.proto {

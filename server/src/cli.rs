@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use sockchat_proto::rooms::DEFAULT_MAX_ROOMS;
-use sockchat_proto::Key;
+use sockchat_proto::{Key, KeyRing};
 
 use crate::cluster::ClusterConfig;
 
 use crate::config::{
-    self, available_cores, parse_bytes, parse_duration, parse_mode, ConfigError, Mode, ServerConfig,
+    self, available_cores, parse_bytes, parse_duration, parse_mode, ConfigError, Mode, RateLimit,
+    ServerConfig,
 };
+use crate::config_file::{self, ConfigFileError};
+use crate::memory_budget;
 
 /// Default TCP address (the reference's).
 pub const DEFAULT_TCP: &str = "127.0.0.1:9999";
@@ -69,9 +72,11 @@ pub struct Cli {
     #[arg(long)]
     pub line_mode: bool,
 
-    /// File holding the shared HMAC key (must not be accessible by group or others; one
-    /// trailing newline is ignored). Without it the reference default key is used, with a
-    /// warning, and only on loopback/Unix listeners.
+    /// File holding the shared HMAC keys, one per line (must not be accessible by group
+    /// or others): the first signs new sessions, every one is accepted from clients, and
+    /// a session answers with the key its client used; re-read on SIGHUP. Without it
+    /// the reference default key is used, with a warning, and only on loopback/Unix
+    /// listeners.
     #[arg(long, value_name = "PATH", env = "SOCKCHAT_KEY_FILE")]
     pub key_file: Option<PathBuf>,
 
@@ -147,9 +152,71 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 
-    /// Log format (the level is set with RUST_LOG; default info).
+    /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Log filter, in RUST_LOG syntax (e.g. info, debug, sockchat_server=trace); reloaded
+    /// on SIGHUP. [default: RUST_LOG if set, else info]
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    /// TOML file of settings: every long flag is a key with `-` written `_` (e.g.
+    /// `max_sessions_per_peer = 100`, `unix = ["/run/chat.sock"]`). Flags on the command
+    /// line (and SOCKCHAT_KEY_FILE) win over the file. Re-read on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the configuration (flags, config file, key file) and exit: 0 when it is
+    /// valid, 1 with the reason when it is not.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Serve the admin HTTP endpoint here: GET /metrics (Prometheus text), /healthz,
+    /// /readyz, and POST /drain. Unauthenticated: keep it on loopback or a private
+    /// network. [default: off]
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+
+    /// Most sessions at once from one peer: a TCP peer is its IP address (the PROXY
+    /// protocol's source address with --proxy-protocol), a Unix peer its uid. Further
+    /// connections get an `error` frame naming the limit. [default: off]
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_peer: Option<usize>,
+
+    /// Most messages per second one session may send (token bucket); above it the server
+    /// stops reading that session until tokens return, so TCP pushes back on the sender.
+    /// [default: off]
+    #[arg(long, value_name = "N")]
+    pub max_messages_per_sec: Option<u32>,
+
+    /// Burst of the --max-messages-per-sec token bucket (messages accepted at once after
+    /// a quiet spell). [default: the per-second rate]
+    #[arg(long, value_name = "N")]
+    pub messages_burst: Option<u32>,
+
+    /// TCP listeners expect a PROXY protocol (v1 or v2) header from a trusted load
+    /// balancer first; its source address is used for per-peer limits and logs. A
+    /// connection without a valid header is closed.
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// Memory, across all cores, for partial frames, partial chunked messages and send
+    /// queues; a large frame or new chunked message that would pass it is refused with an
+    /// `error` frame. Each core gets an equal share. [default: a quarter of physical
+    /// memory]
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub memory_budget: Option<u64>,
+
+    /// Time a chunked message has to complete once its first chunk arrived; after it,
+    /// the session gets an `error` frame and is closed.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub message_timeout: Duration,
+
+    /// On SIGUSR2 (or POST /drain): time over which sessions are sent `disconnect`
+    /// "Server draining", spread evenly, before the process exits 0.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub drain_period: Duration,
 }
 
 /// The command with its help text completed by values only known at run time (the
@@ -170,6 +237,41 @@ pub fn command() -> clap::Command {
                  CPUs [default here: {cores}, the available CPUs]"
             ))
         })
+}
+
+/// Why the command line and config file could not be turned into a [`Cli`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The command line itself (including `--help` and `--version`, which clap reports
+    /// as errors to print and exit with).
+    #[error(transparent)]
+    Usage(#[from] clap::Error),
+    /// The config file.
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
+}
+
+/// Parses `argv` (program name first) and the `--config` file it names, if any; the
+/// command line wins over the file. Called at start and again on SIGHUP.
+pub fn load(argv: &[OsString]) -> Result<Cli, LoadError> {
+    let cmd = command();
+    let m = cmd.clone().try_get_matches_from(argv)?;
+    let Some(path) = m.get_one::<PathBuf>("config").cloned() else {
+        return Ok(Cli::from_arg_matches(&m)?);
+    };
+    let table = config_file::read(&path)?;
+    let from_file = config_file::to_args(&cmd, &m, &table, &path)?;
+    let mut all: Vec<OsString> = argv.iter().take(1).cloned().collect();
+    all.extend(from_file);
+    all.extend(argv.iter().skip(1).cloned());
+    let m = cmd
+        .try_get_matches_from(all)
+        .map_err(|e| ConfigFileError::Flag {
+            path: path.clone(),
+            message: e.kind().to_string() + ": " + e.to_string().lines().next().unwrap_or(""),
+        })?;
+    Ok(Cli::from_arg_matches(&m)?)
 }
 
 impl Cli {
@@ -205,11 +307,11 @@ impl Cli {
 
     /// Loads the key and builds the validated configuration.
     pub fn to_config(&self) -> Result<ServerConfig, ConfigError> {
-        let (key, default_key) = match &self.key_file {
-            Some(p) => (sockchat_os::read_key_file(p)?, false),
-            None => (Key::reference_default(), true),
+        let (keys, default_key) = match &self.key_file {
+            Some(p) => (sockchat_os::read_key_ring(p)?, false),
+            None => (KeyRing::single(Arc::new(Key::reference_default())), true),
         };
-        let mut c = ServerConfig::new(Arc::new(key), default_key);
+        let mut c = ServerConfig::with_keys(Arc::new(keys), default_key);
         if self.tcp.is_empty() && self.unix.is_empty() {
             c.tcp
                 .push(DEFAULT_TCP.parse().expect("valid default address"));
@@ -244,6 +346,18 @@ impl Cli {
                 confirm_timeout: Duration::from_secs(2),
             });
         }
+        c.admin = self.admin;
+        c.max_sessions_per_peer = self.max_sessions_per_peer;
+        c.rate_limit = self.max_messages_per_sec.map(|per_sec| RateLimit {
+            per_sec,
+            burst: self.messages_burst.unwrap_or(per_sec),
+        });
+        c.proxy_protocol = self.proxy_protocol;
+        c.memory_budget = self
+            .memory_budget
+            .unwrap_or_else(memory_budget::default_budget);
+        c.message_timeout = self.message_timeout;
+        c.drain_period = self.drain_period;
         c.validate(self.insecure_default_key)?;
         Ok(c)
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sockchat_proto::chunk::ChunkLimits;
 use sockchat_proto::frame::{Limits, MAX_CONTENT_LEN, MAX_HEADER_LEN};
 use sockchat_proto::rooms::DEFAULT_MAX_ROOMS;
-use sockchat_proto::{Features, Key, SessionConfig};
+use sockchat_proto::{Features, Key, KeyRing, SessionConfig};
 
 use crate::cluster::ClusterConfig;
 
@@ -59,8 +59,8 @@ pub struct ServerConfig {
     pub line_mode: bool,
     /// Number of runtimes (threads).
     pub cores: usize,
-    /// The shared secret.
-    pub key: Arc<Key>,
+    /// The shared keys: the first signs new sessions, every one verifies a client's ack.
+    pub keys: Arc<KeyRing>,
     /// True when `key` is the reference default.
     pub default_key: bool,
     /// Time allowed for the `session_ack`.
@@ -89,18 +89,47 @@ pub struct ServerConfig {
     pub max_rooms_per_session: usize,
     /// Chat across nodes through a NATS broker (chat mode only).
     pub cluster: Option<ClusterConfig>,
+    /// Address of the admin HTTP endpoint; `None`: off.
+    pub admin: Option<SocketAddr>,
+    /// Most sessions at once from one peer (TCP: IP address; Unix: uid); `None`: off.
+    pub max_sessions_per_peer: Option<usize>,
+    /// Per-session message rate; `None`: off.
+    pub rate_limit: Option<RateLimit>,
+    /// TCP listeners expect a PROXY protocol header first.
+    pub proxy_protocol: bool,
+    /// Bytes for partial frames, partial chunked messages and send queues, all cores
+    /// together.
+    pub memory_budget: u64,
+    /// Time a chunked message has to complete.
+    pub message_timeout: Duration,
+    /// Time over which a drain disconnects the sessions.
+    pub drain_period: Duration,
+}
+
+/// `--max-messages-per-sec` and its burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Messages per second, sustained.
+    pub per_sec: u32,
+    /// Messages accepted at once after a quiet spell.
+    pub burst: u32,
 }
 
 impl ServerConfig {
-    /// A configuration with the documented defaults, listening nowhere yet.
+    /// A configuration with the documented defaults and one key, listening nowhere yet.
     pub fn new(key: Arc<Key>, default_key: bool) -> Self {
+        Self::with_keys(Arc::new(KeyRing::single(key)), default_key)
+    }
+
+    /// Same, with several keys (the first signs new sessions).
+    pub fn with_keys(keys: Arc<KeyRing>, default_key: bool) -> Self {
         Self {
             tcp: Vec::new(),
             unix: Vec::new(),
             unix_mode: 0o660,
             line_mode: false,
             cores: available_cores(),
-            key,
+            keys,
             default_key,
             handshake_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(30),
@@ -115,6 +144,13 @@ impl ServerConfig {
             rooms: false,
             max_rooms_per_session: DEFAULT_MAX_ROOMS,
             cluster: None,
+            admin: None,
+            max_sessions_per_peer: None,
+            rate_limit: None,
+            proxy_protocol: false,
+            memory_budget: crate::memory_budget::default_budget(),
+            message_timeout: Duration::from_secs(60),
+            drain_period: Duration::from_secs(30),
         }
     }
 
@@ -144,6 +180,23 @@ impl ServerConfig {
         }
         if self.handshake_timeout.is_zero() || self.session_timeout.is_zero() {
             return Err(invalid("timeouts", "must be greater than zero"));
+        }
+        if self.max_sessions_per_peer == Some(0) {
+            return Err(invalid("--max-sessions-per-peer", "must be at least 1"));
+        }
+        if let Some(r) = self.rate_limit {
+            if r.per_sec == 0 || r.burst == 0 {
+                return Err(invalid(
+                    "--max-messages-per-sec/--messages-burst",
+                    "must be at least 1",
+                ));
+            }
+        }
+        if self.memory_budget == 0 {
+            return Err(invalid("--memory-budget", "must be at least 1"));
+        }
+        if self.message_timeout.is_zero() {
+            return Err(invalid("--message-timeout", "must be greater than zero"));
         }
         if self.unix_mode > 0o777 {
             return Err(invalid("--unix-mode", "permission bits only (at most 777)"));
@@ -196,6 +249,7 @@ impl ServerConfig {
                 Features::CHUNK
             },
             max_rooms: self.max_rooms_per_session,
+            message_timeout: Some(self.message_timeout),
             ..SessionConfig::default()
         }
     }

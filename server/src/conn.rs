@@ -29,6 +29,7 @@ use sockchat_proto::frame::MAGIC;
 use sockchat_proto::{CloseReason, LineSession, ServerSession, Session};
 
 use crate::handler::SessionInfo;
+use crate::rate_limit::{self, RateState};
 use crate::worker::Worker;
 
 /// Wake-up reasons, set by other tasks.
@@ -36,6 +37,8 @@ pub(crate) const WAKE_OUTPUT: u8 = 1;
 pub(crate) const WAKE_SHUTDOWN: u8 = 2;
 /// Abandon the connection now (slow consumer, or a write stalled for the timeout).
 pub(crate) const WAKE_ABORT: u8 = 4;
+/// ops hook: lame-duck drain, `disconnect` "Server draining" (see `drain.rs`).
+pub(crate) const WAKE_DRAIN: u8 = 8;
 
 /// Read at least this much per read (unless finishing a frame whose size is known).
 const MIN_READ: usize = 2048;
@@ -82,6 +85,10 @@ pub(crate) struct ConnState {
     pub(crate) info: SessionInfo,
     /// Set when the session reported `Event::Closed`.
     pub(crate) close_reason: Option<CloseReason>,
+    /// Counted against `--max-sessions-per-peer` (given back when it ends).
+    pub(crate) peer_counted: bool,
+    /// `--max-messages-per-sec` (boxed: nothing for sessions without a rate).
+    pub(crate) rate: Option<Box<RateState>>,
 }
 
 /// A connection as its core sees it.
@@ -96,6 +103,8 @@ pub(crate) struct Conn {
     pub(crate) inflight: Cell<usize>,
     /// When the write in flight started or last made progress.
     pub(crate) write_since: Cell<Option<Instant>>,
+    /// (send queue, held input) bytes charged to the core's memory budget.
+    pub(crate) charged: Cell<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -117,6 +126,7 @@ impl Conn {
             timer_at: Cell::new(None),
             inflight: Cell::new(0),
             write_since: Cell::new(None),
+            charged: Cell::new((0, 0)),
         }
     }
 
@@ -137,6 +147,14 @@ impl Conn {
 
     fn has_flag(&self, flag: u8) -> bool {
         self.flags.get() & flag != 0
+    }
+
+    pub(crate) fn has_wake_flags(&self) -> bool {
+        self.flags.get() != 0
+    }
+
+    pub(crate) fn register_waker(&self, waker: &Waker) {
+        self.register(waker);
     }
 }
 
@@ -243,6 +261,12 @@ async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
                 .proto
                 .close(CloseReason::ServerShutdown);
         }
+        if flags & WAKE_DRAIN != 0 {
+            conn.state
+                .borrow_mut()
+                .proto
+                .close(CloseReason::ServerDraining);
+        }
         core.process(conn, &mut conn.state.borrow_mut());
 
         let queued = conn.state.borrow().proto.queued_bytes() > 0;
@@ -265,6 +289,12 @@ async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
             return;
         }
 
+        // ops hook: --max-messages-per-sec stops reading until the bucket refills.
+        let paused = rate_limit::paused_until(&conn.state.borrow());
+        if let Some(until) = paused {
+            Box::pin(rate_limit::pause(core, conn, until)).await;
+            continue;
+        }
         conn.state.borrow_mut().proto.shrink_idle();
         let wake = {
             let fut = stream.wait_readable();
@@ -302,6 +332,8 @@ async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
 /// reply is queued one ring round trip earlier.
 fn read<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) {
     let mut st = conn.state.borrow_mut();
+    // ops hook: what the session may reserve of the core's memory budget.
+    core.grant_allowance(&mut st);
     let mut buf = st.proto.take_buffer();
     if buf.capacity() == 0 {
         buf = core.pool.get();
@@ -340,13 +372,17 @@ fn read<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) {
             let first = st.info.bytes_in == 0;
             st.info.bytes_in += n as u64;
             core.count_bytes_in(n);
-            if first && core.config.line_mode && buf.first() != Some(&MAGIC[0]) {
+            if first && core.config().line_mode && buf.first() != Some(&MAGIC[0]) {
                 core.switch_to_line(&mut st, now);
             }
             st.proto.put_buffer(buf);
-            // Event by event, so replies go out in the order of the requests.
+            // Event by event, so replies go out in the order of the requests; a rate
+            // limit that runs out leaves the rest buffered (ops hook).
             while st.proto.handle_input_until_event(now) {
                 core.process(conn, &mut st);
+                if rate_limit::paused_until(&st).is_some() {
+                    break;
+                }
             }
         }
         Err(e)
@@ -367,6 +403,8 @@ fn read<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) {
         let buf = st.proto.take_buffer();
         core.pool.put(buf);
     }
+    // ops hook: charge what the session now holds to the core's memory budget.
+    core.charge(conn, &st);
 }
 
 /// What woke a blocked writer.
@@ -415,13 +453,15 @@ async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<
         if conn.write_since.get().is_none() {
             let now = Instant::now();
             conn.write_since.set(Some(now));
-            core.schedule(conn, now + core.config.session_timeout);
+            core.schedule(conn, now + core.config().session_timeout);
         }
         read_open &= !conn.state.borrow().proto.is_closed();
+        // ops hook: a rate-limited session is not read while it waits to write either.
+        let read_now = read_open && rate_limit::paused_until(&conn.state.borrow()).is_none();
         let wake = {
             let w = stream.wait_writable();
             let mut w = pin!(w);
-            let r = read_open.then(|| stream.wait_readable());
+            let r = read_now.then(|| stream.wait_readable());
             let mut r = pin!(r);
             poll_fn(|cx| {
                 if conn.has_flag(WAKE_ABORT) {
@@ -458,6 +498,8 @@ async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<
     };
     conn.inflight.set(0);
     conn.write_since.set(None);
+    // ops hook: the send queue shrank (memory budget, send_queue_bytes gauge).
+    core.charge(conn, &conn.state.borrow());
     result
 }
 

@@ -35,6 +35,8 @@ pub(crate) struct Broadcast {
 pub(crate) struct CoreNotify {
     pending: AtomicBool,
     shutdown: AtomicBool,
+    drain: AtomicBool,
+    reload: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -57,6 +59,25 @@ impl CoreNotify {
 
     pub(crate) fn shutdown_requested(&self) -> bool {
         self.shutdown.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn request_drain(&self) {
+        self.drain.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    pub(crate) fn drain_requested(&self) -> bool {
+        self.drain.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn request_reload(&self) {
+        self.reload.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    /// True once per reload request.
+    pub(crate) fn take_reload(&self) -> bool {
+        self.reload.swap(false, Ordering::AcqRel)
     }
 
     /// Ready once `notify` was called since the last ready.

@@ -21,11 +21,15 @@
 //! # Ok::<(), sockchat_server::ServerError>(())
 //! ```
 
+pub mod admin;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod config_file;
 pub mod handler;
 pub mod listener;
+pub mod memory_budget;
+pub mod notify;
 pub mod pool;
 pub mod server;
 pub mod shutdown;
@@ -35,7 +39,12 @@ pub mod uring;
 
 mod chat;
 mod conn;
+mod drain;
 mod fanout;
+mod peer_limits;
+mod proxy_protocol;
+mod rate_limit;
+mod reload;
 mod rooms;
 mod worker;
 
@@ -43,5 +52,5 @@ pub use cluster::{BrokerState, ClusterConfig, ClusterStats};
 pub use config::{ConfigError, Mode, ServerConfig};
 pub use handler::{Chat, Delivery, Echo, Handler, Peer, SessionCtx, SessionInfo, Transport};
 pub use listener::{ListenAddr, ListenError};
-pub use server::{BoundServer, Server, ServerError, ShutdownHandle};
+pub use server::{BoundServer, Phase, Server, ServerError, ShutdownHandle};
 pub use stats::Snapshot;

@@ -1,16 +1,22 @@
 //! The server as a whole: binds, starts one runtime thread per core, reports, stops.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::{mpsc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
+use crate::admin::{self, Admin};
 use crate::cluster::{Cluster, ClusterHandle, ClusterStats};
 use crate::config::ServerConfig;
 use crate::fanout::{self, Inbox, Mailbox};
 use crate::handler::Handler;
 use crate::listener::{self, Bound, ListenAddr, ListenError, SocketFile};
+use crate::notify;
+use crate::peer_limits::PeerLimits;
+use crate::reload;
 use crate::rooms::RoomDirectory;
 use crate::stats::{CoreStats, Snapshot};
 use crate::worker;
@@ -33,6 +39,39 @@ pub enum ServerError {
     /// A thread could not be spawned.
     #[error("cannot spawn thread: {0}")]
     Thread(std::io::Error),
+    /// The admin endpoint could not be bound.
+    #[error("cannot listen on admin address {addr}: {source}")]
+    Admin {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Where the server is in its life, as `/readyz` and systemd see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    /// Binding and starting the cores.
+    Starting = 0,
+    /// Every listener accepts.
+    Ready = 1,
+    /// Lame duck: listeners closed, sessions being sent away over the drain period.
+    Draining = 2,
+    /// Graceful shutdown.
+    Stopping = 3,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Starting,
+            1 => Phase::Ready,
+            2 => Phase::Draining,
+            _ => Phase::Stopping,
+        }
+    }
 }
 
 /// State shared by all cores and the control threads.
@@ -48,14 +87,67 @@ pub(crate) struct Shared {
     pub(crate) cluster: Option<ClusterHandle>,
     files: Vec<SocketFile>,
     shutdown: AtomicBool,
+    phase: AtomicU8,
+    /// The settings in force; replaced as a whole by a SIGHUP reload.
+    pub(crate) config: ArcSwap<ServerConfig>,
+    /// Sessions per peer (`--max-sessions-per-peer`).
+    pub(crate) peers: PeerLimits,
+    finished: (Mutex<bool>, Condvar),
 }
 
 impl Shared {
     fn request_shutdown(&self) {
+        if self.phase.swap(Phase::Stopping as u8, Ordering::AcqRel) != Phase::Stopping as u8 {
+            notify::stopping("shutting down");
+        }
         self.shutdown.store(true, Ordering::Release);
         for m in self.mailboxes.iter() {
             m.notify.request_shutdown();
         }
+    }
+
+    /// Lame-duck drain; only from `Ready` (a shutdown in progress stays one).
+    pub(crate) fn request_drain(&self) -> bool {
+        let from_ready = self
+            .phase
+            .compare_exchange(
+                Phase::Ready as u8,
+                Phase::Draining as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if from_ready {
+            notify::stopping("draining");
+            for m in self.mailboxes.iter() {
+                m.notify.request_drain();
+            }
+        }
+        from_ready
+    }
+
+    pub(crate) fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    fn set_finished(&self) {
+        let (m, cv) = &self.finished;
+        *m.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cv.notify_all();
+    }
+
+    /// Waits up to `d`; true once the server has stopped.
+    fn wait_finished(&self, d: Duration) -> bool {
+        let (m, cv) = &self.finished;
+        let g = m.lock().unwrap_or_else(PoisonError::into_inner);
+        let (g, _) = cv
+            .wait_timeout_while(g, d, |done| !*done)
+            .unwrap_or_else(PoisonError::into_inner);
+        *g
+    }
+
+    pub(crate) fn core_snapshots(&self) -> Vec<Snapshot> {
+        self.stats.iter().map(|s| s.snapshot()).collect()
     }
 
     fn totals(&self) -> Snapshot {
@@ -97,6 +189,57 @@ impl ShutdownHandle {
     /// The broker link's counters and state, when clustered.
     pub fn cluster_stats(&self) -> Option<Arc<ClusterStats>> {
         self.shared.cluster.as_ref().map(|c| c.stats.clone())
+    }
+
+    /// Starts a lame-duck drain (SIGUSR2, `POST /drain`): `/readyz` turns 503, the
+    /// listeners close, and sessions are sent `disconnect` "Server draining" spread over
+    /// the drain period; the server then stops. False if it was not serving (starting,
+    /// already draining or shutting down).
+    pub fn drain(&self) -> bool {
+        self.shared.request_drain()
+    }
+
+    /// The server's phase.
+    pub fn phase(&self) -> Phase {
+        self.shared.phase()
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.shared.config.load_full()
+    }
+
+    /// Applies a re-read configuration to the running server (SIGHUP). Settings that
+    /// need a restart keep their old values; their names are returned.
+    pub fn reload(&self, new: ServerConfig) -> Vec<&'static str> {
+        let old = self.shared.config.load_full();
+        let (merged, kept) = reload::merge(&old, new);
+        self.shared.config.store(Arc::new(merged));
+        for m in self.shared.mailboxes.iter() {
+            m.notify.request_reload();
+        }
+        kept
+    }
+
+    /// Each core's liveness counter (see [`poke_cores`](Self::poke_cores)).
+    pub fn core_liveness(&self) -> Vec<u64> {
+        self.shared
+            .stats
+            .iter()
+            .map(|s| s.alive.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Wakes every core's control task, which bumps its liveness counter.
+    pub fn poke_cores(&self) {
+        for m in self.shared.mailboxes.iter() {
+            m.notify.notify();
+        }
+    }
+
+    /// Waits up to `d`; true once the server has stopped.
+    pub fn wait_stopped(&self, d: Duration) -> bool {
+        self.shared.wait_finished(d)
     }
 }
 
@@ -142,6 +285,18 @@ impl Server {
             .collect();
         let (mailboxes, inboxes) =
             fanout::mailboxes(&stats, c.fanout_queue_len, c.fanout_queue_bytes);
+        let admin = match c.admin {
+            Some(addr) => match Admin::bind(addr) {
+                Ok(a) => Some(a),
+                Err(source) => {
+                    for f in &files {
+                        f.remove();
+                    }
+                    return Err(ServerError::Admin { addr, source });
+                }
+            },
+            None => None,
+        };
         let directory = Arc::new(RoomDirectory::default());
         let cluster = match (&c.cluster, c.rooms) {
             (Some(cc), true) => Some(
@@ -158,12 +313,17 @@ impl Server {
             cluster: cluster.as_ref().map(|c| c.handle().clone()),
             files,
             shutdown: AtomicBool::new(false),
+            phase: AtomicU8::new(Phase::Starting as u8),
+            config: ArcSwap::new(self.config.clone()),
+            peers: PeerLimits::default(),
+            finished: (Mutex::new(false), Condvar::new()),
         });
         Ok(BoundServer {
             server: self,
             per_core,
             inboxes,
             addrs,
+            admin,
             shared,
             cluster,
         })
@@ -177,6 +337,7 @@ pub struct BoundServer {
     per_core: Vec<worker::CoreListeners>,
     inboxes: Vec<Inbox>,
     addrs: Vec<ListenAddr>,
+    admin: Option<Admin>,
     shared: Arc<Shared>,
     cluster: Option<Cluster>,
 }
@@ -185,6 +346,11 @@ impl BoundServer {
     /// The bound listeners (TCP with their real ports).
     pub fn addrs(&self) -> &[ListenAddr] {
         &self.addrs
+    }
+
+    /// The admin endpoint's address (with its real port), if one is configured.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().map(Admin::local_addr)
     }
 
     /// A handle to stop the server.
@@ -202,6 +368,7 @@ impl BoundServer {
             per_core,
             inboxes,
             addrs,
+            admin,
             shared,
             mut cluster,
         } = self;
@@ -255,16 +422,35 @@ impl BoundServer {
                 }
             }
         }
+        let admin_thread = match (admin, &start_error) {
+            (Some(a), None) => match admin::spawn(a, shared.clone()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    start_error = Some(ServerError::Thread(e));
+                    None
+                }
+            },
+            _ => None,
+        };
         if start_error.is_some() {
             shared.request_shutdown();
         } else {
+            // Only from Starting: a signal during start-up already moved it on.
+            let _ = shared.phase.compare_exchange(
+                Phase::Starting as u8,
+                Phase::Ready as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
             tracing::info!(
                 cores = config.cores,
                 max_sessions = config.max_sessions,
                 line_mode = config.line_mode,
+                memory_budget = config.memory_budget,
                 "ready"
             );
             on_ready(&addrs);
+            notify::ready("serving");
         }
 
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -293,6 +479,10 @@ impl BoundServer {
             if let Some(s) = &shared.cluster {
                 tracing::info!(cluster = %s.stats.text(), "broker link stopped");
             }
+        }
+        shared.set_finished();
+        if let Some(t) = admin_thread {
+            t.stop();
         }
         for f in &shared.files {
             f.remove();

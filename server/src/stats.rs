@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sockchat_proto::{CloseReason, RoomError};
@@ -27,6 +28,18 @@ pub struct CoreStats {
     pub bytes_out: AtomicU64,
     /// Chat messages for this core dropped because its inbound queue was full.
     pub fanout_dropped: AtomicU64,
+    /// Sessions open now over TCP (the rest of `sessions` are Unix).
+    pub sessions_tcp: AtomicU64,
+    /// Connections closed for a missing or invalid PROXY protocol header.
+    pub proxy_rejected: AtomicU64,
+    /// Times a session's reading was paused by `--max-messages-per-sec`.
+    pub rate_limited: AtomicU64,
+    /// Bytes queued to peers and not yet written (gauge).
+    pub send_queue_bytes: AtomicU64,
+    /// Bytes charged to this core's share of `--memory-budget` (gauge).
+    pub memory_bytes: Arc<AtomicU64>,
+    /// Bumped by the core each time it is woken; the watchdog checks it moves.
+    pub alive: AtomicU64,
     closes: [AtomicU64; REASONS],
     /// Room requests refused with an `error` frame, by [`RoomError::index`].
     pub(crate) room_refusals: [AtomicU64; REFUSALS],
@@ -63,6 +76,11 @@ impl CoreStats {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             fanout_dropped: self.fanout_dropped.load(Relaxed),
+            sessions_tcp: self.sessions_tcp.load(Relaxed),
+            proxy_rejected: self.proxy_rejected.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
+            send_queue_bytes: self.send_queue_bytes.load(Relaxed),
+            memory_bytes: self.memory_bytes.load(Relaxed),
             closes,
         }
     }
@@ -85,6 +103,16 @@ pub struct Snapshot {
     pub bytes_out: u64,
     /// Chat messages dropped at full cross-core queues.
     pub fanout_dropped: u64,
+    /// Sessions open over TCP.
+    pub sessions_tcp: u64,
+    /// Connections closed for a missing or invalid PROXY header.
+    pub proxy_rejected: u64,
+    /// Times a session's reading was paused by the message rate limit.
+    pub rate_limited: u64,
+    /// Bytes queued to peers, not yet written.
+    pub send_queue_bytes: u64,
+    /// Bytes charged to the memory budget.
+    pub memory_bytes: u64,
     /// Closes, indexed by [`CloseReason::index`].
     pub closes: [u64; REASONS],
     /// Refused room requests, indexed by [`RoomError::index`].
@@ -103,6 +131,11 @@ impl Snapshot {
             t.bytes_in += s.bytes_in;
             t.bytes_out += s.bytes_out;
             t.fanout_dropped += s.fanout_dropped;
+            t.sessions_tcp += s.sessions_tcp;
+            t.proxy_rejected += s.proxy_rejected;
+            t.rate_limited += s.rate_limited;
+            t.send_queue_bytes += s.send_queue_bytes;
+            t.memory_bytes += s.memory_bytes;
             for (a, b) in t.closes.iter_mut().zip(&s.closes) {
                 *a += b;
             }

@@ -2,7 +2,7 @@
 //! its connections, its timer task and its control task (cross-core chat messages and
 //! shutdown).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -25,9 +25,14 @@ use crate::config::ServerConfig;
 use crate::conn::{
     self, Conn, ConnState, ConnStream, Proto, WAKE_ABORT, WAKE_OUTPUT, WAKE_SHUTDOWN,
 };
+use crate::drain;
 use crate::fanout::{Broadcast, Inbox, Mailbox};
 use crate::handler::{Delivery, Handler, Peer, SessionCtx, SessionInfo, Transport};
+use crate::memory_budget::CoreBudget;
+use crate::peer_limits::PeerKey;
 use crate::pool::BufPool;
+use crate::proxy_protocol;
+use crate::rate_limit::{self, RateState};
 use crate::rooms::CoreRooms;
 use crate::server::Shared;
 use crate::stats::CoreStats;
@@ -52,8 +57,9 @@ pub(crate) struct CoreListeners {
 /// A core's state, shared by its tasks (single-threaded).
 pub struct Worker {
     pub(crate) index: usize,
-    pub(crate) config: Arc<ServerConfig>,
-    session_config: Arc<SessionConfig>,
+    /// Swapped as a whole by a SIGHUP reload (see `reload.rs`).
+    config: RefCell<Arc<ServerConfig>>,
+    session_config: RefCell<Arc<SessionConfig>>,
     handler: Arc<dyn Handler>,
     pub(crate) conns: RefCell<HashMap<u64, Rc<Conn>>>,
     pub(crate) rooms: CoreRooms,
@@ -65,7 +71,15 @@ pub struct Worker {
     shutting_down: Cell<bool>,
     accept_canceller: RefCell<Option<Canceller>>,
     drained: Cell<Option<Waker>>,
-    server_full: Bytes,
+    server_full: RefCell<Bytes>,
+    /// This core's share of `--memory-budget`.
+    pub(crate) budget: CoreBudget,
+    /// Set once a drain started on this core.
+    pub(crate) draining: Cell<bool>,
+    /// Set once the drain told every session (see `drain.rs`).
+    pub(crate) drain_done: Cell<bool>,
+    /// Bytes queued to this core's sessions (the `send_queue_bytes` gauge).
+    queue_bytes: Cell<u64>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -159,19 +173,16 @@ impl Worker {
         handler: Arc<dyn Handler>,
         shared: Arc<Shared>,
     ) -> Self {
-        let mut full = BytesMut::new();
-        let header = Header::new(FrameType::Error, Some(OCTET_STREAM), None);
-        // A fixed, short, non-empty content: encoding cannot fail.
-        let _ = encode_into(
-            &config.key,
-            &header,
-            CloseReason::ServerFull.wire_reason().as_bytes(),
-            &mut full,
+        let budget = CoreBudget::new(
+            config.memory_budget,
+            config.cores,
+            shared.stats[index].memory_bytes.clone(),
         );
         Self {
             index,
-            session_config: Arc::new(config.session_config()),
-            config,
+            session_config: RefCell::new(Arc::new(config.session_config())),
+            server_full: RefCell::new(reject_frame(&config, &CloseReason::ServerFull)),
+            config: RefCell::new(config),
             handler,
             conns: RefCell::new(HashMap::new()),
             rooms: CoreRooms::default(),
@@ -183,8 +194,33 @@ impl Worker {
             shutting_down: Cell::new(false),
             accept_canceller: RefCell::new(Some(Canceller::new())),
             drained: Cell::new(None),
-            server_full: full.freeze(),
+            budget,
+            draining: Cell::new(false),
+            drain_done: Cell::new(false),
+            queue_bytes: Cell::new(0),
         }
+    }
+
+    /// The settings in force on this core.
+    pub(crate) fn config(&self) -> Ref<'_, Arc<ServerConfig>> {
+        self.config.borrow()
+    }
+
+    pub(crate) fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.get()
+    }
+
+    /// Takes the configuration a SIGHUP reload stored: new sessions get it.
+    fn apply_reload(&self) {
+        let config = self.shared.config.load_full();
+        self.budget.set_budget(config.memory_budget, config.cores);
+        *self.session_config.borrow_mut() = Arc::new(config.session_config());
+        *self.server_full.borrow_mut() = reject_frame(&config, &CloseReason::ServerFull);
+        *self.config.borrow_mut() = config;
     }
 
     fn mailbox(&self) -> &Mailbox {
@@ -208,25 +244,53 @@ impl Worker {
     }
 
     /// Takes a new connection: a session, or "Server full" at the limit.
-    fn admit<S: ConnStream>(self: &Rc<Self>, stream: S, transport: Transport, peer: Peer) {
+    pub(crate) fn admit<S: ConnStream>(
+        self: &Rc<Self>,
+        stream: S,
+        transport: Transport,
+        peer: Peer,
+    ) {
         CoreStats::add(&self.stats.accepted, 1);
+        let config = self.config.borrow().clone();
         let before = self.shared.sessions.fetch_add(1, Ordering::AcqRel);
-        if before >= self.config.max_sessions {
+        if before >= config.max_sessions {
             self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
             self.stats.count_close(&CloseReason::ServerFull);
             tracing::debug!(?peer, "refused: server full");
-            monoio::spawn(reject(self.clone(), stream));
+            let frame = self.server_full.borrow().clone();
+            monoio::spawn(reject(self.clone(), stream, frame));
             return;
         }
+        // ops hook: --max-sessions-per-peer (peer_limits.rs).
+        let peer_counted = match (config.max_sessions_per_peer, PeerKey::of(&peer)) {
+            (Some(limit), Some(key)) => {
+                if !self.shared.peers.try_acquire(key, limit) {
+                    self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
+                    let reason = CloseReason::PeerLimit {
+                        limit: limit as u64,
+                    };
+                    self.stats.count_close(&reason);
+                    tracing::debug!(?peer, limit, "refused: per-peer session limit");
+                    let frame = reject_frame(&config, &reason);
+                    monoio::spawn(reject(self.clone(), stream, frame));
+                    return;
+                }
+                true
+            }
+            _ => false,
+        };
         CoreStats::add(&self.stats.sessions, 1);
+        if transport == Transport::Tcp {
+            CoreStats::add(&self.stats.sessions_tcp, 1);
+        }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let now = Instant::now();
         let sid = ByteStr::from(uuid::Uuid::new_v4().hyphenated().to_string());
-        let session = ServerSession::new(
+        let session = ServerSession::with_keys(
             sid.clone(),
-            self.config.key.clone(),
-            self.session_config.clone(),
+            config.keys.clone(),
+            self.session_config.borrow().clone(),
             now,
         );
         let deadline = session.poll_timeout();
@@ -248,6 +312,8 @@ impl Worker {
                 proto: Proto::Frame(session),
                 info,
                 close_reason: None,
+                peer_counted,
+                rate: RateState::for_config(self),
             },
         ));
         if let Some(t) = deadline {
@@ -273,11 +339,12 @@ impl Worker {
 
     /// Replaces a framed session that has not spoken yet by a line-mode one.
     pub(crate) fn switch_to_line(&self, st: &mut ConnState, now: Instant) {
-        let max_line = usize::try_from(self.config.max_frame).unwrap_or(usize::MAX);
+        let config = self.config();
+        let max_line = usize::try_from(config.max_frame).unwrap_or(usize::MAX);
         st.proto = Proto::Line(Box::new(LineSession::new(
             st.info.id.clone(),
             max_line,
-            self.config.session_timeout,
+            config.session_timeout,
             now,
         )));
         st.info.line_mode = true;
@@ -308,6 +375,7 @@ impl Worker {
                         continue;
                     }
                     CoreStats::add(&self.stats.messages_in, 1);
+                    rate_limit::on_message(st, &self.stats);
                     let mut ctx = SessionCtx {
                         core: self,
                         conn_id: conn.id,
@@ -335,7 +403,7 @@ impl Worker {
     /// so one message larger than the limit (a 10 MiB frame, a 50 MiB chunked message)
     /// still goes out; memory per session stays below the limit plus one message.
     fn over_queue_limit(&self, conn: &Conn, st: &ConnState) -> bool {
-        st.proto.queued_bytes() + conn.inflight.get() > self.config.send_queue_limit
+        st.proto.queued_bytes() + conn.inflight.get() > self.config().send_queue_limit
     }
 
     /// Queues a message to one session of this core (not the sender).
@@ -366,9 +434,37 @@ impl Worker {
         }
         st.info.messages_out += 1;
         self.count_message_out();
+        self.charge(conn, &st);
         drop(st);
         conn.wake(WAKE_OUTPUT);
         true
+    }
+
+    /// ops hook (memory_budget.rs): before a framed session is fed input, it may
+    /// reserve what is left of this core's share of the budget.
+    pub(crate) fn grant_allowance(&self, st: &mut ConnState) {
+        if let Proto::Frame(s) = &mut st.proto {
+            s.set_memory_allowance(self.budget.available());
+        }
+    }
+
+    /// ops hook (memory_budget.rs): charges what the session holds now (its send queue
+    /// and write in flight, its partial messages and large-frame buffer) to this core's
+    /// share, and keeps the send-queue gauge.
+    pub(crate) fn charge(&self, conn: &Conn, st: &ConnState) {
+        let queue = (st.proto.queued_bytes() + conn.inflight.get()) as u64;
+        let input = match &st.proto {
+            Proto::Frame(s) => s.held_input_bytes(),
+            Proto::Line(_) => 0,
+        };
+        let (before_queue, before_input) = conn.charged.replace((queue, input));
+        self.budget
+            .recharge(before_queue + before_input, queue + input);
+        if before_queue != queue {
+            let total = (self.queue_bytes.get() + queue).saturating_sub(before_queue);
+            self.queue_bytes.set(total);
+            self.stats.send_queue_bytes.store(total, Ordering::Relaxed);
+        }
     }
 
     /// Chat fan-out from session `from`: this core's sessions at once, the other cores
@@ -423,6 +519,19 @@ impl Worker {
         self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
         let st = conn.state.borrow();
         self.room_session_end(conn, &st);
+        if st.info.transport == Transport::Tcp {
+            self.stats.sessions_tcp.fetch_sub(1, Ordering::Relaxed);
+        }
+        let (queue, input) = conn.charged.take();
+        self.budget.recharge(queue + input, 0);
+        let total = self.queue_bytes.get().saturating_sub(queue);
+        self.queue_bytes.set(total);
+        self.stats.send_queue_bytes.store(total, Ordering::Relaxed);
+        if st.peer_counted {
+            if let Some(key) = PeerKey::of(&st.info.peer) {
+                self.shared.peers.release(key);
+            }
+        }
         let reason = st.close_reason.clone().unwrap_or(CloseReason::PeerClosed);
         self.stats.count_close(&reason);
         tracing::debug!(
@@ -434,7 +543,7 @@ impl Worker {
             "session closed"
         );
         self.handler.on_session_end(&st.info, &reason);
-        if now_empty && self.shutting_down.get() {
+        if now_empty && (self.shutting_down.get() || self.draining.get()) {
             if let Some(w) = self.drained.take() {
                 w.wake();
             }
@@ -446,7 +555,7 @@ impl Worker {
             return;
         };
         conn.timer_at.set(None);
-        let timeout = self.config.session_timeout;
+        let timeout = self.config().session_timeout;
         if let Some(since) = conn.write_since.get() {
             // A write is in flight, so the driver is not reading: silence means nothing
             // now. What counts is whether the peer takes our bytes.
@@ -490,7 +599,7 @@ impl Worker {
             c.wake(WAKE_SHUTDOWN);
         }
         drop(conns);
-        let deadline = Instant::now() + self.config.shutdown_grace;
+        let deadline = Instant::now() + self.config().shutdown_grace;
         let sleep = monoio::time::sleep_until(monoio::time::Instant::from_std(deadline));
         let mut sleep = pin!(sleep);
         poll_fn(|cx| {
@@ -520,6 +629,36 @@ impl Worker {
         }
     }
 
+    /// Cancels the accept loops: their listeners close when they return.
+    pub(crate) fn stop_accepting(&self) {
+        if let Some(c) = self.accept_canceller.borrow_mut().take() {
+            c.cancel();
+        }
+    }
+
+    /// The sessions open on this core now.
+    pub(crate) fn conns_snapshot(&self) -> Vec<Rc<Conn>> {
+        self.conns.borrow().values().cloned().collect()
+    }
+
+    /// Waits until this core holds no session (or `deadline` passes).
+    pub(crate) async fn wait_empty(&self, deadline: Instant) {
+        let sleep = monoio::time::sleep_until(monoio::time::Instant::from_std(deadline));
+        let mut sleep = pin!(sleep);
+        poll_fn(|cx| {
+            if self.conns.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            self.drained.set(Some(cx.waker().clone()));
+            sleep.as_mut().poll(cx)
+        })
+        .await;
+    }
+
+    pub(crate) fn wake_control(&self) {
+        self.mailbox().notify.notify();
+    }
+
     fn accept_handle(&self) -> Option<monoio::io::CancelHandle> {
         self.accept_canceller
             .borrow()
@@ -528,9 +667,24 @@ impl Worker {
     }
 }
 
-/// Tells a connection "Server full" and closes it.
-async fn reject<S: ConnStream>(core: Rc<Worker>, mut stream: S) {
-    let frame = core.server_full.clone();
+/// An `error` frame (no session id: the connection never got one) for a connection
+/// refused before it became a session.
+fn reject_frame(config: &ServerConfig, reason: &CloseReason) -> Bytes {
+    let mut out = BytesMut::new();
+    let header = Header::new(FrameType::Error, Some(OCTET_STREAM), None);
+    // A short, non-empty content: encoding cannot fail.
+    let _ = encode_into(
+        config.keys.signing(),
+        &header,
+        reason.wire_reason().as_bytes(),
+        &mut out,
+    );
+    out.freeze()
+}
+
+/// Tells a connection why it is refused ("Server full", the per-peer limit) and closes
+/// it.
+async fn reject<S: ConnStream>(core: Rc<Worker>, mut stream: S, frame: Bytes) {
     let len = frame.len();
     if let Ok((Ok(n), _)) = monoio::time::timeout(Duration::from_secs(1), stream.write(frame)).await
     {
@@ -559,13 +713,18 @@ async fn accept_tcp(core: Rc<Worker>, listener: TcpListener) {
     while let Some(h) = core.accept_handle() {
         match listener.cancelable_accept(h).await {
             Ok((stream, addr)) => {
-                if core.shutting_down.get() {
+                if core.shutting_down.get() || core.draining.get() {
                     break;
                 }
                 let _ = stream.set_nodelay(true);
+                if core.config().proxy_protocol {
+                    // ops hook: the session starts once the PROXY header is read.
+                    monoio::spawn(proxy_protocol::accept(core.clone(), stream, addr));
+                    continue;
+                }
                 core.admit::<TcpStream>(stream, Transport::Tcp, Peer::Tcp(addr));
             }
-            Err(e) if core.shutting_down.get() || is_cancelled(&e) => break,
+            Err(e) if core.shutting_down.get() || core.draining.get() || is_cancelled(&e) => break,
             Err(e) => accept_error(&core, &e).await,
         }
     }
@@ -575,7 +734,7 @@ async fn accept_unix(core: Rc<Worker>, listener: UnixListener) {
     while let Some(h) = core.accept_handle() {
         match listener.cancelable_accept(h).await {
             Ok((stream, _)) => {
-                if core.shutting_down.get() {
+                if core.shutting_down.get() || core.draining.get() {
                     break;
                 }
                 let peer = match stream.peer_cred() {
@@ -588,7 +747,7 @@ async fn accept_unix(core: Rc<Worker>, listener: UnixListener) {
                 };
                 core.admit::<UnixStream>(stream, Transport::Unix, peer);
             }
-            Err(e) if core.shutting_down.get() || is_cancelled(&e) => break,
+            Err(e) if core.shutting_down.get() || core.draining.get() || is_cancelled(&e) => break,
             Err(e) => accept_error(&core, &e).await,
         }
     }
@@ -617,11 +776,13 @@ async fn timer_task(core: Rc<Worker>) {
     }
 }
 
-/// Delivers chat messages from other cores until shutdown is requested.
+/// Delivers chat messages from other cores, applies reloads and starts a drain, until
+/// shutdown is requested or a drain has sent every session away.
 async fn control(core: &Rc<Worker>, inbox: &Inbox) {
     let mailbox = core.mailbox();
     loop {
         poll_fn(|cx| mailbox.notify.poll_notified(cx)).await;
+        CoreStats::add(&core.stats.alive, 1);
         while let Some(msg) = inbox.try_recv(mailbox) {
             core.deliver_room(&msg, None);
         }
@@ -629,6 +790,16 @@ async fn control(core: &Rc<Worker>, inbox: &Inbox) {
             core.room_confirmed(&room);
         }
         if mailbox.notify.shutdown_requested() {
+            return;
+        }
+        if mailbox.notify.take_reload() {
+            core.apply_reload();
+        }
+        if mailbox.notify.drain_requested() && !core.draining.get() {
+            core.draining.set(true);
+            monoio::spawn(drain::run(core.clone()));
+        }
+        if core.draining.get() && drain::finished(core) {
             return;
         }
     }

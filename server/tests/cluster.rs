@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use sockchat_proto::FrameType;
+use sockchat_testkit::admin::{sample, scrape_until};
 use sockchat_testkit::nats::Nats;
 use sockchat_testkit::rooms::*;
 use sockchat_testkit::*;
@@ -22,6 +23,8 @@ fn node(nats: &Nats, name: &str) -> Server {
             name,
             "--stats-interval",
             "100ms",
+            "--admin",
+            "127.0.0.1:0",
         ])
         .start()
 }
@@ -218,6 +221,22 @@ fn broker_loss_keeps_local_delivery_and_recovers() {
         &format!("publish_dropped={}", dropped_before + 1),
         Duration::from_secs(5),
     );
+    // /metrics shows the same: the broker state and the dropped publication.
+    let admin = a.admin.expect("admin endpoint");
+    let m = scrape_until(admin, Duration::from_secs(5), |m| {
+        sample(m, "sockchat_broker_publish_dropped_total") > dropped_before as f64
+    });
+    assert_eq!(
+        sample(&m, "sockchat_broker_state{state=\"disconnected\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "sockchat_broker_state{state=\"connected\"}"),
+        0.0
+    );
+    assert!(sample(&m, "sockchat_broker_publish_dropped_total") > dropped_before as f64);
+    assert!(sample(&m, "sockchat_broker_published_total") >= 1.0);
+    assert!(sample(&m, "sockchat_broker_disconnects_total") >= 1.0);
     // Nodes stay up and serve new sessions.
     let mut late = rooms_client(&b, Transport::Tcp);
     join(&mut late, "survive");

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use sockchat_proto::FrameType;
+use sockchat_testkit::admin::{sample, scrape_until};
 use sockchat_testkit::rooms::*;
 use sockchat_testkit::*;
 
@@ -87,7 +88,12 @@ fn rooms_route_by_membership_across_cores() {
 
 #[test]
 fn bad_requests_are_refused_and_the_session_stays_open() {
-    let server = chat_server(1);
+    let server = Server::builder()
+        .cores(1)
+        .args(["--mode", "chat", "--max-rooms-per-session", "4"])
+        .args(["--admin", "127.0.0.1:0"])
+        .start();
+    let admin = server.admin.expect("admin endpoint");
     let mut c = rooms_client(&server, Transport::Unix);
     let mut other = rooms_client(&server, Transport::Unix);
 
@@ -126,6 +132,28 @@ fn bad_requests_are_refused_and_the_session_stays_open() {
     leave(&mut c, "lobby");
     say(&mut c, None, b"x");
     expect_refusal(&mut c, "not a member of room lobby");
+
+    // Every refusal is counted by reason on /metrics, and none closed a session.
+    let want = [
+        ("bad_room_name", 6.0),
+        ("room_mismatch", 1.0),
+        ("not_member", 2.0),
+        ("too_many_rooms", 1.0),
+        ("refused", 0.0),
+    ];
+    let key = |r: &str| format!("sockchat_room_refusals_total{{reason=\"{r}\"}}");
+    let m = scrape_until(admin, Duration::from_secs(5), |m| {
+        want.iter().all(|(r, n)| sample(m, &key(r)) == *n)
+    });
+    for (r, n) in want {
+        assert_eq!(m.get(&key(r)), Some(&n), "{r}");
+    }
+    let sessions: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("sockchat_sessions{"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(sessions, 2.0);
 }
 
 #[test]

@@ -1,5 +1,9 @@
 //! `sockchat-testkit`: what the sockchat crates' tests share, written once.
 //!
+//! * [`admin`]: the server's admin endpoint over HTTP, and `/metrics` parsed by the
+//!   reference Prometheus parser.
+//! * [`notify_socket`]: a `NOTIFY_SOCKET` listener, as systemd's, for sd_notify.
+//! * [`proxy_header`]: PROXY protocol v1 and v2 headers to send ahead of frames.
 //! * [`pair`]: a client and a server session wired together in memory on a simulated
 //!   clock, for session rules without sockets.
 //! * [`server`]: start the real `sockchat-server` binary in its own temp dir, wait for
@@ -25,15 +29,18 @@
 //!
 //! Every wait is bounded by a deadline, and every child process is stopped by its PID.
 
+pub mod admin;
 pub mod client;
 pub mod echo_double;
 pub mod frames;
 pub mod hostile;
 pub mod line_client;
 pub mod nats;
+pub mod notify_socket;
 pub mod pair;
 pub mod process;
 pub mod procfs;
+pub mod proxy_header;
 pub mod pty;
 pub mod rooms;
 pub mod server;
@@ -45,6 +52,7 @@ pub use client::{Client, Outcome, ReadError};
 pub use frames::*;
 pub use hostile::{parse_totals, Arena, Bystander, BystanderReport, Totals, BYSTANDER_MAX_LATENCY};
 pub use line_client::LineClient;
+pub use notify_socket::NotifySocket;
 pub use procfs::{peer_has_read_all, proc_fds, proc_hwm, proc_rss, wait_peer_read_all, wait_until};
 pub use server::{key_file_dir, server_binary, Memory, Server, ServerBuilder};
 pub use sockchat_os::Stream;

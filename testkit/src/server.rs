@@ -119,6 +119,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Without the default `--unix DIR/sockchat.sock`.
+    pub fn no_unix(mut self) -> Self {
+        self.unix = false;
+        self
+    }
+
     /// Listen on this Unix path instead of one in the server's temp dir.
     pub fn unix_path(mut self, p: impl Into<PathBuf>) -> Self {
         self.unix_path = Some(p.into());
@@ -190,6 +196,7 @@ impl ServerBuilder {
             unix: None,
             tcp_all: Vec::new(),
             unix_all: Vec::new(),
+            admin: None,
             configured_unix: unix_path,
             stderr_path,
             stdout: rx,
@@ -258,6 +265,8 @@ pub struct Server {
     pub tcp_all: Vec<SocketAddr>,
     /// Every `listening unix` path, in order.
     pub unix_all: Vec<PathBuf>,
+    /// Address from the `listening admin` line (with `--admin`).
+    pub admin: Option<SocketAddr>,
     configured_unix: Option<PathBuf>,
     stderr_path: PathBuf,
     stdout: Receiver<String>,
@@ -312,6 +321,12 @@ impl Server {
                             .map_err(|e| format!("bad address in {line:?}: {e}"))?;
                         self.tcp.get_or_insert(addr);
                         self.tcp_all.push(addr);
+                    } else if let Some(addr) = line.strip_prefix("listening admin ") {
+                        let addr: SocketAddr = addr
+                            .trim()
+                            .parse()
+                            .map_err(|e| format!("bad address in {line:?}: {e}"))?;
+                        self.admin = Some(addr);
                     } else if let Some(path) = line.strip_prefix("listening unix ") {
                         let path = PathBuf::from(path.trim());
                         self.unix.get_or_insert_with(|| path.clone());

@@ -329,6 +329,12 @@ impl Bench {
         sessions: usize,
         hold_s: f64,
     ) -> Result<SideRun, BenchError> {
+        if hold_s < IDLE_MIN_HOLD_S {
+            return Err(BenchError::Suite(format!(
+                "{name}: hold_s {hold_s} < {IDLE_MIN_HOLD_S}: RSS is read {} s after the last session is accepted, and must be read while they are held",
+                IDLE_SETTLE.as_secs_f64()
+            )));
+        }
         // Warm-up: allocator arenas, runtime slabs and buffer pools reach their working
         // size before "before" is read.
         let warm_args: Vec<String> = ["--sessions", "200", "--depth", "4", "--size", "1024"]
@@ -372,8 +378,16 @@ impl Bench {
         while srv.fds()? < fds0 + sessions && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_secs(1));
-        let (fds1, rss1) = (srv.fds()?, srv.rss_kib()?);
+        // Settle, then read RSS while the sessions are still held: loadgen holds them for
+        // the window (`hold_s`, which starts ~0.1 s after the last handshake), so the read
+        // lands inside it. The fd count is read on both sides of RSS and the lower one
+        // kept: if the sessions had begun closing, the figure is not the cost of open
+        // sessions, and the case fails instead of reporting it (it once read RSS after
+        // they had closed: fds 47 of 5,000, the allocator's retained peak).
+        std::thread::sleep(IDLE_SETTLE);
+        let fds_a = srv.fds()?;
+        let rss1 = srv.rss_kib()?;
+        let fds1 = fds_a.min(srv.fds()?);
         let (report, code) =
             process::finish_loadgen(child, Duration::from_secs(120), &json, &out, "heartbeat")?;
         let r = &report.results;
@@ -383,6 +397,9 @@ impl Bench {
                 code.map_or_else(|| "by signal".into(), |c| c.to_string()),
                 r.sessions_established
             ));
+        }
+        if let Some(p) = idle_fds_problem(fds0, fds1, sessions) {
+            self.problems.push(format!("{name}: {p}"));
         }
         let per = (rss1 as f64 - rss0 as f64) * 1024.0 / sessions as f64;
         Ok(SideRun {
@@ -429,6 +446,13 @@ impl Bench {
                     "  baseline {}  ratio {}",
                     fmt_value(b.value, case.unit),
                     r.map_or_else(|| "–".into(), |r| format!("{r:.3}"))
+                );
+            }
+            if let Detail::Memory(m) = &s.detail {
+                // The fd counts say whether RSS was read with the sessions open.
+                line += &format!(
+                    "  (RSS {} -> {} KiB, fds {} -> {})",
+                    m.rss_before_kib, m.rss_after_kib, m.fds_before, m.fds_after
                 );
             }
             println!("{line}");
@@ -513,6 +537,24 @@ impl Bench {
     }
 }
 
+/// How long the idle-memory case waits after the last session is accepted before it
+/// reads RSS (runtime slabs and allocator settle).
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+
+/// The shortest hold that leaves the RSS read well inside it.
+const IDLE_MIN_HOLD_S: f64 = 3.0;
+
+/// Why an idle-memory reading does not measure `sessions` open sessions: fewer than
+/// `sessions` fds more than before were open around the RSS read.
+fn idle_fds_problem(fds_before: usize, fds_after: usize, sessions: usize) -> Option<String> {
+    (fds_after < fds_before + sessions).then(|| {
+        format!(
+            "only {} of {sessions} sessions were open when RSS was read (fds {fds_before} -> {fds_after}): not the cost of open sessions",
+            fds_after.saturating_sub(fds_before)
+        )
+    })
+}
+
 /// `raw-server listening on tcp:ADDR` / `unix:PATH` → loadgen's target options.
 fn parse_raw_ready(line: &str) -> Option<[String; 2]> {
     let rest = line.split("raw-server listening on ").nth(1)?;
@@ -523,7 +565,16 @@ fn parse_raw_ready(line: &str) -> Option<[String; 2]> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_raw_ready;
+    use super::{idle_fds_problem, parse_raw_ready};
+
+    #[test]
+    fn idle_memory_read_after_the_sessions_closed_is_a_problem() {
+        // What every committed 5k run recorded: 48 fds before, 47 at the read.
+        let p = idle_fds_problem(48, 47, 5000).expect("sessions had closed");
+        assert!(p.contains("only 0 of 5000"), "{p}");
+        assert!(idle_fds_problem(48, 5047, 5000).is_some());
+        assert_eq!(idle_fds_problem(48, 5048, 5000), None);
+    }
 
     #[test]
     fn raw_server_readiness_line() {

@@ -14,6 +14,7 @@ use crate::codec::{Frame, Key};
 use crate::deframer::Deframer;
 use crate::frame::FrameType;
 use crate::header::{ByteStr, Header, OCTET_STREAM};
+use crate::keyring::KeyRing;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -28,6 +29,21 @@ enum State {
     Open,
 }
 
+/// What the server sent instead of a usable `session_init`, when a client's handshake
+/// ended with [`CloseReason::HandshakeFailed`] (see [`ClientSession::handshake_fault`]).
+///
+/// The close reason, its label and the text the server is told are the same for all of
+/// them; a driver that counts failures (a load generator) tells them apart with this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeFault {
+    /// A frame of another type came first. Never [`FrameType::Error`]: an `error` is
+    /// reported as [`Event::PeerError`] in any state and does not end the handshake.
+    Unexpected(FrameType),
+    /// `session_init` with a null `session_id`: there is no id to acknowledge.
+    NoSessionId,
+}
+
 /// The client end of one session: answers `session_init`, optionally negotiates
 /// features, pings every `heartbeat_interval`, measures pong round trips, sends and
 /// receives messages (chunked when needed and granted). See the [module docs](super).
@@ -38,6 +54,7 @@ pub struct ClientSession {
     last_seen: Instant,
     next_ping: Instant,
     ping_sent: Option<Instant>,
+    fault: Option<HandshakeFault>,
 }
 
 impl ClientSession {
@@ -51,7 +68,17 @@ impl ClientSession {
             last_seen: now,
             next_ping: now,
             ping_sent: None,
+            fault: None,
         }
+    }
+
+    /// A new session holding several keys (a key rotation): the server's
+    /// `session_init` may be signed with any of them, and the session then answers with,
+    /// and only accepts, the key that verified it.
+    pub fn with_keys(keys: Arc<KeyRing>, config: Arc<SessionConfig>, now: Instant) -> Self {
+        let mut s = Self::new(keys.signing().clone(), config, now);
+        s.core.set_ring(keys);
+        s
     }
 
     /// The session id the server assigned, once `session_init` arrived.
@@ -62,6 +89,12 @@ impl ClientSession {
     /// Features the server granted.
     pub fn features(&self) -> Features {
         self.core.features
+    }
+
+    /// Why the handshake failed, once the session closed with
+    /// [`CloseReason::HandshakeFailed`]; `None` otherwise.
+    pub fn handshake_fault(&self) -> Option<HandshakeFault> {
+        self.fault
     }
 
     /// The receive buffer: append bytes read from the server, then call
@@ -136,10 +169,12 @@ impl ClientSession {
     }
 
     fn on_init(&mut self, frame: Frame, now: Instant) {
-        let (FrameType::SessionInit, Some(id)) = (frame.header.kind, frame.header.session_id)
-        else {
-            self.core.close(CloseReason::HandshakeFailed);
-            return;
+        let id = match (frame.header.kind, frame.header.session_id) {
+            (FrameType::SessionInit, Some(id)) => id,
+            (FrameType::SessionInit, None) => {
+                return self.fail_handshake(HandshakeFault::NoSessionId)
+            }
+            (kind, _) => return self.fail_handshake(HandshakeFault::Unexpected(kind)),
         };
         self.core.session_id = Some(id.clone());
         let mut ack = Header::new(FrameType::SessionAck, Some(OCTET_STREAM), Some(id));
@@ -155,6 +190,11 @@ impl ClientSession {
                 deadline: now + self.core.config.handshake_timeout,
             };
         }
+    }
+
+    fn fail_handshake(&mut self, fault: HandshakeFault) {
+        self.fault = Some(fault);
+        self.core.close(CloseReason::HandshakeFailed);
     }
 
     fn on_open_frame(&mut self, frame: Frame, now: Instant) {
@@ -180,7 +220,7 @@ impl ClientSession {
                 }
             }
             FrameType::Chunk => {
-                if let Some(mut m) = self.core.on_chunk(&frame) {
+                if let Some(mut m) = self.core.on_chunk(&frame, now) {
                     (m.room, m.from) = super::rooms::delivered_tags(&frame.header);
                     self.core.events.push_back(Event::Message(m));
                 }

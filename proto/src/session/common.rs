@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -10,9 +11,11 @@ use super::reason::{Notice, Side, Violation};
 use super::{CloseReason, Event, Features, Message, Outbox, SendError, SessionConfig};
 use crate::chunk::{self, Reassembler};
 use crate::codec::{encode_into, encode_parts, Frame, Key};
-use crate::deframer::{Decoded, Deframer};
+use crate::deframer::{Decoded, Deframer, SMALL_FRAME};
+use crate::error::DecodeError;
 use crate::frame::{FrameType, MAX_CONTENT_LEN};
 use crate::header::{ByteStr, Header, OCTET_STREAM};
+use crate::keyring::KeyRing;
 
 /// The parts of a session both roles share: codec state, queues, chunking.
 #[derive(Debug)]
@@ -28,6 +31,9 @@ pub(crate) struct FramedCommon {
     next_message_id: u64,
     pub(crate) closed: bool,
     side: Side,
+    /// Before the first frame: every key that may verify it (then `key` becomes the one
+    /// that did). `None` with a single key.
+    ring: Option<Arc<KeyRing>>,
 }
 
 impl FramedCommon {
@@ -45,7 +51,36 @@ impl FramedCommon {
             next_message_id: 0,
             closed: false,
             side,
+            ring: None,
         }
+    }
+
+    /// Several keys for the first frame: it may be signed with any of them, and the
+    /// session then speaks with that one. `key` (signing what is sent before) should be
+    /// the ring's signing key.
+    pub(crate) fn set_ring(&mut self, ring: Arc<KeyRing>) {
+        self.ring = (ring.len() > 1).then_some(ring);
+    }
+
+    /// What the session may still reserve for large frames and new chunked messages
+    /// (kept by the deframer, which reserves frame buffers).
+    pub(crate) fn set_allowance(&mut self, bytes: u64) {
+        self.deframer.set_allowance(bytes);
+    }
+
+    /// Bytes held for input that a memory budget counts: partial chunked messages, and a
+    /// receive buffer grown past [`SMALL_FRAME`] for a large frame.
+    pub(crate) fn held_input_bytes(&self) -> u64 {
+        let buf = self.deframer.capacity();
+        let buf = if buf > SMALL_FRAME { buf as u64 } else { 0 };
+        self.reassembly_bytes() + buf
+    }
+
+    /// When the oldest partial chunked message runs out of time.
+    pub(crate) fn message_deadline(&self) -> Option<Instant> {
+        let timeout = self.config.message_timeout?;
+        let opened = self.reassembler.as_ref()?.oldest_open()?;
+        Some(opened + timeout)
     }
 
     /// Decodes one buffered frame; `None` when more bytes are needed or the session is
@@ -54,9 +89,25 @@ impl FramedCommon {
         if self.closed {
             return None;
         }
-        match self.deframer.decode(&self.key) {
+        let decoded = match self.ring.take() {
+            // The first frame: whichever key verifies it is the session's from now on.
+            Some(ring) => self.deframer.decode_any(ring.keys()).map(|(d, i)| {
+                match d {
+                    Decoded::Frame(_) => self.key = ring.keys()[i].clone(),
+                    Decoded::NeedMore(_) => self.ring = Some(ring),
+                }
+                d
+            }),
+            None => self.deframer.decode(&self.key),
+        };
+        match decoded {
             Ok(Decoded::Frame(f)) => Some(f),
             Ok(Decoded::NeedMore(_)) => None,
+            // The deframer refused to reserve a large frame's buffer: the memory budget.
+            Err(DecodeError::OverAllowance { .. }) => {
+                self.close(CloseReason::MemoryBudget);
+                None
+            }
             Err(e) => {
                 self.close(CloseReason::InvalidFrame(e));
                 None
@@ -131,9 +182,9 @@ impl FramedCommon {
         Ok(())
     }
 
-    /// Handles a `chunk` frame; returns the message when it is complete (its `room` and
-    /// `from` are left for the caller, from the completing chunk's header).
-    pub(crate) fn on_chunk(&mut self, frame: &Frame) -> Option<Message> {
+    /// Handles a `chunk` frame received at `now`; returns the message when it is complete
+    /// (its `room` and `from` are left for the caller, from the completing chunk's header).
+    pub(crate) fn on_chunk(&mut self, frame: &Frame, now: Instant) -> Option<Message> {
         if !self.features.chunk {
             self.close(CloseReason::ProtocolViolation(
                 Violation::ChunkWithoutFeature,
@@ -146,10 +197,31 @@ impl FramedCommon {
             return None;
         };
         let limits = self.config.chunk;
+        // The memory budget: a chunk that opens a new message reserves its total_len.
+        // (One above the message limit is left to the reassembler's own error.)
+        let opens = info.count > 1
+            && info.total_len <= limits.max_message_len
+            && !self
+                .reassembler
+                .as_ref()
+                .is_some_and(|r| r.is_open(&info.message_id));
+        if opens {
+            if info.total_len > self.deframer.allowance() {
+                self.close(CloseReason::MemoryBudget);
+                return None;
+            }
+            self.deframer.spend_allowance(info.total_len);
+        }
         let r = self
             .reassembler
             .get_or_insert_with(|| Box::new(Reassembler::new(limits)));
-        match r.push(info, frame.header.content_type.as_ref(), &frame.content) {
+        let opened = self.config.message_timeout.map(|_| now);
+        match r.push_at(
+            info,
+            frame.header.content_type.as_ref(),
+            &frame.content,
+            opened,
+        ) {
             Ok(Some(m)) => {
                 if r.partial_count() == 0 {
                     // Release the bookkeeping of an idle session.

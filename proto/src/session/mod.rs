@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use client::ClientSession;
+pub use crate::deframer::SMALL_FRAME;
+pub use client::{ClientSession, HandshakeFault};
 pub use driver::Session;
 pub use line::LineSession;
 pub use outbox::Outbox;
@@ -109,6 +110,10 @@ pub struct SessionConfig {
     /// Server, rooms extension: most rooms one session may be a member of at once
     /// (the lobby counts).
     pub max_rooms: usize,
+    /// Server: time a chunked message has to complete once its first chunk arrived;
+    /// after it the session is closed with [`CloseReason::MessageTimeout`]. `None`: no
+    /// limit (only `chunk.max_partial` bounds partial messages).
+    pub message_timeout: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -122,6 +127,7 @@ impl Default for SessionConfig {
             max_chunk: 1024 * 1024,
             features: Features::ALL,
             max_rooms: DEFAULT_MAX_ROOMS,
+            message_timeout: None,
         }
     }
 }

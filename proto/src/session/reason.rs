@@ -98,6 +98,20 @@ close_reasons! {
     ServerFull => "server_full",
     /// The application closed the session.
     Application(String) => "application",
+    /// The server is draining (lame duck): the client should reconnect elsewhere
+    /// (`Server draining`).
+    ServerDraining => "server_draining",
+    /// The peer (an address or a user) already holds as many sessions as the server
+    /// allows one peer.
+    PeerLimit {
+        /// The per-peer limit in force.
+        limit: u64,
+    } => "peer_limit",
+    /// A large frame or a new chunked message would have passed the server's memory
+    /// budget.
+    MemoryBudget => "memory_budget",
+    /// A chunked message did not complete within the message timeout.
+    MessageTimeout => "message_timeout",
 }
 
 /// A well-formed frame that the session's state does not allow. Named (rather than free
@@ -154,6 +168,7 @@ impl CloseReason {
     pub fn notice(&self, side: Side) -> Notice {
         match self {
             Self::ServerShutdown
+            | Self::ServerDraining
             | Self::HandshakeTimeout
             | Self::SessionTimeout
             | Self::Application(_) => Notice::Disconnect,
@@ -167,7 +182,10 @@ impl CloseReason {
             | Self::Chunk(_)
             | Self::ProtocolViolation(_)
             | Self::ServerFull
-            | Self::LineTooLong => Notice::Error,
+            | Self::LineTooLong
+            | Self::PeerLimit { .. }
+            | Self::MemoryBudget
+            | Self::MessageTimeout => Notice::Error,
             Self::ServerDisconnect { .. } | Self::PeerClosed | Self::Io(_) | Self::SlowConsumer => {
                 Notice::None
             }
@@ -194,7 +212,11 @@ impl CloseReason {
             | Self::ProtocolViolation(_)
             | Self::LineTooLong
             | Self::ServerFull
-            | Self::Application(_) => true,
+            | Self::Application(_)
+            | Self::ServerDraining
+            | Self::PeerLimit { .. }
+            | Self::MemoryBudget
+            | Self::MessageTimeout => true,
         }
     }
 
@@ -217,7 +239,11 @@ impl CloseReason {
             | Self::PeerClosed
             | Self::Io(_)
             | Self::ServerFull
-            | Self::Application(_) => false,
+            | Self::Application(_)
+            | Self::ServerDraining
+            | Self::PeerLimit { .. }
+            | Self::MemoryBudget
+            | Self::MessageTimeout => false,
         }
     }
 
@@ -239,6 +265,14 @@ impl CloseReason {
             Self::SlowConsumer => "Slow consumer: send queue limit exceeded".into(),
             Self::ServerFull => "Server full".into(),
             Self::Application(reason) => reason.clone(),
+            Self::ServerDraining => "Server draining".into(),
+            Self::PeerLimit { limit } => {
+                format!("Too many sessions from this peer (max_sessions_per_peer = {limit})")
+            }
+            Self::MemoryBudget => "Server memory budget exceeded (memory_budget)".into(),
+            Self::MessageTimeout => {
+                "Chunked message not completed in time (message_timeout)".into()
+            }
         }
     }
 }
@@ -275,6 +309,10 @@ mod tests {
             CloseReason::SlowConsumer,
             CloseReason::ServerFull,
             CloseReason::Application(String::new()),
+            CloseReason::ServerDraining,
+            CloseReason::PeerLimit { limit: 1 },
+            CloseReason::MemoryBudget,
+            CloseReason::MessageTimeout,
         ]
     }
 
@@ -309,6 +347,10 @@ mod tests {
                 "slow_consumer",
                 "server_full",
                 "application",
+                "server_draining",
+                "peer_limit",
+                "memory_budget",
+                "message_timeout",
             ]
         );
     }

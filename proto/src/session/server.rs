@@ -14,6 +14,7 @@ use crate::codec::{Frame, Key};
 use crate::deframer::Deframer;
 use crate::frame::FrameType;
 use crate::header::{ByteStr, Header, OCTET_STREAM};
+use crate::keyring::KeyRing;
 use crate::rooms::Membership;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +79,37 @@ impl ServerSession {
         self.core.reassembly_bytes()
     }
 
-    fn on_frame(&mut self, frame: Frame) {
+    /// A new session with several keys (a key rotation): `session_init` is signed with
+    /// the ring's first key; the client's `session_ack` may be signed with any of them,
+    /// and the session then answers with, and only accepts, the key the ack used.
+    pub fn with_keys(
+        session_id: ByteStr,
+        keys: Arc<KeyRing>,
+        config: Arc<SessionConfig>,
+        now: Instant,
+    ) -> Self {
+        let mut s = Self::new(session_id, keys.signing().clone(), config, now);
+        s.core.set_ring(keys);
+        s
+    }
+
+    /// How many bytes this session may still reserve for frames larger than
+    /// [`SMALL_FRAME`](crate::deframer::SMALL_FRAME) and for new chunked messages (whose whole
+    /// `total_len` is reserved at their first chunk): a driver enforcing a memory budget
+    /// across sessions sets it to what is left of the budget before feeding input. A
+    /// frame or message that would need more is refused, before anything is reserved,
+    /// with an `error` frame and [`CloseReason::MemoryBudget`]. Unlimited by default.
+    pub fn set_memory_allowance(&mut self, bytes: u64) {
+        self.core.set_allowance(bytes);
+    }
+
+    /// Bytes this session holds for input that a memory budget counts: partial chunked
+    /// messages (their whole `total_len`) and a receive buffer grown for a large frame.
+    pub fn held_input_bytes(&self) -> u64 {
+        self.core.held_input_bytes()
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant) {
         let header = &frame.header;
         let ours = header.session_id.as_ref() == self.core.session_id.as_ref();
         match self.state {
@@ -107,7 +138,7 @@ impl ServerSession {
                     }
                 }
                 FrameType::Chunk => {
-                    if let Some(m) = self.core.on_chunk(&frame) {
+                    if let Some(m) = self.core.on_chunk(&frame, now) {
                         self.on_message(m, frame.header.room.as_ref());
                     }
                 }
@@ -168,7 +199,7 @@ impl Session for ServerSession {
     fn handle_input(&mut self, now: Instant) {
         while let Some(frame) = self.core.next_frame() {
             self.last_seen = now;
-            self.on_frame(frame);
+            self.on_frame(frame, now);
         }
     }
 
@@ -177,7 +208,7 @@ impl Session for ServerSession {
             match self.core.next_frame() {
                 Some(frame) => {
                     self.last_seen = now;
-                    self.on_frame(frame);
+                    self.on_frame(frame, now);
                 }
                 None => return false,
             }
@@ -194,6 +225,9 @@ impl Session for ServerSession {
             Some(deadline) if now >= deadline => {
                 let reason = match self.state {
                     State::AwaitAck { .. } => CloseReason::HandshakeTimeout,
+                    State::Open if self.core.message_deadline().is_some_and(|d| now >= d) => {
+                        CloseReason::MessageTimeout
+                    }
                     State::Open => CloseReason::SessionTimeout,
                 };
                 self.core.close(reason);
@@ -208,7 +242,12 @@ impl Session for ServerSession {
         }
         Some(match self.state {
             State::AwaitAck { deadline } => deadline,
-            State::Open => self.last_seen + self.core.config.session_timeout,
+            State::Open => {
+                let silence = self.last_seen + self.core.config.session_timeout;
+                self.core
+                    .message_deadline()
+                    .map_or(silence, |m| m.min(silence))
+            }
         })
     }
 

@@ -60,6 +60,13 @@ pub enum BrokerState {
 }
 
 impl BrokerState {
+    /// Every state, in the order of their metric labels.
+    pub const ALL: [BrokerState; 3] = [
+        BrokerState::Connecting,
+        BrokerState::Connected,
+        BrokerState::Disconnected,
+    ];
+
     fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Connected,
