@@ -397,6 +397,32 @@ mod tests {
     }
 
     #[test]
+    fn rooms_and_cluster_flags_are_config_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "mode = \"chat\"\nmax_rooms_per_session = 8\nnode_name = \"chat-1\"\n\
+             cluster = [\"nats://127.0.0.1:4222\", \"nats://127.0.0.1:4223\"]\n",
+        )
+        .unwrap();
+        let argv: Vec<OsString> = ["sockchat-server", "--config"]
+            .iter()
+            .map(OsString::from)
+            .chain([path.into_os_string()])
+            .collect();
+        let c = load(&argv).unwrap().to_config().unwrap();
+        assert!(c.rooms);
+        assert_eq!(c.max_rooms_per_session, 8);
+        let cluster = c.cluster.expect("cluster from the file");
+        assert_eq!(
+            cluster.urls,
+            ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+        );
+        assert_eq!(cluster.node_name, "chat-1");
+    }
+
+    #[test]
     fn defaults_are_the_references() {
         let c = parse(&[]).to_config().unwrap();
         assert_eq!(c.tcp, vec!["127.0.0.1:9999".parse().unwrap()]);
