@@ -116,12 +116,12 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    pub fn backoff(&self) -> Backoff {
+    pub(crate) fn backoff(&self) -> Backoff {
         Backoff::new(self.retries)
     }
 
     /// Connects, printing each retry on stderr through `log`.
-    pub fn connect(
+    pub(crate) fn connect(
         &self,
         backoff: &mut Backoff,
         log: &mut dyn FnMut(String),

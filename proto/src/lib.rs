@@ -21,6 +21,8 @@
 //! * [`keyring`]: several keys at once, for key rotation.
 //! * [`rate`]: the per-session message rate rule.
 
+#![warn(missing_docs)]
+
 pub mod chunk;
 pub mod codec;
 pub mod deframer;

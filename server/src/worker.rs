@@ -55,7 +55,7 @@ pub(crate) struct CoreListeners {
 }
 
 /// A core's state, shared by its tasks (single-threaded).
-pub struct Worker {
+pub(crate) struct Worker {
     pub(crate) index: usize,
     /// Swapped as a whole by a SIGHUP reload (see `reload.rs`).
     config: RefCell<Arc<ServerConfig>>,

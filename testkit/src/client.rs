@@ -62,8 +62,11 @@ pub(crate) fn read_before(
 /// A framed-protocol client over a blocking socket.
 #[derive(Debug)]
 pub struct Client {
+    /// The connected socket; tests write raw bytes to it directly.
     pub stream: Stream,
+    /// Which transport `stream` is, for messages and for connecting a second client alike.
     pub transport: Transport,
+    /// The key that signs what this client sends and verifies what it reads.
     pub key: Key,
     deframer: Deframer,
     scratch: Vec<u8>,

@@ -29,6 +29,8 @@
 //!
 //! Every wait is bounded by a deadline, and every child process is stopped by its PID.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod client;
 pub mod echo_double;

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use sockchat_client::Addr;
 
 /// The client binary, pointed at `addr`, with fast retries for tests.
-pub fn client(addr: &Addr) -> Command {
+pub(crate) fn client(addr: &Addr) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockchat-client"));
     match addr {
         Addr::Tcp(a) => cmd.args(["--tcp", a]),

@@ -17,7 +17,7 @@ const PAGE: usize = 4096;
 
 /// A registered provided-buffer ring. Not `Send`: it belongs to its core's ring.
 #[derive(Debug)]
-pub struct BufRing {
+pub(crate) struct BufRing {
     entries: NonNull<BufRingEntry>,
     entries_layout: Layout,
     mem: NonNull<u8>,
@@ -36,7 +36,12 @@ impl BufRing {
     /// Allocates `count` (a power of two, at most 32768) buffers of `size` bytes, and
     /// registers them as group `bgid` with the ring behind `submitter`. Every buffer
     /// starts in the ring.
-    pub fn new(submitter: &Submitter<'_>, count: u16, size: u32, bgid: u16) -> io::Result<Self> {
+    pub(crate) fn new(
+        submitter: &Submitter<'_>,
+        count: u16,
+        size: u32,
+        bgid: u16,
+    ) -> io::Result<Self> {
         if !count.is_power_of_two() || count > 32768 || size == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -88,23 +93,23 @@ impl BufRing {
     }
 
     /// Buffers in the ring.
-    pub fn count(&self) -> u16 {
+    pub(crate) fn count(&self) -> u16 {
         self.count
     }
 
     /// Buffers the kernel gave to completions and that were not returned yet.
-    pub fn out(&self) -> u32 {
+    pub(crate) fn out(&self) -> u32 {
         self.in_kernel
     }
 
     /// Records that a completion took buffer `bid` (call once per completion carrying one).
-    pub fn taken(&mut self, bid: u16) {
+    pub(crate) fn taken(&mut self, bid: u16) {
         debug_assert!(bid < self.count);
         self.in_kernel += 1;
     }
 
     /// The first `len` bytes of buffer `bid`, as a completion filled them.
-    pub fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+    pub(crate) fn bytes(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < self.count && len <= self.size as usize);
         // SAFETY: in bounds (checked); the kernel wrote these bytes before posting the
         // completion that handed `bid` out, and it does not touch the buffer again until
@@ -118,7 +123,7 @@ impl BufRing {
     }
 
     /// Gives buffer `bid` back (visible to the kernel after [`commit`](Self::commit)).
-    pub fn recycle(&mut self, bid: u16) {
+    pub(crate) fn recycle(&mut self, bid: u16) {
         debug_assert!(self.in_kernel > 0);
         self.in_kernel = self.in_kernel.saturating_sub(1);
         self.push(bid);
@@ -139,7 +144,7 @@ impl BufRing {
     }
 
     /// Publishes every buffer pushed since the last commit.
-    pub fn commit(&mut self) {
+    pub(crate) fn commit(&mut self) {
         // SAFETY: the tail field overlays the first entry's reserved field; the kernel
         // reads it with an acquire load, so a release store orders the entries before it.
         unsafe {
@@ -149,7 +154,7 @@ impl BufRing {
     }
 
     /// Unregisters the group (before the ring's other resources go away).
-    pub fn unregister(&mut self, submitter: &Submitter<'_>) {
+    pub(crate) fn unregister(&mut self, submitter: &Submitter<'_>) {
         if self.registered {
             let _ = submitter.unregister_buf_ring(self.bgid);
             self.registered = false;

@@ -22,7 +22,7 @@ const CANCEL: u64 = 4 << 32;
 const KIND: u64 = 0xff << 32;
 const BGID: u16 = 0;
 /// Most iovecs in one sendmsg (Linux's IOV_MAX is 1024).
-pub const MAX_IOV: usize = 1024;
+pub(crate) const MAX_IOV: usize = 1024;
 
 /// Ring shape and setup flags.
 #[derive(Debug, Clone, Copy)]
