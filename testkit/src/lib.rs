@@ -56,7 +56,7 @@ pub use hostile::{parse_totals, Arena, Bystander, BystanderReport, Totals, BYSTA
 pub use line_client::LineClient;
 pub use notify_socket::NotifySocket;
 pub use procfs::{peer_has_read_all, proc_fds, proc_hwm, proc_rss, wait_peer_read_all, wait_until};
-pub use server::{key_file_dir, server_binary, Memory, Server, ServerBuilder};
+pub use server::{key_file_dir, server_binary, write_key_file, Memory, Server, ServerBuilder};
 pub use sockchat_os::Stream;
 pub use transport::{is_closed_error, Transport, TRANSPORTS};
 
