@@ -52,7 +52,9 @@ use std::time::Duration;
 
 pub use client::{Client, Outcome, ReadError};
 pub use frames::*;
-pub use hostile::{parse_totals, Arena, Bystander, BystanderReport, Totals, BYSTANDER_MAX_LATENCY};
+pub use hostile::{
+    parse_totals, Arena, Bystander, BystanderReport, Totals, ARENA_SLACK, BYSTANDER_MAX_LATENCY,
+};
 pub use line_client::LineClient;
 pub use notify_socket::NotifySocket;
 pub use procfs::{peer_has_read_all, proc_fds, proc_hwm, proc_rss, wait_peer_read_all, wait_until};
