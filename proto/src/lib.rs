@@ -51,6 +51,6 @@ pub use line::{Line, LineCodec, LineError};
 pub use rate::TokenBucket;
 pub use rooms::{Membership, RoomError, RoomName};
 pub use session::{
-    ClientSession, CloseReason, Event, Features, LineSession, Message, SendError, ServerSession,
-    Session, SessionConfig, Violation,
+    ClientSession, CloseReason, DeliveryTemplate, Event, Features, LineSession, Message, SendError,
+    ServerSession, Session, SessionConfig, Violation,
 };

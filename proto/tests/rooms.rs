@@ -7,7 +7,7 @@ use bytes::Bytes;
 use sockchat_proto::header::{ByteStr, TEXT_UTF8};
 use sockchat_proto::session::Message;
 use sockchat_proto::session::{Features, Session};
-use sockchat_proto::{Event, RoomError, RoomName, SendError, SessionConfig};
+use sockchat_proto::{DeliveryTemplate, Event, RoomError, RoomName, SendError, SessionConfig};
 use sockchat_testkit::pair::{message_events, picked, Pair};
 
 /// An established pair: the server grants `server_features` with `max_rooms` per
@@ -154,4 +154,66 @@ fn an_echo_server_does_not_grant_rooms() {
     let p = pair(Features::CHUNK, Features::ALL, 64);
     assert!(!p.client.features().rooms);
     assert!(p.client.features().chunk);
+}
+
+/// What a session queues for `deliver` (or `send_message` without a room), and for the
+/// same message prepared once as a `DeliveryTemplate`, must be the same bytes.
+#[test]
+fn a_prepared_delivery_queues_the_same_bytes() {
+    fn drain(s: &mut impl Session) -> Vec<u8> {
+        let mut out = Vec::new();
+        s.poll_transmit(&mut out);
+        out.concat()
+    }
+    let sender = ByteStr::from("sender-1");
+    for client in [Features::ALL, Features::NONE] {
+        let mut p = pair(Features::ALL, client, 64);
+        for len in [1, 4096, 4097, 70_000] {
+            let content = Bytes::from(vec![b'c'; len]);
+            for tagged in [true, false] {
+                if tagged {
+                    p.server
+                        .deliver(Some(TEXT_UTF8), content.clone(), &room("ops"), &sender)
+                        .unwrap();
+                } else {
+                    p.server
+                        .send_message(Some(TEXT_UTF8), content.clone())
+                        .unwrap();
+                }
+                let want = drain(&mut p.server);
+                let tags = tagged.then(|| (room("ops"), sender.clone()));
+                let mut t = DeliveryTemplate::new(Some(TEXT_UTF8), content.clone(), tags);
+                p.server.deliver_prepared(&mut t).unwrap();
+                assert_eq!(drain(&mut p.server), want, "{client:?} {len} {tagged}");
+            }
+        }
+    }
+
+    // Larger than one frame: chunks (for a client that asked for them), reassembled by
+    // the client with the room and sender.
+    let mut p = pair(Features::ALL, Features::ALL, 64);
+    let big = Bytes::from(vec![b'b'; 10 * 1024 * 1024 + 1]);
+    let mut t = DeliveryTemplate::new(None, big.clone(), Some((room("ops"), sender.clone())));
+    p.server.deliver_prepared(&mut t).unwrap();
+    p.pump();
+    let m = p
+        .client_events
+        .iter()
+        .find_map(|e| match e {
+            Event::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (m.content, m.room, m.from),
+        (big, Some(room("ops")), Some(sender))
+    );
+
+    // Not established: not sent.
+    let mut fresh = Pair::new(SessionConfig::default(), SessionConfig::default());
+    let mut t = DeliveryTemplate::new(None, Bytes::from_static(b"x"), None);
+    assert_eq!(
+        fresh.server.deliver_prepared(&mut t),
+        Err(SendError::NotOpen)
+    );
 }

@@ -9,6 +9,7 @@
 
 mod client;
 mod common;
+mod delivery;
 mod driver;
 mod line;
 mod outbox;
@@ -22,6 +23,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 pub use crate::deframer::SMALL_FRAME;
 pub use client::{ClientSession, HandshakeFault};
+pub use delivery::DeliveryTemplate;
 pub use driver::Session;
 pub use line::LineSession;
 pub use outbox::Outbox;

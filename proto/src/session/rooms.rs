@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{ClientSession, Event, Message, SendError, ServerSession};
+use super::{ClientSession, DeliveryTemplate, Event, Message, SendError, ServerSession};
 use crate::codec::Frame;
 use crate::frame::FrameType;
 use crate::header::{ByteStr, Header, TEXT_UTF8};
@@ -115,6 +115,30 @@ impl ServerSession {
         } else {
             self.core.send_message(content_type, content)
         }
+    }
+
+    /// Delivers a message prepared once for many recipients: the same frame (or chunks)
+    /// as [`deliver`](Self::deliver) when the template has a room and sender, as
+    /// [`Session::send_message`] when it has not.
+    pub fn deliver_prepared(&mut self, template: &mut DeliveryTemplate) -> Result<(), SendError> {
+        if !self.is_established() {
+            return Err(SendError::NotOpen);
+        }
+        let rooms = self.core.features.rooms;
+        if !template.fits_one_frame() {
+            let tags = template.room().filter(|_| rooms);
+            let (room, from) = (tags.map(|t| t.0.as_byte_str()), tags.map(|t| &t.1));
+            let (ct, content) = (template.content_type().cloned(), template.content().clone());
+            return self.core.send_message_with(ct, content, room, from);
+        }
+        let core = &mut self.core;
+        let (Some(sid), false) = (&core.session_id, core.closed) else {
+            return Err(SendError::NotOpen);
+        };
+        if let Some(frame) = template.encode_for(&core.key, sid, rooms, core.outbox.tail_mut())? {
+            core.outbox.push_frame(frame);
+        }
+        Ok(())
     }
 
     fn queue_room_answer(&mut self, kind: FrameType, room: &RoomName) {
