@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use sockchat_proto::{Event, Message, RoomError, RoomName};
+use sockchat_proto::{DeliveryTemplate, Event, Message, RoomError, RoomName};
 
 use crate::cluster::payload;
 use crate::conn::{Conn, ConnState, Proto, WAKE_OUTPUT};
@@ -166,18 +166,23 @@ impl Worker {
     }
 
     /// Delivers `msg` to this core's members of its room (all sessions when it has
-    /// none), except `skip`; returns how many got it.
+    /// none), except `skip`; returns how many got it. The frame parts every recipient
+    /// shares are prepared once (`DeliveryTemplate`); each recipient's frame is then
+    /// signed for its session id.
     pub(crate) fn deliver_room(&self, msg: &Broadcast, skip: Option<u64>) -> usize {
+        let tags = msg.room.clone().zip(msg.from.clone());
+        let mut template =
+            DeliveryTemplate::new(msg.content_type.clone(), msg.content.clone(), tags);
         let mut n = 0;
         match &msg.room {
             Some(room) => self.rooms.for_each_member(room, |conn| {
-                if Some(conn.id) != skip && self.deliver(conn, msg) {
+                if Some(conn.id) != skip && self.deliver(conn, &mut template) {
                     n += 1;
                 }
             }),
             None => {
                 for (id, c) in self.conns.borrow().iter() {
-                    if Some(*id) != skip && self.deliver(c, msg) {
+                    if Some(*id) != skip && self.deliver(c, &mut template) {
                         n += 1;
                     }
                 }

@@ -18,7 +18,8 @@ use monoio::io::Canceller;
 use monoio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use sockchat_proto::header::{ByteStr, Header, OCTET_STREAM};
 use sockchat_proto::{
-    encode_into, CloseReason, Event, FrameType, LineSession, ServerSession, Session, SessionConfig,
+    encode_into, CloseReason, DeliveryTemplate, Event, FrameType, LineSession, ServerSession,
+    Session, SessionConfig,
 };
 
 use crate::config::ServerConfig;
@@ -407,7 +408,7 @@ impl Worker {
     }
 
     /// Queues a message to one session of this core (not the sender).
-    pub(crate) fn deliver(&self, conn: &Conn, msg: &Broadcast) -> bool {
+    pub(crate) fn deliver(&self, conn: &Conn, msg: &mut DeliveryTemplate) -> bool {
         let Ok(mut st) = conn.state.try_borrow_mut() else {
             return false;
         };
@@ -421,12 +422,10 @@ impl Worker {
             return false;
         }
         // Not yet established (framed, mid-handshake) or closed: `NotOpen`, not sent.
-        let sent = match (&mut st.proto, &msg.room, &msg.from) {
-            (Proto::Frame(s), Some(room), Some(from)) => s
-                .deliver(msg.content_type.clone(), msg.content.clone(), room, from)
-                .is_ok(),
-            (proto, _, _) => proto
-                .send_message(msg.content_type.clone(), msg.content.clone())
+        let sent = match &mut st.proto {
+            Proto::Frame(s) => s.deliver_prepared(msg).is_ok(),
+            Proto::Line(l) => l
+                .send_message(msg.content_type().cloned(), msg.content().clone())
                 .is_ok(),
         };
         if !sent {
