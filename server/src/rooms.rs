@@ -142,7 +142,11 @@ pub(crate) struct CoreRooms {
 
 #[derive(Debug, Default)]
 struct Members {
-    conns: HashMap<u64, Rc<Conn>>,
+    /// The members, in a dense list: a fan-out walks it once per message, so it is kept
+    /// contiguous (a hash map's buckets cost a cache miss more per member).
+    list: Vec<Rc<Conn>>,
+    /// Position of each member (by connection id) in `list`.
+    at: HashMap<u64, usize>,
     /// Sessions whose join waits for the broker to confirm the subscription.
     waiting: Vec<Rc<Conn>>,
     in_effect: bool,
@@ -180,7 +184,10 @@ impl CoreRooms {
                 })
             }
         };
-        members.conns.insert(conn.id, conn.clone());
+        if let Entry::Vacant(e) = members.at.entry(conn.id) {
+            e.insert(members.list.len());
+            members.list.push(conn.clone());
+        }
         if members.in_effect {
             JoinOutcome::Answer
         } else {
@@ -204,9 +211,14 @@ impl CoreRooms {
         let Some(members) = rooms.get_mut(room) else {
             return;
         };
-        members.conns.remove(&conn_id);
+        if let Some(i) = members.at.remove(&conn_id) {
+            members.list.swap_remove(i);
+            if let Some(moved) = members.list.get(i) {
+                members.at.insert(moved.id, i);
+            }
+        }
         members.waiting.retain(|c| c.id != conn_id);
-        if members.conns.is_empty() {
+        if members.list.is_empty() {
             rooms.remove(room);
             directory.remove_core(room, core, cluster);
         }
@@ -229,7 +241,7 @@ impl CoreRooms {
     /// leaves its rooms later, from its own task).
     pub(crate) fn for_each_member(&self, room: &RoomName, mut f: impl FnMut(&Rc<Conn>)) {
         if let Some(m) = self.rooms.borrow().get(room) {
-            for c in m.conns.values() {
+            for c in &m.list {
                 f(c);
             }
         }
