@@ -178,8 +178,8 @@ pub struct EchoArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub chunk_size: usize,
     /// Open and close sessions along stages instead of holding --sessions, e.g.
-    /// "10s:100,30s:1000,10s:0" (see `heartbeat --stages`).
-    #[arg(long, value_name = "DUR:SESSIONS,...", conflicts_with = "chunked")]
+    /// "10s:100,30s:1000,10s:0" (see `heartbeat --stages`); works with --chunked.
+    #[arg(long, value_name = "DUR:SESSIONS,...")]
     pub stages: Option<Stages>,
 }
 
