@@ -226,6 +226,17 @@ struct Flight {
     write_failed: Cell<bool>,
 }
 
+impl Flight {
+    /// `depth` credits, nothing in flight.
+    fn new(depth: usize) -> Rc<Self> {
+        Rc::new(Self {
+            inflight: RefCell::new(VecDeque::with_capacity(depth)),
+            credits: Credits::new(depth as u64),
+            write_failed: Cell::new(false),
+        })
+    }
+}
+
 /// Reads until one whole reply arrives: a `message`, or the last chunk of a chunked one.
 /// Anything else ends the session with the returned error kind.
 async fn next_reply<R: AsyncReadRent>(
@@ -392,11 +403,7 @@ async fn pipelined<R: AsyncReadRent, W: AsyncWriteRent + 'static>(
     mut wr: W,
     w: Window,
 ) -> Option<W> {
-    let flight = Rc::new(Flight {
-        inflight: RefCell::new(VecDeque::with_capacity(p.depth)),
-        credits: Credits::new(p.depth as u64),
-        write_failed: Cell::new(false),
-    });
+    let flight = Flight::new(p.depth);
     let writer = monoio::spawn({
         let (flight, payloads, ctx, p) = (flight.clone(), payloads.clone(), ctx.clone(), p.clone());
         async move {
@@ -546,11 +553,7 @@ async fn session_chunked(
     let (conn, deframer) = est.reader.into_parts();
     let (rd, mut wr) = conn.into_split();
     let mut reader = FrameReader::with_deframer(rd, deframer, key.clone());
-    let flight = Rc::new(Flight {
-        inflight: RefCell::new(VecDeque::with_capacity(p.depth)),
-        credits: Credits::new(p.depth as u64),
-        write_failed: Cell::new(false),
-    });
+    let flight = Flight::new(p.depth);
     let writer = monoio::spawn({
         let (flight, payloads, ctx, p) = (flight.clone(), payloads.clone(), ctx.clone(), p.clone());
         async move {
