@@ -18,6 +18,9 @@
 #                                  re-baseline (5 runs each); commit the JSON with a reason
 #   BASE_REV=<rev> ci/bench.sh     also builds sockchat-server at <rev> (git archive into a
 #                                  temp dir) and runs it interleaved as a second baseline
+#   ci/bench.sh --runtime --only runtime-compio-defer-d16-tcp,...
+#                                  the raw echo servers' engines side by side (cases
+#                                  runtime-*); writes bench-results/runtime/<date>-<commit>.json
 #   ci/bench.sh --render-only bench-results/<run>.json
 #                                  regenerates bench-results/README.md from a run's JSON
 #   other options: --runs N --duration S --warmup S --server-cpu N --loadgen-cpu N

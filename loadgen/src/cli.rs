@@ -58,6 +58,10 @@ pub enum Command {
     Compare(CompareArgs),
     /// The load benchmark suite of ci/bench-suite.toml (run through ci/bench.sh).
     Bench(crate::bench::BenchArgs),
+    /// Starts a server (sockchat-server or raw-server) and reports its RSS per idle
+    /// connection, the requests armed in its io_uring instances (/proc/PID/fdinfo) and
+    /// `strace -c -f` system calls per message under echo load.
+    Probe(crate::probe::ProbeArgs),
     /// Combines the reports of a run's workers (--shard I/N) into one report: histograms
     /// added, counters summed, timelines aligned on wall-clock seconds.
     Merge(MergeArgs),

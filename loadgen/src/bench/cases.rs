@@ -124,12 +124,12 @@ impl Bench {
         &self.set
     }
 
-    fn path(&mut self, stem: &str, ext: &str) -> PathBuf {
+    pub(crate) fn path(&mut self, stem: &str, ext: &str) -> PathBuf {
         self.seq += 1;
         self.tmp.join(format!("{:03}-{stem}.{ext}", self.seq))
     }
 
-    fn sockchat(
+    pub(crate) fn sockchat(
         &mut self,
         transport: Transport,
         mode: &str,
@@ -168,7 +168,11 @@ impl Bench {
         Ok(srv)
     }
 
-    fn raw_server(&mut self, transport: Transport, extra: &[String]) -> Result<Server, BenchError> {
+    pub(crate) fn raw_server(
+        &mut self,
+        transport: Transport,
+        extra: &[String],
+    ) -> Result<Server, BenchError> {
         let sock = self.path("raw", "sock");
         let mut argv: Vec<OsString> = vec![self.bins.loadgen.clone().into(), "raw-server".into()];
         match transport {
@@ -188,7 +192,7 @@ impl Bench {
     }
 
     /// Stops a server; an unclean exit is a problem of the run.
-    fn stopped(&mut self, mut srv: Server) -> Result<(), BenchError> {
+    pub(crate) fn stopped(&mut self, mut srv: Server) -> Result<(), BenchError> {
         let st = srv.stop()?;
         if !st.success() {
             self.problems.push(format!(
@@ -201,7 +205,11 @@ impl Bench {
         Ok(())
     }
 
-    fn loadgen(&mut self, spec: &LoadSpec<'_>, srv: &Server) -> Result<LoadRun, BenchError> {
+    pub(crate) fn loadgen(
+        &mut self,
+        spec: &LoadSpec<'_>,
+        srv: &Server,
+    ) -> Result<LoadRun, BenchError> {
         let json = self.path(spec.label, "json");
         let run = process::run_loadgen(&self.bins.loadgen, spec, srv, self.set.loadgen_cpu, &json)?;
         if run.exit_code != Some(0) {

@@ -341,6 +341,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), BenchError
         source,
     })?;
     text.push('\n');
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir, e))?;
+    }
     std::fs::write(path, text).map_err(|e| BenchError::io(path, e))
 }
 

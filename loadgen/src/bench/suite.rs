@@ -41,6 +41,8 @@ pub struct Modes {
     pub full: ModeSettings,
     /// The CI check.
     pub quick: ModeSettings,
+    /// The raw servers' runtimes side by side (default: the full suite's settings).
+    pub runtime: Option<ModeSettings>,
 }
 
 /// Default runs and timings of one mode (each can be overridden on the command line).
@@ -96,6 +98,8 @@ pub enum Mode {
     Full,
     /// The CI check.
     Quick,
+    /// The raw echo servers' engines side by side (`loadgen bench --runtime`).
+    Runtime,
 }
 
 /// Unit of a case's value.
@@ -383,6 +387,7 @@ impl Suite {
         match mode {
             Mode::Full => self.modes.full,
             Mode::Quick => self.modes.quick,
+            Mode::Runtime => self.modes.runtime.unwrap_or(self.modes.full),
         }
     }
 
@@ -508,6 +513,12 @@ target = { kind = "cpu_ratio", op = "<=", value = 1.3 }
             );
         }
         assert!(!full.iter().any(|f| f.starts_with("base-")));
+        // The raw engines side by side run only in their own suite.
+        let runtime = names(Mode::Runtime, false);
+        assert_eq!(runtime.len(), 12, "{runtime:?}");
+        assert!(runtime.iter().all(|n| n.starts_with("runtime-")));
+        assert!(!full.iter().any(|f| f.starts_with("runtime-")));
+        assert_eq!(s.mode(Mode::Runtime).duration, 3.0);
         assert_eq!(names(Mode::Full, true).len(), full.len() + 4);
         assert_eq!(s.gate.max_regression_pct, 30.0);
         assert_eq!(s.gate.busy_threshold_pct, 5.0);
