@@ -20,7 +20,7 @@
 #                                  temp dir) and runs it interleaved as a second baseline
 #   ci/bench.sh --runtime --only runtime-compio-defer-d16-tcp,...
 #                                  the raw echo servers' engines side by side (cases
-#                                  runtime-*); writes bench-results/runtime/<date>-<commit>.json
+#                                  runtime-*); writes bench-results/runtime/<date>-<commit>-<hhmmss>.json
 #   ci/bench.sh --render-only bench-results/<run>.json
 #                                  regenerates bench-results/README.md from a run's JSON
 #   other options: --runs N --duration S --warmup S --server-cpu N --loadgen-cpu N

@@ -445,7 +445,7 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         return Ok(ok);
     }
 
-    if !a.only.is_empty() {
+    if !a.only.is_empty() && mode != Mode::Runtime {
         println!("--only: partial run, no files written");
         return Ok(true);
     }
@@ -470,8 +470,13 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
     };
     let name = format!("{date}-{commit}.json");
     if mode == Mode::Runtime {
-        // Its own document: the full suite's README and charts stay the full suite's.
-        let path = a.results.join("runtime").join(&name);
+        // Its own document (runs of a few cases each, so named to the second): the full
+        // suite's README and charts stay the full suite's.
+        let hms: String = doc.started_utc[11..19].chars().filter(|c| *c != ':').collect();
+        let path = a
+            .results
+            .join("runtime")
+            .join(format!("{date}-{commit}-{hms}.json"));
         doc::write_json(&path, &doc)?;
         println!("wrote {}", path.display());
         return Ok(true);
