@@ -283,9 +283,19 @@ pub struct FanoutArgs {
     /// Messages per second the sender sends.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
-    /// Content bytes per message (at least 16: sequence number and send time).
+    /// Content bytes per message (at least 16: sequence number and send time; with
+    /// --rooms at least 24: and the room).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Rooms: session i asks for the "rooms" feature and joins room `r{i % N}` during
+    /// setup; the first member of each room sends --rate messages per second to it,
+    /// the others receive. 0: no rooms, every session in the lobby, session 0 sends.
+    #[arg(long, default_value_t = 0)]
+    pub rooms: usize,
+    /// Further server nodes (a cluster): member j of every room connects to node
+    /// j % (1 + count), node 0 being --tcp/--unix, so each room spans every node.
+    #[arg(long, value_delimiter = ',', value_name = "unix:PATH|tcp:ADDR,...")]
+    pub targets: Vec<Target>,
 }
 
 /// `raw-echo` options.

@@ -472,7 +472,10 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
     if mode == Mode::Runtime {
         // Its own document (runs of a few cases each, so named to the second): the full
         // suite's README and charts stay the full suite's.
-        let hms: String = doc.started_utc[11..19].chars().filter(|c| *c != ':').collect();
+        let hms: String = doc.started_utc[11..19]
+            .chars()
+            .filter(|c| *c != ':')
+            .collect();
         let path = a
             .results
             .join("runtime")
