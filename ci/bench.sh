@@ -45,8 +45,10 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 echo "building release binaries (sockchat-server, loadgen) in $target_dir"
 cargo build --release --locked -q -p sockchat-server -p loadgen
 if [ "$quick" = 0 ] && [ "$render" = 0 ]; then
-  # The 1 MiB echo cases' baseline: single-core HMAC-SHA256 throughput.
+  # The 1 MiB echo cases' baseline: single-core HMAC-SHA256 throughput; the room
+  # fan-out's: one HMAC per delivery.
   cargo build --release --locked -q -p sockchat-proto --example hmac_throughput
+  cargo build --release --locked -q -p sockchat-server --example hmac_floor
 fi
 
 base_args=()

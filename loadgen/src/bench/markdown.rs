@@ -39,6 +39,7 @@ pub fn fmt_value(v: f64, unit: Unit) -> String {
         Unit::BytesPerSec => format!("{} MB/s", thousands(v / 1e6, 0)),
         Unit::Micros => format!("{} µs", thousands(v, 0)),
         Unit::BytesPerSession => format!("{} B", thousands(v, 0)),
+        Unit::NanosPerDelivery => format!("{} ns", thousands(v, 0)),
         Unit::MsgPerSec => format!("{} msg/s", thousands(v, 0)),
         Unit::SessionsPerSec => format!("{} sessions/s", thousands(v, 0)),
     }

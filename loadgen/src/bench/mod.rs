@@ -314,6 +314,7 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         server: a.bin_dir.join("sockchat-server"),
         loadgen: a.bin_dir.join("loadgen"),
         hmac: a.bin_dir.join("examples").join("hmac_throughput"),
+        hmac_floor: a.bin_dir.join("examples").join("hmac_floor"),
         base_server: a.base_server.clone(),
     };
     let mut selected = suite.select(mode, a.base_server.is_some());

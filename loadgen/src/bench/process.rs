@@ -397,3 +397,135 @@ pub fn run_hmac(bin: &Path, cpu: usize, seconds: f64, out: &Path) -> Result<Hmac
         source,
     })
 }
+
+/// The one-HMAC floor of a chat delivery (`server/examples/hmac_floor.rs`): one
+/// HMAC-SHA256 over a rooms recipient's header JSON plus the content.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+pub struct HmacFloorRun {
+    /// Nanoseconds per HMAC.
+    pub ns: f64,
+    /// Header JSON bytes signed with the content.
+    pub header_json_bytes: u64,
+    /// Content bytes.
+    pub content_bytes: u64,
+}
+
+/// Runs the HMAC floor example pinned to `cpu` for `content` bytes of content.
+pub fn run_hmac_floor(
+    bin: &Path,
+    cpu: usize,
+    content: usize,
+    out: &Path,
+) -> Result<HmacFloorRun, BenchError> {
+    let argv = [bin.as_os_str().to_owned(), content.to_string().into()];
+    let log = File::create(out).map_err(|e| BenchError::io(out, e))?;
+    let io = |e| BenchError::spawn("hmac_floor", e);
+    let mut child = pinned(cpu, &argv)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(io)?;
+    match wait_until(&mut child, Instant::now() + HMAC_TIMEOUT).map_err(io)? {
+        Some(st) if st.success() => {}
+        Some(st) => return Err(BenchError::Timeout(format!("hmac_floor failed: {st}"))),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(BenchError::Timeout("hmac_floor ran past 60 s".into()));
+        }
+    }
+    let text = std::fs::read_to_string(out).map_err(|e| BenchError::io(out, e))?;
+    let field = |k: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| BenchError::Suite(format!("hmac_floor printed no {k}: {text}")))
+    };
+    Ok(HmacFloorRun {
+        ns: field("hmac_floor_ns")?,
+        header_json_bytes: field("header_json_bytes")? as u64,
+        content_bytes: field("content_bytes")? as u64,
+    })
+}
+
+/// A NATS broker (`nats-server`) the bench started for a cluster case: on a free
+/// loopback port, stopped by PID.
+#[derive(Debug)]
+pub struct Broker {
+    child: Child,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+/// Where `nats-server` is (the Debian package puts it in /usr/sbin).
+fn nats_binary() -> Result<PathBuf, BenchError> {
+    [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .ok_or_else(|| BenchError::Suite("nats-server not found (apt-get install nats-server)".into()))
+}
+
+impl Broker {
+    /// Starts a broker pinned to `cpu` and waits (bounded) until it accepts connections.
+    pub fn start(cpu: usize, log: &Path) -> Result<Self, BenchError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| BenchError::spawn("free port", e))?
+            .port();
+        let argv: Vec<OsString> = vec![
+            nats_binary()?.into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string().into(),
+        ];
+        let out = File::create(log).map_err(|e| BenchError::io(log, e))?;
+        let child = pinned(cpu, &argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .map_err(|e| BenchError::spawn("nats-server", e))?;
+        let mut b = Broker {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() >= deadline {
+                b.stop();
+                return Err(BenchError::NotReady("nats-server".into(), Vec::new()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(b)
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s; only this process, by PID.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our own child's PID, not yet reaped (try_wait just
+            // returned None), so the PID is still its.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            if !matches!(
+                wait_until(&mut self.child, Instant::now() + Duration::from_secs(5)),
+                Ok(Some(_))
+            ) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -120,6 +120,9 @@ pub enum Unit {
     /// Bytes per session.
     #[serde(rename = "B/session")]
     BytesPerSession,
+    /// Nanoseconds of server CPU per delivery.
+    #[serde(rename = "ns/delivery")]
+    NanosPerDelivery,
 }
 
 /// Which direction is better.
@@ -142,6 +145,8 @@ pub enum Metric {
     BytesPerSec,
     /// p99 of the primary latency.
     LatencyP99Us,
+    /// Server CPU per message (`--server-pid`; fan-out: per delivery).
+    ServerCpuNsPerMsg,
     /// The side's own value (idle memory, HMAC).
     Value,
 }
@@ -262,6 +267,28 @@ pub enum Side {
     },
     /// Single-core HMAC-SHA256 throughput.
     Hmac,
+    /// One HMAC over a rooms recipient's header JSON and `content` bytes (the floor of
+    /// a chat delivery), pinned to the server's CPU; value = ns per HMAC.
+    HmacFloor {
+        /// Content bytes.
+        content: usize,
+    },
+    /// `nodes` sockchat-servers (`--mode chat`, Unix) clustered through a NATS broker
+    /// the bench starts (all on the server CPU), plus a loadgen scenario given every
+    /// node (`--targets`).
+    Cluster {
+        /// Server nodes.
+        nodes: usize,
+        /// loadgen scenario.
+        scenario: String,
+        /// Scenario options.
+        args: Vec<String>,
+        /// Further server flags.
+        #[serde(default)]
+        server_args: Vec<String>,
+        /// Label suffix.
+        label_suffix: Option<String>,
+    },
     /// Server RSS growth per idle session.
     IdleMemory {
         /// Idle sessions established.
@@ -339,7 +366,7 @@ impl Suite {
                     c.name
                 ));
             }
-            if matches!(c.subject, Side::Hmac) {
+            if matches!(c.subject, Side::Hmac | Side::HmacFloor { .. }) {
                 return bad(format!("case {}: hmac can only be a baseline", c.name));
             }
             if matches!(c.baseline, Some(Side::IdleMemory { .. })) {

@@ -178,6 +178,7 @@ pub fn run(a: &ProbeArgs) -> Result<ProbeReport, BenchError> {
         server: a.bin_dir.join("sockchat-server"),
         loadgen: a.bin_dir.join("loadgen"),
         hmac: a.bin_dir.join("examples").join("hmac_throughput"),
+        hmac_floor: a.bin_dir.join("examples").join("hmac_floor"),
         base_server: None,
     };
     let set = RunSettings {
