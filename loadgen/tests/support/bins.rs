@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 /// `DIR/bin` with `sockchat-server` and `loadgen` linked in.
-pub fn bin_dir(dir: &Path) -> PathBuf {
+pub(crate) fn bin_dir(dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(
