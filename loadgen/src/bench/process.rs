@@ -372,9 +372,24 @@ pub struct HmacRun {
 /// `out` (a file, so the wait below bounds the whole run).
 pub fn run_hmac(bin: &Path, cpu: usize, seconds: f64, out: &Path) -> Result<HmacRun, BenchError> {
     let argv = [bin.as_os_str().to_owned(), seconds.to_string().into()];
+    let text = run_to_file("hmac_throughput", &argv, cpu, out)?;
+    serde_json::from_str(&text).map_err(|source| BenchError::Json {
+        what: "hmac_throughput output".into(),
+        source,
+    })
+}
+
+/// Runs `argv` pinned to `cpu` with its stdout in `out` (a file, so the bounded wait
+/// bounds the whole run; stderr passes through) and returns what it printed.
+fn run_to_file(
+    name: &str,
+    argv: &[OsString],
+    cpu: usize,
+    out: &Path,
+) -> Result<String, BenchError> {
     let log = File::create(out).map_err(|e| BenchError::io(out, e))?;
-    let io = |e| BenchError::spawn("hmac_throughput", e);
-    let mut child = pinned(cpu, &argv)
+    let io = |e| BenchError::spawn(name, e);
+    let mut child = pinned(cpu, argv)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(Stdio::inherit())
@@ -382,20 +397,17 @@ pub fn run_hmac(bin: &Path, cpu: usize, seconds: f64, out: &Path) -> Result<Hmac
         .map_err(io)?;
     match wait_until(&mut child, Instant::now() + HMAC_TIMEOUT).map_err(io)? {
         Some(st) if st.success() => {}
-        Some(st) => {
-            return Err(BenchError::Timeout(format!("hmac_throughput failed: {st}")));
-        }
+        Some(st) => return Err(BenchError::Timeout(format!("{name} failed: {st}"))),
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(BenchError::Timeout("hmac_throughput ran past 60 s".into()));
+            return Err(BenchError::Timeout(format!(
+                "{name} ran past {} s",
+                HMAC_TIMEOUT.as_secs()
+            )));
         }
     }
-    let text = std::fs::read_to_string(out).map_err(|e| BenchError::io(out, e))?;
-    serde_json::from_str(&text).map_err(|source| BenchError::Json {
-        what: "hmac_throughput output".into(),
-        source,
-    })
+    std::fs::read_to_string(out).map_err(|e| BenchError::io(out, e))
 }
 
 /// The one-HMAC floor of a chat delivery (`server/examples/hmac_floor.rs`): one
@@ -418,24 +430,7 @@ pub fn run_hmac_floor(
     out: &Path,
 ) -> Result<HmacFloorRun, BenchError> {
     let argv = [bin.as_os_str().to_owned(), content.to_string().into()];
-    let log = File::create(out).map_err(|e| BenchError::io(out, e))?;
-    let io = |e| BenchError::spawn("hmac_floor", e);
-    let mut child = pinned(cpu, &argv)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(io)?;
-    match wait_until(&mut child, Instant::now() + HMAC_TIMEOUT).map_err(io)? {
-        Some(st) if st.success() => {}
-        Some(st) => return Err(BenchError::Timeout(format!("hmac_floor failed: {st}"))),
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(BenchError::Timeout("hmac_floor ran past 60 s".into()));
-        }
-    }
-    let text = std::fs::read_to_string(out).map_err(|e| BenchError::io(out, e))?;
+    let text = run_to_file("hmac_floor", &argv, cpu, out)?;
     let field = |k: &str| {
         text.split_whitespace()
             .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
