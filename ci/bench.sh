@@ -18,6 +18,9 @@
 #                                  re-baseline (5 runs each); commit the JSON with a reason
 #   BASE_REV=<rev> ci/bench.sh     also builds sockchat-server at <rev> (git archive into a
 #                                  temp dir) and runs it interleaved as a second baseline
+#   ci/bench.sh --runtime --only runtime-compio-defer-d16-tcp,...
+#                                  the raw echo servers' engines side by side (cases
+#                                  runtime-*); writes bench-results/runtime/<date>-<commit>-<hhmmss>.json
 #   ci/bench.sh --render-only bench-results/<run>.json
 #                                  regenerates bench-results/README.md from a run's JSON
 #   other options: --runs N --duration S --warmup S --server-cpu N --loadgen-cpu N
@@ -42,8 +45,10 @@ target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import js
 echo "building release binaries (sockchat-server, loadgen) in $target_dir"
 cargo build --release --locked -q -p sockchat-server -p loadgen
 if [ "$quick" = 0 ] && [ "$render" = 0 ]; then
-  # The 1 MiB echo cases' baseline: single-core HMAC-SHA256 throughput.
+  # The 1 MiB echo cases' baseline: single-core HMAC-SHA256 throughput; the room
+  # fan-out's: one HMAC per delivery.
   cargo build --release --locked -q -p sockchat-proto --example hmac_throughput
+  cargo build --release --locked -q -p sockchat-server --example hmac_floor
 fi
 
 base_args=()

@@ -58,6 +58,10 @@ pub enum Command {
     Compare(CompareArgs),
     /// The load benchmark suite of ci/bench-suite.toml (run through ci/bench.sh).
     Bench(crate::bench::BenchArgs),
+    /// Starts a server (sockchat-server or raw-server) and reports its RSS per idle
+    /// connection, the requests armed in its io_uring instances (/proc/PID/fdinfo) and
+    /// `strace -c -f` system calls per message under echo load.
+    Probe(crate::probe::ProbeArgs),
     /// Combines the reports of a run's workers (--shard I/N) into one report: histograms
     /// added, counters summed, timelines aligned on wall-clock seconds.
     Merge(MergeArgs),
@@ -178,8 +182,8 @@ pub struct EchoArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub chunk_size: usize,
     /// Open and close sessions along stages instead of holding --sessions, e.g.
-    /// "10s:100,30s:1000,10s:0" (see `heartbeat --stages`).
-    #[arg(long, value_name = "DUR:SESSIONS,...", conflicts_with = "chunked")]
+    /// "10s:100,30s:1000,10s:0" (see `heartbeat --stages`); works with --chunked.
+    #[arg(long, value_name = "DUR:SESSIONS,...")]
     pub stages: Option<Stages>,
 }
 
@@ -279,9 +283,19 @@ pub struct FanoutArgs {
     /// Messages per second the sender sends.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
-    /// Content bytes per message (at least 16: sequence number and send time).
+    /// Content bytes per message (at least 16: sequence number and send time; with
+    /// --rooms at least 24: and the room).
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Rooms: session i asks for the "rooms" feature and joins room `r{i % N}` during
+    /// setup; the first member of each room sends --rate messages per second to it,
+    /// the others receive. 0: no rooms, every session in the lobby, session 0 sends.
+    #[arg(long, default_value_t = 0)]
+    pub rooms: usize,
+    /// Further server nodes (a cluster): member j of every room connects to node
+    /// j % (1 + count), node 0 being --tcp/--unix, so each room spans every node.
+    #[arg(long, value_delimiter = ',', value_name = "unix:PATH|tcp:ADDR,...")]
+    pub targets: Vec<Target>,
 }
 
 /// `raw-echo` options.

@@ -108,23 +108,62 @@ pub fn compare(base: &Report, new: &Report, max_regression_pct: f64) -> Comparis
     ) {
         push(delta("server_cpu_ns_per_msg", Better::Lower, x, y));
     }
+    conclude(deltas, max_regression_pct, b, n)
+}
+
+/// What every comparison checks besides its metrics: a run's results, or a case's ratios.
+trait Checked {
+    fn scenario(&self) -> &str;
+    fn errors_total(&self) -> u64;
+    /// Sessions established and requested.
+    fn sessions(&self) -> (u64, u64);
+}
+
+/// Both kinds of outcome name these fields alike.
+macro_rules! checked {
+    ($($t:ty),*) => {$(
+        impl Checked for $t {
+            fn scenario(&self) -> &str {
+                &self.scenario
+            }
+            fn errors_total(&self) -> u64 {
+                self.errors_total
+            }
+            fn sessions(&self) -> (u64, u64) {
+                (self.sessions_established, self.sessions_requested)
+            }
+        }
+    )*};
+}
+checked!(crate::report::Results, crate::bench::doc::CaseRatios);
+
+/// The verdict: another scenario, more errors, missing sessions, or a metric regressing
+/// past `max_regression_pct` fails.
+fn conclude<C: Checked>(
+    deltas: Vec<Delta>,
+    max_regression_pct: f64,
+    base: &C,
+    new: &C,
+) -> Comparison {
     let mut failures = Vec::new();
-    if b.scenario != n.scenario {
+    if base.scenario() != new.scenario() {
         failures.push(format!(
             "different scenarios: {} vs {}",
-            b.scenario, n.scenario
+            base.scenario(),
+            new.scenario()
         ));
     }
-    if n.errors_total > b.errors_total {
+    if new.errors_total() > base.errors_total() {
         failures.push(format!(
             "errors rose from {} to {}",
-            b.errors_total, n.errors_total
+            base.errors_total(),
+            new.errors_total()
         ));
     }
-    if n.sessions_established < n.sessions_requested {
+    let (established, requested) = new.sessions();
+    if established < requested {
         failures.push(format!(
-            "NEW established {} of {} sessions",
-            n.sessions_established, n.sessions_requested
+            "NEW established {established} of {requested} sessions"
         ));
     }
     for d in &deltas {
@@ -152,44 +191,11 @@ impl Comparison {
         if !base.machine.same_hardware(&new.machine) {
             let _ = writeln!(s, "note: the runs are from different machines");
         }
-        let _ = writeln!(
-            s,
-            "{:<24} {:>14} {:>14} {:>9} {:>8}  better",
-            "metric", "base", "new", "change", "ratio"
+        self.rows(
+            &mut s,
+            2,
+            (base.results.errors_total, new.results.errors_total),
         );
-        for d in &self.deltas {
-            let change = (d.new - d.base) / d.base * 100.0;
-            let _ = writeln!(
-                s,
-                "{:<24} {:>14.2} {:>14.2} {:>+8.1}% {:>8.3}  {}{}",
-                d.metric,
-                d.base,
-                d.new,
-                change,
-                d.new / d.base,
-                match d.better {
-                    Better::Higher => "higher",
-                    Better::Lower => "lower",
-                },
-                if d.regression_pct > 0.0 {
-                    "  (worse)"
-                } else {
-                    ""
-                }
-            );
-        }
-        let _ = writeln!(
-            s,
-            "{:<24} {:>14} {:>14}",
-            "errors_total", base.results.errors_total, new.results.errors_total
-        );
-        if self.passed() {
-            let _ = writeln!(s, "PASS");
-        } else {
-            for f in &self.failures {
-                let _ = writeln!(s, "FAIL: {f}");
-            }
-        }
         s
     }
 }
@@ -225,34 +231,7 @@ pub fn compare_ratios(
             }
         });
     }
-    let mut failures = Vec::new();
-    if base.scenario != new.scenario {
-        failures.push(format!(
-            "different scenarios: {} vs {}",
-            base.scenario, new.scenario
-        ));
-    }
-    if new.errors_total > base.errors_total {
-        failures.push(format!(
-            "errors rose from {} to {}",
-            base.errors_total, new.errors_total
-        ));
-    }
-    if new.sessions_established < new.sessions_requested {
-        failures.push(format!(
-            "NEW established {} of {} sessions",
-            new.sessions_established, new.sessions_requested
-        ));
-    }
-    for d in &deltas {
-        if d.regression_pct > max_regression_pct {
-            failures.push(format!(
-                "{} regressed {:.1}% (limit {:.1}%)",
-                d.metric, d.regression_pct, max_regression_pct
-            ));
-        }
-    }
-    Comparison { deltas, failures }
+    conclude(deltas, max_regression_pct, base, new)
 }
 
 impl Comparison {
@@ -263,6 +242,15 @@ impl Comparison {
         new: &crate::bench::doc::CaseRatios,
     ) -> String {
         let mut s = String::new();
+        self.rows(&mut s, 3, (base.errors_total, new.errors_total));
+        s
+    }
+}
+
+impl Comparison {
+    /// The metric rows (values with `decimals` digits), BASE's and NEW's `errors` and the
+    /// verdict lines: the body of both tables.
+    fn rows(&self, s: &mut String, decimals: usize, errors: (u64, u64)) {
         let _ = writeln!(
             s,
             "{:<24} {:>14} {:>14} {:>9} {:>8}  better",
@@ -272,12 +260,16 @@ impl Comparison {
             let change = (d.new - d.base) / d.base * 100.0;
             let _ = writeln!(
                 s,
-                "{:<24} {:>14.3} {:>14.3} {:>+8.1}% {:>8.3}  higher{}",
+                "{:<24} {:>14.decimals$} {:>14.decimals$} {:>+8.1}% {:>8.3}  {}{}",
                 d.metric,
                 d.base,
                 d.new,
                 change,
                 d.new / d.base,
+                match d.better {
+                    Better::Higher => "higher",
+                    Better::Lower => "lower",
+                },
                 if d.regression_pct > 0.0 {
                     "  (worse)"
                 } else {
@@ -288,7 +280,7 @@ impl Comparison {
         let _ = writeln!(
             s,
             "{:<24} {:>14} {:>14}",
-            "errors_total", base.errors_total, new.errors_total
+            "errors_total", errors.0, errors.1
         );
         if self.passed() {
             let _ = writeln!(s, "PASS");
@@ -297,6 +289,5 @@ impl Comparison {
                 let _ = writeln!(s, "FAIL: {f}");
             }
         }
-        s
     }
 }

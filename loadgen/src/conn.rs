@@ -44,6 +44,22 @@ impl fmt::Display for Target {
     }
 }
 
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    /// The [`Display`](fmt::Display) form back: `unix:PATH` or `tcp:ADDR`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("unix", p)) if !p.is_empty() => Ok(Target::Unix(p.into())),
+            Some(("tcp", a)) => a
+                .parse()
+                .map(Target::Tcp)
+                .map_err(|e| format!("{s:?}: {e}")),
+            _ => Err(format!("{s:?}: expected unix:PATH or tcp:ADDR")),
+        }
+    }
+}
+
 /// A connected stream. An enum rather than a generic so the scenarios compile once; the
 /// match per operation costs nothing next to a syscall.
 #[derive(Debug)]

@@ -27,6 +27,7 @@ pub mod interval_log;
 pub mod machine;
 pub mod max_rate;
 pub mod merge;
+pub mod probe;
 pub mod raw_compio;
 pub mod raw_ring;
 pub mod raw_server;

@@ -66,6 +66,15 @@ fn run() -> Result<ExitCode> {
         } else {
             ExitCode::from(1)
         }),
+        Command::Probe(a) => {
+            let report = loadgen::probe::run(a)?;
+            // The targets' standing is data; a doubtful figure fails the run.
+            Ok(if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
         Command::Merge(a) => {
             let inputs = a
                 .runs

@@ -14,7 +14,10 @@ use thiserror::Error;
 use crate::histogram;
 use crate::report::{Report, ReportError};
 
+mod lines;
 mod over_time;
+
+use lines::{Line, Scale, Spec};
 
 /// Rendering failed.
 #[derive(Debug, Error)]
@@ -183,9 +186,7 @@ fn nines_label(x: &f64) -> String {
 
 fn latency_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
     const MAX_NINES: f64 = 5.0;
-    let mut curves = Vec::new();
-    let mut ymax: f64 = 1.0;
-    let mut ymin: f64 = f64::MAX;
+    let mut lines = Vec::new();
     for r in reports {
         let name = &r.results.latency_name;
         let Some(b64) = r.results.histograms.get(name) else {
@@ -202,110 +203,63 @@ fn latency_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
                 (x, (h.value_at_quantile(q) as f64 / 1000.0).max(0.001))
             })
             .collect();
-        for &(_, y) in &pts {
-            ymax = ymax.max(y);
-            ymin = ymin.min(y);
-        }
-        curves.push((r.label.clone(), pts));
+        lines.push(Line {
+            label: r.label.clone(),
+            pts,
+            color: Palette99::pick(lines.len()).to_rgba(),
+            width: 2,
+        });
     }
-    if ymin > ymax {
-        ymin = 0.1;
-    }
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| chart_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Latency by percentile", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..MAX_NINES, ((ymin * 0.8)..(ymax * 1.25)).log_scale())
-        .map_err(|e| chart_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("percentile")
-        .y_desc("latency (µs, log)")
-        .x_labels(6)
-        .x_label_formatter(&nines_label)
-        .draw()
-        .map_err(|e| chart_err(path, e))?;
-    for (i, (label, pts)) in curves.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(|e| chart_err(path, e))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| chart_err(path, e))?;
-    root.present().map_err(|e| chart_err(path, e))
+    let spec = Spec {
+        caption: "Latency by percentile",
+        x_desc: "percentile",
+        y_desc: "latency (µs, log)",
+        y_label_area: 70,
+        x_max: Some(MAX_NINES),
+        scale: Scale::Log,
+        legend: SeriesLabelPosition::UpperLeft,
+        x_labels: Some(&nines_label),
+    };
+    lines::draw(path, &spec, lines)
 }
 
 fn throughput_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
-    let xmax = reports
-        .iter()
-        .flat_map(|r| measured(r).into_iter().map(|(x, _)| x))
-        .fold(1.0f64, f64::max);
-    let ymax = reports
-        .iter()
-        .flat_map(|r| {
-            measured(r)
-                .into_iter()
-                .map(|(_, p)| p.messages_per_sec.max(rate_target(r, p).unwrap_or(0.0)))
-        })
-        .fold(1.0f64, f64::max);
-    let root = SVGBackend::new(path, (900, 520)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| chart_err(path, e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Throughput per second", ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(80)
-        .build_cartesian_2d(0f64..xmax, 0f64..ymax * 1.1)
-        .map_err(|e| chart_err(path, e))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds of the measured window")
-        .y_desc("messages / s")
-        .draw()
-        .map_err(|e| chart_err(path, e))?;
+    let mut lines = Vec::new();
     for (i, r) in reports.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let pts: Vec<(f64, f64)> = measured(r)
-            .into_iter()
-            .map(|(x, p)| (x, p.messages_per_sec))
-            .collect();
-        chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(|e| chart_err(path, e))?
-            .label(r.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        lines.push(Line {
+            label: r.label.clone(),
+            pts: measured(r)
+                .into_iter()
+                .map(|(x, p)| (x, p.messages_per_sec))
+                .collect(),
+            color,
+            width: 2,
+        });
         let target: Vec<(f64, f64)> = measured(r)
             .into_iter()
             .filter_map(|(x, p)| Some((x, rate_target(r, p)?)))
             .collect();
         if !target.is_empty() {
-            let faint = color.mix(0.5);
-            chart
-                .draw_series(LineSeries::new(target, faint.stroke_width(1)))
-                .map_err(|e| chart_err(path, e))?
-                .label(format!("{} (stage target)", r.label))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], faint));
+            lines.push(Line {
+                label: format!("{} (stage target)", r.label),
+                pts: target,
+                color: color.mix(0.5),
+                width: 1,
+            });
         }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| chart_err(path, e))?;
-    root.present().map_err(|e| chart_err(path, e))
+    let spec = Spec {
+        caption: "Throughput per second",
+        x_desc: "seconds of the measured window",
+        y_desc: "messages / s",
+        y_label_area: 80,
+        x_max: None,
+        scale: Scale::Linear,
+        legend: SeriesLabelPosition::LowerRight,
+        x_labels: None,
+    };
+    lines::draw(path, &spec, lines)
 }
 
 /// A stage plan's target of a rate run (for session-count plans the target is a session

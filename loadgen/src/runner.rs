@@ -136,6 +136,24 @@ pub struct Shared {
 }
 
 impl Shared {
+    fn new(cfg: RunConfig, key: Key) -> Self {
+        Self {
+            cfg,
+            key,
+            epoch: Instant::now(),
+            epoch_unix: SystemTime::now(),
+            threads_ready: AtomicUsize::new(0),
+            established: AtomicU64::new(0),
+            setup_failed: AtomicU64::new(0),
+            window: OnceLock::new(),
+            abort: AtomicBool::new(false),
+            start_problem: Mutex::new(None),
+            ready: OnceLock::new(),
+            started_threads: AtomicUsize::new(0),
+            started_late_ns: AtomicU64::new(0),
+        }
+    }
+
     /// The wall clock at `t` (as this process's clock reads it).
     pub fn unix_of(&self, t: Instant) -> SystemTime {
         if t >= self.epoch {
@@ -411,24 +429,13 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let nthreads = cfg.threads.max(1);
-    let shared = Arc::new(Shared {
-        cfg: RunConfig {
+    let shared = Arc::new(Shared::new(
+        RunConfig {
             threads: nthreads,
             ..cfg
         },
         key,
-        epoch: Instant::now(),
-        epoch_unix: SystemTime::now(),
-        threads_ready: AtomicUsize::new(0),
-        established: AtomicU64::new(0),
-        setup_failed: AtomicU64::new(0),
-        window: OnceLock::new(),
-        abort: AtomicBool::new(false),
-        start_problem: Mutex::new(None),
-        ready: OnceLock::new(),
-        started_threads: AtomicUsize::new(0),
-        started_late_ns: AtomicU64::new(0),
-    });
+    ));
     let start_deadline = shared.cfg.start_at.map(|t| shared.instant_of(t));
     let body = Arc::new(body);
     let (tx, rx) = mpsc::channel::<Interval>();

@@ -4,7 +4,12 @@
 //! asserted (timing belongs to benchmarks), only that every part is produced and that a
 //! regression fails.
 
+#[path = "support/bins.rs"]
+mod bins;
+
 use std::path::{Path, PathBuf};
+
+use bins::bin_dir;
 use std::process::{Command, Output};
 
 use loadgen::bench::doc::{BenchDoc, Detail, RatioFile};
@@ -70,19 +75,6 @@ groups = ["echo"]
 client_bound_groups = ["echo"]
 notes = ["raw payload {frame_len} B"]
 "#;
-
-/// A bin dir holding the binaries the runner looks for.
-fn bin_dir(dir: &Path) -> PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(
-        sockchat_testkit::server_binary(),
-        bin.join("sockchat-server"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_loadgen"), bin.join("loadgen")).unwrap();
-    bin
-}
 
 fn bench(dir: &Path, extra: &[&str]) -> Output {
     loadgen()

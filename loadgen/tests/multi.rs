@@ -432,6 +432,40 @@ fn stages_change_the_rate_and_the_session_count() {
 }
 
 #[test]
+fn echo_stages_work_with_chunked_messages() {
+    let server = Server::start();
+    let target = target(&server, "unix");
+    // 8 KiB messages in 1 KiB chunks; sessions: up to 6 over 0.5 s, held 1 s, down to 0.
+    let r = run(
+        "echo",
+        &target,
+        &[
+            "--chunked",
+            "--size",
+            "8192",
+            "--chunk-size",
+            "1024",
+            "--stages",
+            "0.5s:6,1s:6,0.5s:0",
+        ],
+    );
+    let x = &r.results;
+    assert_eq!(x.errors_total, 0, "{}", r.summary());
+    assert_eq!(x.sessions_requested, 6);
+    assert!(x.sessions_established >= 6, "{}", r.summary());
+    assert_eq!(
+        r.config["chunked"],
+        serde_json::json!(true),
+        "{:?}",
+        r.config
+    );
+    let open: Vec<u64> = r.timeline.iter().filter_map(|p| p.open_sessions).collect();
+    assert_eq!(open.iter().max(), Some(&6), "{open:?}");
+    assert_eq!(open.last(), Some(&0), "{open:?}");
+    assert!(x.latency_us.count > 0);
+}
+
+#[test]
 fn sharded_fanout_merges_the_last_delivery_over_all_workers() {
     let server = Server::builder().args(["--mode", "chat"]).start();
     let target = target(&server, "unix");

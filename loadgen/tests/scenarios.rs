@@ -1,12 +1,17 @@
 //! Every scenario for a couple of seconds over TCP and Unix against the real
 //! `sockchat-server` (started per test, in its own temp dir, stopped with SIGTERM), with
 //! assertions on the report; a corrupting double is caught; valid echoes in other bytes
-//! are accepted; raw scenarios against `loadgen raw-server`.
+//! are accepted; raw scenarios against `loadgen raw-server`; `fanout --rooms` on one
+//! node and on two nodes clustered through a real NATS broker (`--targets`).
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use loadgen::conn::Target;
 use loadgen::raw_server::RawServer;
+use serde_json::json;
+use sockchat_testkit::nats::Nats;
 use sockchat_testkit::Server;
 use support::double::{Double, DoubleOpts};
 use support::{assert_clean, run, target};
@@ -232,4 +237,112 @@ fn fewer_sessions_than_asked_fails_the_run() {
     assert!(!x.ok);
     assert_eq!(x.errors.get("connect"), Some(&3), "{:?}", x.errors);
     assert!(x.problems.iter().any(|p| p.contains("0 of 3 sessions")));
+}
+
+/// A chat node of a cluster on `nats`, reporting its broker state every 100 ms.
+fn node(nats: &Nats, name: &str) -> Server {
+    let server = Server::builder()
+        .args([
+            "--mode",
+            "chat",
+            "--cluster",
+            &nats.url(),
+            "--node-name",
+            name,
+        ])
+        .args(["--stats-interval", "100ms"])
+        .start();
+    // Bounded wait for the broker connection (the stats line says so).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.stderr().contains("broker=connected") {
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no broker connection:\n{}",
+            server.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+#[test]
+fn rooms_on_one_node_deliver_to_every_other_member() {
+    let server = Server::builder().args(["--mode", "chat"]).start();
+    for t in ["unix", "tcp"] {
+        // 3 rooms of 4 members: 3 senders at 20 msg/s, 9 receivers.
+        let r = run(
+            "fanout",
+            &target(&server, t),
+            &["--rooms", "3", "--sessions", "12", "--rate", "20"],
+        );
+        assert_clean(&r);
+        let x = &r.results;
+        assert_eq!(x.extra["rooms"], json!(3));
+        assert_eq!(x.extra["nodes"], json!(1));
+        assert_eq!(
+            x.extra["complete_fanouts"],
+            x.extra["sent"],
+            "{}",
+            r.summary()
+        );
+        let sent = x.extra["sent"].as_u64().unwrap();
+        // Each room's 3 receivers get each of its sender's messages (sent covers all
+        // rooms): at least the measured window's share of those deliveries.
+        assert!(sent >= 3 * 20, "{sent}");
+        assert!(x.extra["deliveries"].as_u64().unwrap() > 0);
+        assert!(x.latency_us.count > 0);
+    }
+}
+
+#[test]
+fn a_room_spans_two_nodes_through_the_broker() {
+    let nats = Nats::start();
+    let a = node(&nats, "a");
+    let b = node(&nats, "b");
+    let b_sock = b.unix.clone().expect("a Unix listener");
+    // 2 rooms of 4 members; members 0 and 2 of each room on node a, 1 and 3 on node b.
+    let r = run(
+        "fanout",
+        &target(&a, "unix"),
+        &[
+            "--rooms",
+            "2",
+            "--sessions",
+            "8",
+            "--rate",
+            "20",
+            "--targets",
+            &format!("unix:{}", b_sock.display()),
+        ],
+    );
+    assert_clean(&r);
+    let x = &r.results;
+    assert_eq!(x.extra["nodes"], json!(2));
+    assert_eq!(
+        x.extra["complete_fanouts"],
+        x.extra["sent"],
+        "{}",
+        r.summary()
+    );
+    assert!(x.latency_us.count > 0);
+}
+
+#[test]
+fn rooms_are_refused_where_they_cannot_work() {
+    let server = Server::builder().args(["--mode", "chat"]).start();
+    let t = target(&server, "unix");
+    for bad in [
+        // A sender and a receiver per room at least.
+        vec!["--rooms", "3", "--sessions", "5"],
+        // Room and sequence need 24 bytes of content.
+        vec!["--rooms", "1", "--sessions", "2", "--size", "16"],
+    ] {
+        let mut argv = vec!["loadgen", "fanout", "--unix"];
+        let sock = t.to_string();
+        argv.push(sock.strip_prefix("unix:").unwrap());
+        argv.extend(bad.iter().copied());
+        let cli = <loadgen::cli::Cli as clap::Parser>::try_parse_from(&argv).unwrap();
+        let err = loadgen::run_load(&cli.command).unwrap_err().to_string();
+        assert!(err.contains("--"), "{err}");
+    }
 }

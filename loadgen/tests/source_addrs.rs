@@ -47,27 +47,28 @@ fn sources_seen(connect: impl FnOnce(&Target) -> Vec<Conn>) -> BTreeSet<IpAddr> 
     peers.iter().map(SocketAddr::ip).collect()
 }
 
+/// `sources_seen` with the connects made on monoio's io_uring driver or its epoll one.
+fn sources_seen_on(io_uring: bool) -> BTreeSet<IpAddr> {
+    sources_seen(|t| {
+        if io_uring {
+            let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer();
+            rt.build().unwrap().block_on(connect_all(t))
+        } else {
+            let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer();
+            rt.build().unwrap().block_on(connect_all(t))
+        }
+    })
+}
+
 #[test]
 fn loopback_connects_come_from_several_sources_on_io_uring() {
-    let seen = sources_seen(|t| {
-        let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(connect_all(t))
-    });
+    let seen = sources_seen_on(true);
     assert!(seen.len() > 1, "one source address only: {seen:?}");
 }
 
 #[test]
 fn loopback_connects_come_from_several_sources_on_epoll() {
-    let seen = sources_seen(|t| {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(connect_all(t))
-    });
+    let seen = sources_seen_on(false);
     assert!(seen.len() > 1, "one source address only: {seen:?}");
 }
 

@@ -23,6 +23,8 @@ pub struct Bins {
     pub loadgen: PathBuf,
     /// proto's hmac_throughput example.
     pub hmac: PathBuf,
+    /// The server's hmac_floor example.
+    pub hmac_floor: PathBuf,
     /// The BASE_REV build of sockchat-server.
     pub base_server: Option<PathBuf>,
 }
@@ -99,6 +101,10 @@ fn metric_of(r: &Report, m: Metric) -> Result<f64, BenchError> {
         Metric::MessagesPerSec => r.results.messages_per_sec,
         Metric::BytesPerSec => r.results.bytes_per_sec,
         Metric::LatencyP99Us => r.results.latency_us.p99,
+        Metric::ServerCpuNsPerMsg => r
+            .cpu
+            .server_cpu_ns_per_msg
+            .ok_or_else(|| BenchError::Suite("no server CPU per message in the report".into()))?,
         Metric::Value => {
             return Err(BenchError::Suite(
                 "metric \"value\" on a loadgen side".into(),
@@ -124,12 +130,12 @@ impl Bench {
         &self.set
     }
 
-    fn path(&mut self, stem: &str, ext: &str) -> PathBuf {
+    pub(crate) fn path(&mut self, stem: &str, ext: &str) -> PathBuf {
         self.seq += 1;
         self.tmp.join(format!("{:03}-{stem}.{ext}", self.seq))
     }
 
-    fn sockchat(
+    pub(crate) fn sockchat(
         &mut self,
         transport: Transport,
         mode: &str,
@@ -168,7 +174,11 @@ impl Bench {
         Ok(srv)
     }
 
-    fn raw_server(&mut self, transport: Transport, extra: &[String]) -> Result<Server, BenchError> {
+    pub(crate) fn raw_server(
+        &mut self,
+        transport: Transport,
+        extra: &[String],
+    ) -> Result<Server, BenchError> {
         let sock = self.path("raw", "sock");
         let mut argv: Vec<OsString> = vec![self.bins.loadgen.clone().into(), "raw-server".into()];
         match transport {
@@ -188,7 +198,7 @@ impl Bench {
     }
 
     /// Stops a server; an unclean exit is a problem of the run.
-    fn stopped(&mut self, mut srv: Server) -> Result<(), BenchError> {
+    pub(crate) fn stopped(&mut self, mut srv: Server) -> Result<(), BenchError> {
         let st = srv.stop()?;
         if !st.success() {
             self.problems.push(format!(
@@ -201,7 +211,11 @@ impl Bench {
         Ok(())
     }
 
-    fn loadgen(&mut self, spec: &LoadSpec<'_>, srv: &Server) -> Result<LoadRun, BenchError> {
+    pub(crate) fn loadgen(
+        &mut self,
+        spec: &LoadSpec<'_>,
+        srv: &Server,
+    ) -> Result<LoadRun, BenchError> {
         let json = self.path(spec.label, "json");
         let run = process::run_loadgen(&self.bins.loadgen, spec, srv, self.set.loadgen_cpu, &json)?;
         if run.exit_code != Some(0) {
@@ -300,12 +314,98 @@ impl Bench {
                     load: None,
                 })
             }
+            Side::HmacFloor { content } => {
+                let out = self.path("hmac-floor", "txt");
+                let h = process::run_hmac_floor(
+                    &self.bins.hmac_floor,
+                    self.set.server_cpu,
+                    *content,
+                    &out,
+                )?;
+                Ok(SideRun {
+                    value: h.ns,
+                    detail: Detail::HmacFloor(h),
+                    load: None,
+                })
+            }
+            Side::Cluster {
+                nodes,
+                scenario,
+                args,
+                server_args,
+                label_suffix,
+            } => {
+                let label = label(label_suffix);
+                self.cluster(&label, *nodes, scenario, args, server_args, case.metric)
+            }
             Side::IdleMemory {
                 sessions,
                 hold_s,
                 server_args,
             } => self.idle_memory(&case.name, *sessions, *hold_s, server_args),
         }
+    }
+
+    /// A loadgen scenario against `nodes` chat servers clustered through a broker the
+    /// bench starts; everything is stopped whatever happens.
+    fn cluster(
+        &mut self,
+        label: &str,
+        nodes: usize,
+        scenario: &str,
+        args: &[String],
+        server_args: &[String],
+        metric: Metric,
+    ) -> Result<SideRun, BenchError> {
+        let log = self.tmp.join("nats.log");
+        let mut broker = process::Broker::start(self.set.server_cpu, &log)?;
+        let mut servers = Vec::new();
+        let mut started = Ok(());
+        for n in 0..nodes {
+            let mut a = vec![
+                "--cluster".to_string(),
+                broker.url.clone(),
+                "--node-name".into(),
+                format!("n{n}"),
+            ];
+            a.extend(server_args.iter().cloned());
+            match self.sockchat(Transport::Unix, "chat", &a, Build::This) {
+                Ok(s) => servers.push(s),
+                Err(e) => {
+                    started = Err(e);
+                    break;
+                }
+            }
+        }
+        let res = started.and_then(|()| {
+            let mut args = args.to_vec();
+            let others: Vec<String> = servers[1..]
+                .iter()
+                .map(|s| format!("unix:{}", s.target[1]))
+                .collect();
+            if !others.is_empty() {
+                args.extend(["--targets".into(), others.join(",")]);
+            }
+            let spec = LoadSpec {
+                scenario,
+                args: &args,
+                label,
+                warmup: self.set.warmup,
+                duration: self.set.duration,
+                server_pid: true,
+            };
+            let run = self.loadgen(&spec, &servers[0])?;
+            Ok(SideRun {
+                value: metric_of(&run.report, metric)?,
+                detail: Detail::Load(load_detail(&run.report, run.other_cpu_pct)),
+                load: Some(run),
+            })
+        });
+        for s in servers {
+            self.stopped(s)?;
+        }
+        broker.stop();
+        res
     }
 
     /// RSS growth of a warmed-up server per idle established session.

@@ -156,6 +156,8 @@ pub enum Detail {
     Load(LoadDetail),
     /// The HMAC baseline.
     Hmac(HmacRun),
+    /// The one-HMAC floor of a delivery.
+    HmacFloor(super::process::HmacFloorRun),
     /// Idle memory.
     Memory(MemoryDetail),
 }
@@ -165,7 +167,7 @@ impl Detail {
     pub fn server_cpu_ns_per_msg(&self) -> Option<f64> {
         match self {
             Detail::Load(d) => d.server_cpu_ns_per_msg,
-            Detail::Hmac(_) | Detail::Memory(_) => None,
+            Detail::Hmac(_) | Detail::HmacFloor(_) | Detail::Memory(_) => None,
         }
     }
 
@@ -173,7 +175,7 @@ impl Detail {
     pub fn loadgen_cpu_ns_per_msg(&self) -> Option<f64> {
         match self {
             Detail::Load(d) => d.loadgen_cpu_ns_per_msg,
-            Detail::Hmac(_) | Detail::Memory(_) => None,
+            Detail::Hmac(_) | Detail::HmacFloor(_) | Detail::Memory(_) => None,
         }
     }
 
@@ -181,7 +183,7 @@ impl Detail {
     pub fn other_cpu_pct(&self) -> Option<f64> {
         match self {
             Detail::Load(d) => d.other_cpu_pct,
-            Detail::Hmac(_) | Detail::Memory(_) => None,
+            Detail::Hmac(_) | Detail::HmacFloor(_) | Detail::Memory(_) => None,
         }
     }
 }
@@ -341,6 +343,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), BenchError
         source,
     })?;
     text.push('\n');
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir, e))?;
+    }
     std::fs::write(path, text).map_err(|e| BenchError::io(path, e))
 }
 

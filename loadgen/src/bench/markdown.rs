@@ -39,6 +39,7 @@ pub fn fmt_value(v: f64, unit: Unit) -> String {
         Unit::BytesPerSec => format!("{} MB/s", thousands(v / 1e6, 0)),
         Unit::Micros => format!("{} µs", thousands(v, 0)),
         Unit::BytesPerSession => format!("{} B", thousands(v, 0)),
+        Unit::NanosPerDelivery => format!("{} ns", thousands(v, 0)),
         Unit::MsgPerSec => format!("{} msg/s", thousands(v, 0)),
         Unit::SessionsPerSec => format!("{} sessions/s", thousands(v, 0)),
     }
@@ -184,10 +185,7 @@ fn other_run_line(path: &Path) -> String {
         .map_or("?", |t| &t.git_commit[..t.git_commit.len().min(7)]);
     let mut line = format!(
         "- [`{name}`]({name}): {} suite at `{}` (loadgen built from `{tool}`), {}, load {} → {}",
-        match o.suite {
-            super::suite::Mode::Full => "full",
-            super::suite::Mode::Quick => "quick",
-        },
+        mode_name(o.suite),
         o.commit,
         o.started_utc,
         fmt_load(&o.load_average.start),
@@ -456,6 +454,15 @@ pub fn is_run_document(name: &str) -> bool {
         && b[7] == b'-'
         && b[8..10].iter().all(u8::is_ascii_digit)
         && b[10] == b'-'
+}
+
+/// The suite's name as the README and the console say it.
+pub fn mode_name(m: super::suite::Mode) -> &'static str {
+    match m {
+        super::suite::Mode::Full => "full",
+        super::suite::Mode::Quick => "quick",
+        super::suite::Mode::Runtime => "runtime",
+    }
 }
 
 #[cfg(test)]

@@ -92,14 +92,14 @@ pub enum BenchError {
 }
 
 impl BenchError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.display().to_string(),
             source,
         }
     }
 
-    fn spawn(what: &str, source: std::io::Error) -> Self {
+    pub(crate) fn spawn(what: &str, source: std::io::Error) -> Self {
         Self::Spawn {
             what: what.into(),
             source,
@@ -124,6 +124,10 @@ pub struct BenchArgs {
     /// The CI subset; compares its ratios with baseline.json.
     #[arg(long)]
     pub quick: bool,
+    /// The raw echo servers' engines side by side (the suite's "runtime" cases); writes
+    /// the run document to RESULTS/runtime/DATE-COMMIT.json.
+    #[arg(long, conflicts_with = "quick")]
+    pub runtime: bool,
     /// With --quick: write baseline.json instead of comparing.
     #[arg(long, requires = "quick")]
     pub update_baseline: bool,
@@ -286,7 +290,11 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         )?;
         return Ok(true);
     }
-    let mode = if a.quick { Mode::Quick } else { Mode::Full };
+    let mode = match (a.quick, a.runtime) {
+        (true, _) => Mode::Quick,
+        (false, true) => Mode::Runtime,
+        (false, false) => Mode::Full,
+    };
     let ms = suite.mode(mode);
     let default_runs = match (mode, a.update_baseline) {
         (Mode::Quick, true) => ms.update_baseline_runs.unwrap_or(ms.runs),
@@ -306,6 +314,7 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         server: a.bin_dir.join("sockchat-server"),
         loadgen: a.bin_dir.join("loadgen"),
         hmac: a.bin_dir.join("examples").join("hmac_throughput"),
+        hmac_floor: a.bin_dir.join("examples").join("hmac_floor"),
         base_server: a.base_server.clone(),
     };
     let mut selected = suite.select(mode, a.base_server.is_some());
@@ -331,7 +340,7 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
     let load_start = load_average();
     println!(
         "sockchat bench ({}): {} cases, {} run(s) each, commit {commit}{}, load average {}",
-        if a.quick { "quick" } else { "full" },
+        markdown::mode_name(mode),
         selected.len(),
         set.runs,
         if dirty { " +changes" } else { "" },
@@ -437,7 +446,7 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         return Ok(ok);
     }
 
-    if !a.only.is_empty() {
+    if !a.only.is_empty() && mode != Mode::Runtime {
         println!("--only: partial run, no files written");
         return Ok(true);
     }
@@ -461,6 +470,21 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         cases: results,
     };
     let name = format!("{date}-{commit}.json");
+    if mode == Mode::Runtime {
+        // Its own document (runs of a few cases each, so named to the second): the full
+        // suite's README and charts stay the full suite's.
+        let hms: String = doc.started_utc[11..19]
+            .chars()
+            .filter(|c| *c != ':')
+            .collect();
+        let path = a
+            .results
+            .join("runtime")
+            .join(format!("{date}-{commit}-{hms}.json"));
+        doc::write_json(&path, &doc)?;
+        println!("wrote {}", path.display());
+        return Ok(true);
+    }
     let path = a.results.join(&name);
     doc::write_json(&path, &doc)?;
     println!("wrote {}", path.display());

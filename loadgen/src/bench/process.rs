@@ -372,9 +372,24 @@ pub struct HmacRun {
 /// `out` (a file, so the wait below bounds the whole run).
 pub fn run_hmac(bin: &Path, cpu: usize, seconds: f64, out: &Path) -> Result<HmacRun, BenchError> {
     let argv = [bin.as_os_str().to_owned(), seconds.to_string().into()];
+    let text = run_to_file("hmac_throughput", &argv, cpu, out)?;
+    serde_json::from_str(&text).map_err(|source| BenchError::Json {
+        what: "hmac_throughput output".into(),
+        source,
+    })
+}
+
+/// Runs `argv` pinned to `cpu` with its stdout in `out` (a file, so the bounded wait
+/// bounds the whole run; stderr passes through) and returns what it printed.
+fn run_to_file(
+    name: &str,
+    argv: &[OsString],
+    cpu: usize,
+    out: &Path,
+) -> Result<String, BenchError> {
     let log = File::create(out).map_err(|e| BenchError::io(out, e))?;
-    let io = |e| BenchError::spawn("hmac_throughput", e);
-    let mut child = pinned(cpu, &argv)
+    let io = |e| BenchError::spawn(name, e);
+    let mut child = pinned(cpu, argv)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(Stdio::inherit())
@@ -382,18 +397,130 @@ pub fn run_hmac(bin: &Path, cpu: usize, seconds: f64, out: &Path) -> Result<Hmac
         .map_err(io)?;
     match wait_until(&mut child, Instant::now() + HMAC_TIMEOUT).map_err(io)? {
         Some(st) if st.success() => {}
-        Some(st) => {
-            return Err(BenchError::Timeout(format!("hmac_throughput failed: {st}")));
-        }
+        Some(st) => return Err(BenchError::Timeout(format!("{name} failed: {st}"))),
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(BenchError::Timeout("hmac_throughput ran past 60 s".into()));
+            return Err(BenchError::Timeout(format!(
+                "{name} ran past {} s",
+                HMAC_TIMEOUT.as_secs()
+            )));
         }
     }
-    let text = std::fs::read_to_string(out).map_err(|e| BenchError::io(out, e))?;
-    serde_json::from_str(&text).map_err(|source| BenchError::Json {
-        what: "hmac_throughput output".into(),
-        source,
+    std::fs::read_to_string(out).map_err(|e| BenchError::io(out, e))
+}
+
+/// The one-HMAC floor of a chat delivery (`server/examples/hmac_floor.rs`): one
+/// HMAC-SHA256 over a rooms recipient's header JSON plus the content.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, serde::Serialize)]
+pub struct HmacFloorRun {
+    /// Nanoseconds per HMAC.
+    pub ns: f64,
+    /// Header JSON bytes signed with the content.
+    pub header_json_bytes: u64,
+    /// Content bytes.
+    pub content_bytes: u64,
+}
+
+/// Runs the HMAC floor example pinned to `cpu` for `content` bytes of content.
+pub fn run_hmac_floor(
+    bin: &Path,
+    cpu: usize,
+    content: usize,
+    out: &Path,
+) -> Result<HmacFloorRun, BenchError> {
+    let argv = [bin.as_os_str().to_owned(), content.to_string().into()];
+    let text = run_to_file("hmac_floor", &argv, cpu, out)?;
+    let field = |k: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| BenchError::Suite(format!("hmac_floor printed no {k}: {text}")))
+    };
+    Ok(HmacFloorRun {
+        ns: field("hmac_floor_ns")?,
+        header_json_bytes: field("header_json_bytes")? as u64,
+        content_bytes: field("content_bytes")? as u64,
     })
+}
+
+/// A NATS broker (`nats-server`) the bench started for a cluster case: on a free
+/// loopback port, stopped by PID.
+#[derive(Debug)]
+pub struct Broker {
+    child: Child,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+/// Where `nats-server` is (the Debian package puts it in /usr/sbin).
+fn nats_binary() -> Result<PathBuf, BenchError> {
+    [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .ok_or_else(|| BenchError::Suite("nats-server not found (apt-get install nats-server)".into()))
+}
+
+impl Broker {
+    /// Starts a broker pinned to `cpu` and waits (bounded) until it accepts connections.
+    pub fn start(cpu: usize, log: &Path) -> Result<Self, BenchError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| BenchError::spawn("free port", e))?
+            .port();
+        let argv: Vec<OsString> = vec![
+            nats_binary()?.into(),
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string().into(),
+        ];
+        let out = File::create(log).map_err(|e| BenchError::io(log, e))?;
+        let child = pinned(cpu, &argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .map_err(|e| BenchError::spawn("nats-server", e))?;
+        let mut b = Broker {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() >= deadline {
+                b.stop();
+                return Err(BenchError::NotReady("nats-server".into(), Vec::new()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(b)
+    }
+
+    /// SIGTERM, then SIGKILL after 5 s; only this process, by PID.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our own child's PID, not yet reaped (try_wait just
+            // returned None), so the PID is still its.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            if !matches!(
+                wait_until(&mut self.child, Instant::now() + Duration::from_secs(5)),
+                Ok(Some(_))
+            ) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

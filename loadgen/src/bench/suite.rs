@@ -41,6 +41,8 @@ pub struct Modes {
     pub full: ModeSettings,
     /// The CI check.
     pub quick: ModeSettings,
+    /// The raw servers' runtimes side by side (default: the full suite's settings).
+    pub runtime: Option<ModeSettings>,
 }
 
 /// Default runs and timings of one mode (each can be overridden on the command line).
@@ -96,6 +98,8 @@ pub enum Mode {
     Full,
     /// The CI check.
     Quick,
+    /// The raw echo servers' engines side by side (`loadgen bench --runtime`).
+    Runtime,
 }
 
 /// Unit of a case's value.
@@ -116,6 +120,9 @@ pub enum Unit {
     /// Bytes per session.
     #[serde(rename = "B/session")]
     BytesPerSession,
+    /// Nanoseconds of server CPU per delivery.
+    #[serde(rename = "ns/delivery")]
+    NanosPerDelivery,
 }
 
 /// Which direction is better.
@@ -138,6 +145,8 @@ pub enum Metric {
     BytesPerSec,
     /// p99 of the primary latency.
     LatencyP99Us,
+    /// Server CPU per message (`--server-pid`; fan-out: per delivery).
+    ServerCpuNsPerMsg,
     /// The side's own value (idle memory, HMAC).
     Value,
 }
@@ -258,6 +267,28 @@ pub enum Side {
     },
     /// Single-core HMAC-SHA256 throughput.
     Hmac,
+    /// One HMAC over a rooms recipient's header JSON and `content` bytes (the floor of
+    /// a chat delivery), pinned to the server's CPU; value = ns per HMAC.
+    HmacFloor {
+        /// Content bytes.
+        content: usize,
+    },
+    /// `nodes` sockchat-servers (`--mode chat`, Unix) clustered through a NATS broker
+    /// the bench starts (all on the server CPU), plus a loadgen scenario given every
+    /// node (`--targets`).
+    Cluster {
+        /// Server nodes.
+        nodes: usize,
+        /// loadgen scenario.
+        scenario: String,
+        /// Scenario options.
+        args: Vec<String>,
+        /// Further server flags.
+        #[serde(default)]
+        server_args: Vec<String>,
+        /// Label suffix.
+        label_suffix: Option<String>,
+    },
     /// Server RSS growth per idle session.
     IdleMemory {
         /// Idle sessions established.
@@ -335,7 +366,7 @@ impl Suite {
                     c.name
                 ));
             }
-            if matches!(c.subject, Side::Hmac) {
+            if matches!(c.subject, Side::Hmac | Side::HmacFloor { .. }) {
                 return bad(format!("case {}: hmac can only be a baseline", c.name));
             }
             if matches!(c.baseline, Some(Side::IdleMemory { .. })) {
@@ -383,6 +414,7 @@ impl Suite {
         match mode {
             Mode::Full => self.modes.full,
             Mode::Quick => self.modes.quick,
+            Mode::Runtime => self.modes.runtime.unwrap_or(self.modes.full),
         }
     }
 
@@ -508,6 +540,12 @@ target = { kind = "cpu_ratio", op = "<=", value = 1.3 }
             );
         }
         assert!(!full.iter().any(|f| f.starts_with("base-")));
+        // The raw engines side by side run only in their own suite.
+        let runtime = names(Mode::Runtime, false);
+        assert_eq!(runtime.len(), 12, "{runtime:?}");
+        assert!(runtime.iter().all(|n| n.starts_with("runtime-")));
+        assert!(!full.iter().any(|f| f.starts_with("runtime-")));
+        assert_eq!(s.mode(Mode::Runtime).duration, 3.0);
         assert_eq!(names(Mode::Full, true).len(), full.len() + 4);
         assert_eq!(s.gate.max_regression_pct, 30.0);
         assert_eq!(s.gate.busy_threshold_pct, 5.0);

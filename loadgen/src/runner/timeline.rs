@@ -78,7 +78,7 @@ impl Timeline {
         if end <= start {
             // A second past the window's end: what it holds was recorded just before
             // the end and reported late (ticks are taken up to 20 ms late).
-            if let Some(last) = self.intervals.last_mut() {
+            if let Some(last) = self.intervals.iter_mut().max_by_key(|i| i.start) {
                 last.hist.add(&hist).expect("same bounds");
             }
             return;
@@ -160,15 +160,110 @@ impl Timeline {
     }
 
     pub(super) fn finish(mut self) -> (Vec<TimelinePoint>, Vec<WindowInterval>) {
-        // Seconds some thread never reported (it ended early) are still shown.
+        // Seconds some thread never reported (it ended early, or the run ended before
+        // its last tick reached here) are still shown, and their measured samples still
+        // logged: the interval log holds every sample the report's histogram holds.
         let rest: Vec<_> = std::mem::take(&mut self.pending).into_iter().collect();
         let w = self.shared.window.get().copied();
         for (second, s) in rest {
             let p = self.point(second, &s, w.as_ref());
             self.points.push(p);
+            self.interval(second, s.window_hist, w.as_ref());
         }
         self.points.sort_by_key(|p| p.t_s);
         self.intervals.sort_by_key(|i| i.start);
         (self.points, self.intervals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::Target;
+    use crate::runner::{RingMode, RunConfig};
+    use crate::shard::Shard;
+    use sockchat_proto::Key;
+
+    fn shared(threads: usize) -> Arc<Shared> {
+        let cfg = RunConfig {
+            scenario: "heartbeat",
+            target: Target::Unix("/nonexistent".into()),
+            sessions: threads,
+            threads,
+            ramp: 0.0,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(1),
+            drain: Duration::from_secs(1),
+            cpus: Vec::new(),
+            progress: false,
+            hist_names: vec!["latency"],
+            setup: true,
+            server_pid: None,
+            ring: RingMode::Plain,
+            shard: Shard::default(),
+            start_at: None,
+            stages: None,
+            parts: Vec::new(),
+        };
+        let shared = Arc::new(Shared::new(cfg, Key::reference_default()));
+        let go = shared.epoch;
+        shared
+            .window
+            .set(Window {
+                go,
+                measure_start: go + Duration::from_secs(1),
+                end: go + Duration::from_secs(4),
+            })
+            .expect("unset");
+        shared
+    }
+
+    /// Thread `thread`'s report of `second` with `n` measured samples.
+    fn interval(thread: usize, second: u64, n: u64) -> Interval {
+        let mut window_hist = new_hist();
+        let mut hist = new_hist();
+        for v in 0..n {
+            window_hist.record(1_000 + v).unwrap();
+            hist.record(1_000 + v).unwrap();
+        }
+        Interval {
+            thread,
+            second,
+            messages: n,
+            bytes: 0,
+            errors: 0,
+            hist,
+            window_hist,
+            open: 0,
+        }
+    }
+
+    #[test]
+    fn every_measured_sample_reaches_the_interval_log() {
+        let shared = shared(2);
+        let w = shared.window.get().copied();
+        let mut tl = Timeline::new(2, &shared);
+        let mut recorded = 0;
+        // Thread 0 reports every second up to the drain second; thread 1 ends early and
+        // never reports its last measured second nor the drain second, so seconds 3
+        // and 4 are only partly reported when the run finishes.
+        for (thread, last) in [(0, 4), (1, 2)] {
+            for second in 1..=last {
+                let n = 3 + second + thread as u64;
+                recorded += n;
+                tl.add(interval(thread, second, n), w.as_ref());
+            }
+        }
+        let (points, intervals) = tl.finish();
+        assert_eq!(points.len(), 4, "every second is in the timeline");
+        let logged: u64 = intervals.iter().map(|i| i.hist.len()).sum();
+        assert_eq!(logged, recorded, "interval log counts vs recorded samples");
+        let starts: Vec<_> = intervals.iter().map(|i| i.start).collect();
+        let mut sorted = starts.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(starts, sorted, "one interval per second, in order");
+        assert_eq!(intervals.len(), 3, "seconds 1..=3 of the window");
     }
 }

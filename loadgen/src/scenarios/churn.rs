@@ -26,12 +26,29 @@ pub fn run(a: &ChurnArgs) -> Result<Finished, ScenarioError> {
     let key = load_key(a.common.key_file.as_deref())?;
     let verify = a.verify;
     let outcome = runner::run(cfg, key, move |ctx| thread(ctx, verify))?;
+    Ok(finish_churn(
+        "churn",
+        outcome,
+        HISTS,
+        verify,
+        a.common.duration,
+    ))
+}
+
+/// The report of a churn run: sessions per second, and the loops that completed a cycle
+/// as the established sessions.
+pub fn finish_churn(
+    scenario: &'static str,
+    outcome: runner::RunOutcome,
+    hists: &[&'static str],
+    verify: bool,
+    duration_s: f64,
+) -> Finished {
     let mut extra = BTreeMap::new();
-    let cycles = outcome.result.messages;
     extra.insert("verify".into(), json!(verify));
     extra.insert(
         "sessions_per_sec".into(),
-        json!(cycles as f64 / a.common.duration),
+        json!(outcome.result.messages as f64 / duration_s),
     );
     let loops_ok = outcome
         .result
@@ -39,9 +56,9 @@ pub fn run(a: &ChurnArgs) -> Result<Finished, ScenarioError> {
         .get("loops_ok")
         .copied()
         .unwrap_or(0);
-    let mut f = finish("churn", outcome, HISTS, extra);
+    let mut f = finish(scenario, outcome, hists, extra);
     f.established = loops_ok;
-    Ok(f)
+    f
 }
 
 async fn thread(ctx: Rc<ThreadCtx>, verify: bool) {
@@ -66,26 +83,40 @@ pub async fn start_loop(ctx: &ThreadCtx, i: usize) -> crate::stats::Window {
 }
 
 async fn churn_loop(ctx: Rc<ThreadCtx>, i: usize, verify: bool) {
-    let w = start_loop(&ctx, i).await;
+    let c = ctx.clone();
+    run_loop(&ctx, i, move |t0| {
+        let ctx = c.clone();
+        async move { cycle(&ctx, verify, t0).await.map_err(|e| e.kind()) }
+    })
+    .await;
+}
+
+/// Loop `i` of a churn run: `cycle(start)` over and over until the window's end, each
+/// bounded by the connect timeout; its result (the latency sample, in ns) is recorded
+/// with the cycle time, its error counted.
+pub async fn run_loop<F, Fut>(ctx: &ThreadCtx, i: usize, cycle: F)
+where
+    F: Fn(Instant) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, &'static str>>,
+{
+    let w = start_loop(ctx, i).await;
     let mut ok = 0u64;
     while Instant::now() < w.end {
         let t0 = Instant::now();
-        match monoio::time::timeout(ctx.cfg().connect_timeout, cycle(&ctx, verify, t0)).await {
-            Ok(Ok(hs_ns)) => {
+        match monoio::time::timeout(ctx.cfg().connect_timeout, cycle(t0)).await {
+            Ok(Ok(ns)) => {
                 let now = Instant::now();
                 let mut rec = ctx.rec.borrow_mut();
-                rec.sample(now, hs_ns, 0);
+                rec.sample(now, ns, 0);
                 rec.record(1, now, ns_between(t0, now));
                 ok += 1;
             }
-            Ok(Err(e)) => {
-                ctx.error(e.kind());
+            Ok(Err(kind)) => {
+                ctx.error(kind);
                 // Do not spin on a refusing server.
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
-            Err(_) => {
-                ctx.error("timeout");
-            }
+            Err(_) => ctx.error("timeout"),
         }
     }
     if ok > 0 {

@@ -143,7 +143,7 @@ async fn staged(ctx: Rc<ThreadCtx>, p: Arc<Params>, st: &Stages, i: usize) {
     for (a, b) in st.open_intervals(super::stage_threshold(&ctx, i)) {
         let close = (w.go + Duration::from_secs_f64(b)).min(w.end);
         monoio::time::sleep_until((w.go + Duration::from_secs_f64(a)).into()).await;
-        let Some(est) = establish(&ctx, i, &[], 1).await else {
+        let Some(est) = establish(&ctx, i, p.features(), 1).await else {
             continue;
         };
         ctx.rec.borrow_mut().session_open(1);
@@ -165,6 +165,15 @@ impl Rng {
 }
 
 impl Params {
+    /// The features a session asks for in its handshake.
+    fn features(&self) -> &'static [&'static str] {
+        if self.chunked {
+            &["chunk"]
+        } else {
+            &[]
+        }
+    }
+
     fn pick(&self, rng: &mut Rng) -> usize {
         if self.sizes.len() == 1 {
             return 0;
@@ -217,6 +226,17 @@ struct Flight {
     write_failed: Cell<bool>,
 }
 
+impl Flight {
+    /// `depth` credits, nothing in flight.
+    fn new(depth: usize) -> Rc<Self> {
+        Rc::new(Self {
+            inflight: RefCell::new(VecDeque::with_capacity(depth)),
+            credits: Credits::new(depth as u64),
+            write_failed: Cell::new(false),
+        })
+    }
+}
+
 /// Reads until one whole reply arrives: a `message`, or the last chunk of a chunked one.
 /// Anything else ends the session with the returned error kind.
 async fn next_reply<R: AsyncReadRent>(
@@ -266,8 +286,7 @@ fn ended(ctx: &ThreadCtx, res: Result<Result<(), &'static str>, monoio::time::er
 }
 
 async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
-    let features: &[&'static str] = if p.chunked { &["chunk"] } else { &[] };
-    let Some(est) = establish(&ctx, i, features, 1).await else {
+    let Some(est) = establish(&ctx, i, p.features(), 1).await else {
         return;
     };
     established(ctx, p, i, est, None).await;
@@ -282,7 +301,7 @@ async fn established(
     close: Option<Instant>,
 ) {
     if p.chunked {
-        return session_chunked(ctx, p, i, est).await;
+        return session_chunked(ctx, p, i, est, close).await;
     }
     let sid = est.session_id.clone();
     let payloads = Rc::new(payloads(&ctx, &p, i, &sid));
@@ -384,11 +403,7 @@ async fn pipelined<R: AsyncReadRent, W: AsyncWriteRent + 'static>(
     mut wr: W,
     w: Window,
 ) -> Option<W> {
-    let flight = Rc::new(Flight {
-        inflight: RefCell::new(VecDeque::with_capacity(p.depth)),
-        credits: Credits::new(p.depth as u64),
-        write_failed: Cell::new(false),
-    });
+    let flight = Flight::new(p.depth);
     let writer = monoio::spawn({
         let (flight, payloads, ctx, p) = (flight.clone(), payloads.clone(), ctx.clone(), p.clone());
         async move {
@@ -480,8 +495,15 @@ async fn pipelined<R: AsyncReadRent, W: AsyncWriteRent + 'static>(
     monoio::time::timeout(ctx.cfg().drain, writer).await.ok()
 }
 
-/// The chunked path: replies are decoded (and reassembled), compared by content.
-async fn session_chunked(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize, est: Established) {
+/// The chunked path: replies are decoded (and reassembled), compared by content. Ends
+/// at the window's end, or at `close` if earlier (a staged session).
+async fn session_chunked(
+    ctx: Rc<ThreadCtx>,
+    p: Arc<Params>,
+    i: usize,
+    est: Established,
+    close: Option<Instant>,
+) {
     let sid = est.session_id.clone();
     let payloads = Rc::new(payloads(&ctx, &p, i, &sid));
     let mut reasm = p.chunked.then(|| {
@@ -491,7 +513,10 @@ async fn session_chunked(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize, est: Esta
         })
     });
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
-    let w = ctx.wait_go().await;
+    let mut w = ctx.wait_go().await;
+    if let Some(c) = close {
+        w.end = w.end.min(c);
+    }
     // One timer for the whole loop (not one per read): the deadline is fixed.
     let deadline = (w.end + ctx.cfg().drain).into();
     let key = ctx.key.clone();
@@ -528,11 +553,7 @@ async fn session_chunked(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize, est: Esta
     let (conn, deframer) = est.reader.into_parts();
     let (rd, mut wr) = conn.into_split();
     let mut reader = FrameReader::with_deframer(rd, deframer, key.clone());
-    let flight = Rc::new(Flight {
-        inflight: RefCell::new(VecDeque::with_capacity(p.depth)),
-        credits: Credits::new(p.depth as u64),
-        write_failed: Cell::new(false),
-    });
+    let flight = Flight::new(p.depth);
     let writer = monoio::spawn({
         let (flight, payloads, ctx, p) = (flight.clone(), payloads.clone(), ctx.clone(), p.clone());
         async move {

@@ -2,6 +2,13 @@
 //! every other session receives each of them. Reports the time from a send to its *last*
 //! delivery (the primary latency) and to each delivery.
 //!
+//! With `--rooms N` the sessions are N rooms' members (session i in room `r{i % N}`,
+//! joined during setup with the rooms extension); each room's first member sends
+//! `--rate` messages per second to its room, and every delivery is checked for its
+//! `room` and `from` headers. `--targets` adds server nodes: member j of every room
+//! connects to node j % nodes, so each room spans every node (a cluster's cross-node
+//! path). `extra` reports rooms, nodes, deliveries and deliveries per second.
+//!
 //! Assumes the chat server delivers the sender's content unchanged as a `message` frame
 //! on each receiver's own session. The content carries its sequence number and send time
 //! (nanoseconds since the run's epoch, an `Instant` shared by all threads), so receivers
@@ -26,31 +33,86 @@ use serde_json::{json, Value};
 use sockchat_proto::frame::{FrameType, MAX_CONTENT_LEN};
 use sockchat_proto::header::OCTET_STREAM;
 
-use super::{establish, finish, load_key, pattern, run_config_for, say_goodbye};
+use super::rooms::{self, room_name};
+use super::{establish_with, finish, load_key, pattern, run_config_for, say_goodbye};
 use super::{Finished, ScenarioError};
 use crate::cli::FanoutArgs;
 use crate::client::{self, check_session, FrameReader, SessionError};
+use crate::conn::Target;
 use crate::runner::{self, ThreadCtx};
 use crate::stats::{ns_between, Window};
+use sockchat_proto::rooms::FEATURE_ROOMS;
+use sockchat_proto::RoomName;
 
 const HISTS: &[&str] = &["last_delivery", "delivery", "setup_handshake"];
 
-/// Per sequence number: deliveries seen, the latest arrival and the send time (wall-clock
-/// ns).
+/// Per message ([`key`]): deliveries seen, the latest arrival and the send time
+/// (wall-clock ns).
 type Deliveries = HashMap<u64, (u64, u64, u64)>;
+
+/// A message's key: its room (0 without rooms) and its sequence number in that room.
+fn key(room: usize, seq: u64) -> u64 {
+    ((room as u64) << 32) | seq
+}
 
 #[derive(Debug, Default)]
 struct Log {
-    /// (sequence, send time in ns since epoch) of every message sent.
+    /// (key, send time in ns since epoch) of every message sent.
     sent: Mutex<Vec<(u64, u64)>>,
     deliveries: Mutex<Deliveries>,
+    /// Receivers established (and joined) per room.
+    receivers: Mutex<Vec<u64>>,
 }
 
 #[derive(Debug)]
 struct Params {
     rate: f64,
     size: usize,
+    /// The rooms (empty: none, everyone in the lobby).
+    rooms: Vec<RoomName>,
+    /// Server nodes; member j of a room connects to node j % len.
+    nodes: Vec<Target>,
     log: Log,
+}
+
+impl Params {
+    /// Rooms the sessions are dealt over (1 without rooms: the lobby).
+    fn groups(&self) -> usize {
+        self.rooms.len().max(1)
+    }
+
+    /// Session `i`'s room index.
+    fn room_of(&self, i: usize) -> usize {
+        i % self.groups()
+    }
+
+    /// True for a room's sender (the room's first member, held by worker 0).
+    fn is_sender(&self, ctx: &ThreadCtx, i: usize) -> bool {
+        i < self.groups() && ctx.cfg().shard.index == 0
+    }
+
+    /// Session `i`'s node.
+    fn node_of(&self, i: usize) -> &Target {
+        &self.nodes[(i / self.groups()) % self.nodes.len()]
+    }
+
+    /// Session `i`'s setup: connect to its node, hand-shake, join its room.
+    async fn establish(&self, ctx: &ThreadCtx, i: usize) -> Option<client::Established> {
+        let room = self.rooms.get(self.room_of(i)).cloned();
+        let features: &[&'static str] = if room.is_some() {
+            &[FEATURE_ROOMS]
+        } else {
+            &[]
+        };
+        let key = ctx.key.clone();
+        establish_with(ctx, i, self.node_of(i), features, 2, |est| async move {
+            match &room {
+                Some(r) => rooms::join(est, &key, r).await,
+                None => Ok(est),
+            }
+        })
+        .await
+    }
 }
 
 /// Messages the sender sends: those scheduled before the end.
@@ -66,10 +128,23 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
     if !(a.rate > 0.0 && a.rate.is_finite()) {
         return Err(ScenarioError::Config("--rate must be positive".into()));
     }
-    if a.size < 16 || a.size as u64 > MAX_CONTENT_LEN {
-        return Err(ScenarioError::Config("--size must be 16..=10 MiB".into()));
+    let min_size = if a.rooms > 0 { 24 } else { 16 };
+    if a.size < min_size || a.size as u64 > MAX_CONTENT_LEN {
+        return Err(ScenarioError::Config(format!(
+            "--size must be {min_size}..=10 MiB"
+        )));
+    }
+    if a.rooms > 0 && a.common.sessions < 2 * a.rooms {
+        return Err(ScenarioError::Config(
+            "--rooms N needs --sessions >= 2N: a sender and a receiver per room".into(),
+        ));
     }
     let shard = a.common.shard.unwrap_or_default();
+    if shard.is_split() && a.rooms > 0 {
+        return Err(ScenarioError::Config(
+            "fanout --rooms runs in one process: --shard splits the lobby fan-out only".into(),
+        ));
+    }
     if shard.is_split() && a.common.start_at_ms.is_none() {
         return Err(ScenarioError::Config(
             "fanout with --shard needs --start-at-ms: the sender's and the receivers' windows must be the same".into(),
@@ -79,15 +154,28 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
     let local = shard.share(a.common.sessions - 1) + usize::from(shard.index == 0);
     let cfg = run_config_for(&a.common, "fanout", HISTS, true, local)?;
     let key = load_key(a.common.key_file.as_deref())?;
+    let mut nodes = vec![a.common.target.target()];
+    nodes.extend(a.targets.iter().cloned());
     let p = Arc::new(Params {
         rate: a.rate,
         size: a.size,
-        log: Log::default(),
+        rooms: (0..a.rooms).map(room_name).collect(),
+        nodes,
+        log: Log {
+            receivers: Mutex::new(vec![0; a.rooms.max(1)]),
+            ..Log::default()
+        },
     });
     let body_p = p.clone();
     let mut outcome = runner::run(cfg, key, move |ctx| thread(ctx, body_p.clone()))?;
     let has_sender = shard.index == 0;
     let receivers = outcome.established.saturating_sub(u64::from(has_sender));
+    // Per room: the receivers that must get its messages (without rooms, this worker's).
+    let room_receivers = if a.rooms > 0 {
+        std::mem::take(&mut *p.log.receivers.lock().expect("not poisoned"))
+    } else {
+        vec![receivers]
+    };
     let mut sent = std::mem::take(&mut *p.log.sent.lock().expect("not poisoned"));
     let deliveries = std::mem::take(&mut *p.log.deliveries.lock().expect("not poisoned"));
     let (mut incomplete, mut complete) = (0u64, 0u64);
@@ -108,6 +196,7 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
         if let Some((n, last, _)) = d {
             by_seq.push(json!([seq, send_ns, last, n]));
         }
+        let receivers = room_receivers[(seq >> 32) as usize];
         match d {
             Some((n, last, _)) if n >= receivers => {
                 complete += 1;
@@ -129,6 +218,14 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
             .or_default() += incomplete;
     }
     let mut extra = BTreeMap::new();
+    let deliveries_n = outcome.result.hists[1].len();
+    extra.insert("rooms".into(), json!(a.rooms));
+    extra.insert("nodes".into(), json!(p.nodes.len()));
+    extra.insert("deliveries".into(), json!(deliveries_n));
+    extra.insert(
+        "deliveries_per_sec".into(),
+        json!(deliveries_n as f64 / a.common.duration),
+    );
     extra.insert("rate".into(), json!(a.rate));
     extra.insert("size".into(), json!(a.size));
     extra.insert("receivers".into(), json!(receivers));
@@ -147,8 +244,8 @@ async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
         .map(|i| {
             let (ctx, p, local) = (ctx.clone(), p.clone(), local.clone());
             monoio::spawn(async move {
-                if i == 0 && ctx.cfg().shard.index == 0 {
-                    sender(ctx, p).await
+                if p.is_sender(&ctx, i) {
+                    sender(ctx, p, i).await
                 } else {
                     receiver(ctx, p, local, i).await
                 }
@@ -178,12 +275,16 @@ fn since_epoch(ctx: &ThreadCtx, t: Instant) -> u64 {
     unix_ns(ctx.shared.epoch_unix) + ns_between(ctx.shared.epoch, t)
 }
 
-async fn sender(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
-    let Some(est) = establish(&ctx, 0, &[], 2).await else {
+async fn sender(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
+    let Some(est) = p.establish(&ctx, i).await else {
         return;
     };
     let sid = est.session_id.clone();
+    let room = p.room_of(i);
     let mut content = pattern(0, p.size).to_vec();
+    if !p.rooms.is_empty() {
+        content[16..24].copy_from_slice(&(room as u64).to_le_bytes());
+    }
     let w = ctx.wait_go().await;
     let (conn, deframer) = est.reader.into_parts();
     let (rd, mut wr) = conn.into_split();
@@ -209,8 +310,11 @@ async fn sender(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
             .sent
             .lock()
             .expect("not poisoned")
-            .push((seq, send_ns));
-        let f = client::frame(&ctx.key, FrameType::Message, OCTET_STREAM, &sid, &content);
+            .push((key(room, seq), send_ns));
+        let f = match p.rooms.get(room) {
+            Some(r) => rooms::message(&ctx.key, &sid, r, &content),
+            None => client::frame(&ctx.key, FrameType::Message, OCTET_STREAM, &sid, &content),
+        };
         if let Err(e) = client::write(&mut wr, f).await {
             ctx.error(e.kind());
             break;
@@ -225,11 +329,15 @@ async fn receiver(
     local: Rc<std::cell::RefCell<Deliveries>>,
     i: usize,
 ) {
-    let Some(mut est) = establish(&ctx, i, &[], 2).await else {
+    let Some(mut est) = p.establish(&ctx, i).await else {
         return;
     };
+    let room = p.room_of(i);
+    p.log.receivers.lock().expect("not poisoned")[room] += 1;
     let sid = est.session_id.clone();
     let pad = pattern(0, p.size);
+    // Content past the sequence number, send time (and room): the same for every message.
+    let fixed = if p.rooms.is_empty() { 16 } else { 24 };
     let w = ctx.wait_go().await;
     let want = expected(p.rate, &w);
     let deadline = w.end + ctx.cfg().drain;
@@ -253,11 +361,24 @@ async fn receiver(
             continue;
         }
         let c = &frame.content;
-        if c.len() != p.size || c[16..] != pad[16..] {
+        if c.len() != p.size || c[fixed..] != pad[fixed..] {
             ctx.error("fanout_bad_content");
             continue;
         }
-        let seq = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+        if let Some(r) = p.rooms.get(room) {
+            let in_room = u64::from_le_bytes(c[16..24].try_into().expect("8 bytes"));
+            if frame.header.room.as_deref() != Some(r.as_str())
+                || frame.header.from.is_none()
+                || in_room != room as u64
+            {
+                ctx.error("fanout_wrong_room");
+                continue;
+            }
+        }
+        let seq = key(
+            room,
+            u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
+        );
         let send_ns = u64::from_le_bytes(c[8..16].try_into().expect("8 bytes"));
         let now_ns = since_epoch(&ctx, now);
         got += 1;

@@ -7,6 +7,7 @@ pub mod fanout;
 pub mod heartbeat;
 pub mod rate;
 pub mod raw;
+pub mod rooms;
 pub mod suite;
 
 use std::collections::BTreeMap;
@@ -21,7 +22,8 @@ use sockchat_proto::{ByteStr, Key};
 use thiserror::Error;
 
 use crate::cli::CommonArgs;
-use crate::client::{self, Established};
+use crate::client::{self, Established, SessionError};
+use crate::conn::Target;
 use crate::runner::{RunConfig, RunError, RunOutcome, ThreadCtx};
 use crate::stages::Stages;
 use crate::stats::ns_between;
@@ -199,13 +201,29 @@ pub async fn establish(
     features: &[&'static str],
     hist: usize,
 ) -> Option<Established> {
+    let target = ctx.cfg().target.clone();
+    establish_with(ctx, i, &target, features, hist, |est| async { Ok(est) }).await
+}
+
+/// [`establish`] to `target`, with `then` (e.g. joining a room) part of the session's
+/// setup: inside the same connect timeout, before the session counts as ready.
+pub async fn establish_with<F, Fut>(
+    ctx: &ThreadCtx,
+    i: usize,
+    target: &Target,
+    features: &[&'static str],
+    hist: usize,
+    then: F,
+) -> Option<Established>
+where
+    F: FnOnce(Established) -> Fut,
+    Fut: std::future::Future<Output = Result<Established, SessionError>>,
+{
     monoio::time::sleep_until(ctx.slot(i).into()).await;
     let t0 = Instant::now();
-    let cfg = ctx.cfg();
-    let res = monoio::time::timeout(
-        cfg.connect_timeout,
-        client::handshake(&cfg.target, ctx.key.clone(), features),
-    )
+    let res = monoio::time::timeout(ctx.cfg().connect_timeout, async {
+        then(client::handshake(target, ctx.key.clone(), features).await?).await
+    })
     .await;
     match res {
         Ok(Ok(est)) => {

@@ -6,13 +6,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use monoio::io::{AsyncWriteRentExt, Splitable};
 use serde_json::json;
 
-use super::churn::start_loop;
+use super::churn::{finish_churn, run_loop};
 use super::{finish, for_each_session, pattern, run_config, Finished, ScenarioError};
 use crate::cli::{RawChurnArgs, RawEchoArgs};
 use crate::conn::{read_append, Conn};
@@ -164,21 +164,13 @@ pub fn run_churn(a: &RawChurnArgs) -> Result<Finished, ScenarioError> {
     let outcome = runner::run(cfg, sockchat_proto::Key::reference_default(), move |ctx| {
         churn_thread(ctx, verify)
     })?;
-    let mut extra = BTreeMap::new();
-    extra.insert("verify".into(), json!(verify));
-    extra.insert(
-        "sessions_per_sec".into(),
-        json!(outcome.result.messages as f64 / a.common.duration),
-    );
-    let loops_ok = outcome
-        .result
-        .counters
-        .get("loops_ok")
-        .copied()
-        .unwrap_or(0);
-    let mut f = finish("raw-churn", outcome, CHURN_HISTS, extra);
-    f.established = loops_ok;
-    Ok(f)
+    Ok(finish_churn(
+        "raw-churn",
+        outcome,
+        CHURN_HISTS,
+        verify,
+        a.common.duration,
+    ))
 }
 
 async fn churn_thread(ctx: Rc<ThreadCtx>, verify: bool) {
@@ -187,29 +179,7 @@ async fn churn_thread(ctx: Rc<ThreadCtx>, verify: bool) {
 }
 
 async fn churn_loop(ctx: Rc<ThreadCtx>, i: usize, verify: bool) {
-    let w = start_loop(&ctx, i).await;
-    let mut ok = 0u64;
-    while Instant::now() < w.end {
-        let t0 = Instant::now();
-        let res = monoio::time::timeout(ctx.cfg().connect_timeout, raw_cycle(&ctx, verify)).await;
-        match res {
-            Ok(Ok(connect_ns)) => {
-                let now = Instant::now();
-                let mut rec = ctx.rec.borrow_mut();
-                rec.sample(now, connect_ns, 0);
-                rec.record(1, now, ns_between(t0, now));
-                ok += 1;
-            }
-            Ok(Err(kind)) => {
-                ctx.error(kind);
-                monoio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(_) => ctx.error("timeout"),
-        }
-    }
-    if ok > 0 {
-        ctx.rec.borrow_mut().count("loops_ok", 1);
-    }
+    run_loop(&ctx, i, |_| raw_cycle(&ctx, verify)).await;
 }
 
 /// Connect, optionally one byte there and back, close. Returns the connect (or verified
