@@ -1,7 +1,8 @@
 //! The floor of one chat delivery: one HMAC-SHA256 over the header JSON a rooms
 //! recipient gets (`room` and `from` included) plus the content, with the pre-keyed
-//! state the server uses. `ci/fanout-bench.sh` runs it in the same quiet window as the
-//! fan-out load, so the server's CPU per delivery can be given as a ratio to it.
+//! state the server uses. The `fanout-room-1000-cpu` case of ci/bench-suite.toml runs it
+//! in the same quiet window as the fan-out load, so the server's CPU per delivery can be
+//! given as a ratio to it.
 //!
 //! Usage: `hmac_floor [CONTENT_BYTES] [ITERATIONS]` (defaults 64, 2,000,000); prints
 //! `hmac_floor_ns=N`.
