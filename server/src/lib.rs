@@ -34,7 +34,6 @@ pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod timer;
-pub mod uring;
 
 mod conn;
 mod drain;
