@@ -12,7 +12,7 @@ use sockchat_proto::header::ByteStr;
 use sockchat_proto::session::{
     ClientSession, Event as ProtoEvent, Features, Session, SessionConfig,
 };
-use sockchat_proto::{CloseReason, Key};
+use sockchat_proto::{CloseReason, Key, RoomName};
 
 use crate::{ClientError, Event, Message};
 use sockchat_os::stream::{Addr, Stream};
@@ -100,10 +100,9 @@ impl LockedSession {
         }
         while let Some(e) = self.session.poll_event() {
             let e = match e {
-                ProtoEvent::Message(m) => Event::Message(Message {
-                    content_type: m.content_type.map(|c| c.as_str().to_owned()),
-                    content: m.content,
-                }),
+                ProtoEvent::Message(m) => Event::Message(Message::from_proto(m)),
+                ProtoEvent::Joined(room) => Event::Joined(room.as_str().to_owned()),
+                ProtoEvent::Left(room) => Event::Left(room.as_str().to_owned()),
                 ProtoEvent::Pong { rtt } => Event::Pong { rtt },
                 ProtoEvent::PeerError(text) => Event::PeerError(text.as_str().to_owned()),
                 ProtoEvent::Closed(reason) => {
@@ -283,6 +282,44 @@ impl Client {
         Ok(())
     }
 
+    /// Asks to join `room` (needs the rooms feature, granted by a chat server); the
+    /// answer arrives as [`Event::Joined`].
+    pub fn join(&self, room: &str) -> Result<(), ClientError> {
+        let room = RoomName::parse(room)?;
+        self.with_session(|s| s.join(&room))
+    }
+
+    /// Asks to leave `room`; the answer arrives as [`Event::Left`].
+    pub fn leave(&self, room: &str) -> Result<(), ClientError> {
+        let room = RoomName::parse(room)?;
+        self.with_session(|s| s.leave(&room))
+    }
+
+    /// Queues a message to `room` (the lobby: a plain message, as the reference sends).
+    pub fn send_to(
+        &self,
+        room: &str,
+        content_type: &str,
+        content: Bytes,
+    ) -> Result<(), ClientError> {
+        let room = RoomName::parse(room)?;
+        let ct = Some(ByteStr::from(content_type.to_owned()));
+        self.with_session(|s| s.send_to_room(&room, ct, content))
+    }
+
+    fn with_session(
+        &self,
+        f: impl FnOnce(&mut sockchat_proto::ClientSession) -> Result<(), sockchat_proto::SendError>,
+    ) -> Result<(), ClientError> {
+        let mut core = self.shared.core();
+        if let Some(r) = &core.closed {
+            return Err(ClientError::Closed(r.clone()));
+        }
+        f(&mut core.session)?;
+        core.pump();
+        Ok(())
+    }
+
     /// Sends a heartbeat `ping` now; its answer arrives as [`Event::Pong`].
     pub fn ping(&self) -> Result<(), ClientError> {
         let mut core = self.shared.core();
@@ -404,10 +441,7 @@ fn handshake(stream: &Stream, session: &mut ClientSession) -> Result<Vec<Event>,
                     return Err(ClientError::Handshake { reason, peer_error })
                 }
                 ProtoEvent::Pong { rtt } => early.push(Event::Pong { rtt }),
-                ProtoEvent::Message(m) => early.push(Event::Message(Message {
-                    content_type: m.content_type.map(|c| c.as_str().to_owned()),
-                    content: m.content,
-                })),
+                ProtoEvent::Message(m) => early.push(Event::Message(Message::from_proto(m))),
                 _ => {}
             }
         }

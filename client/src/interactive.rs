@@ -17,6 +17,7 @@ use rustyline::error::ReadlineError;
 use rustyline::{DefaultEditor, ExternalPrinter};
 use sockchat_client::{Backoff, Client, ClientError, Event, CLIENT_DISCONNECTING, TEXT_PLAIN};
 
+use crate::rooms::{format_room_message, join_and_wait, parse_input, Input};
 use crate::{after_close, Settings};
 
 /// Where received messages go: above the prompt when stdin and stdout are a terminal,
@@ -63,12 +64,17 @@ impl SavedTerminal {
     }
 }
 
-#[derive(Default)]
 struct Inner {
     client: Option<Arc<Client>>,
     /// Typed lines whose echo has not arrived, oldest first.
     outstanding: VecDeque<Bytes>,
+    /// Rooms joined besides the lobby (joined again after a reconnect).
+    rooms: Vec<String>,
+    /// The room typed lines go to.
+    current: String,
 }
+
+const LOBBY: &str = "lobby";
 
 struct State {
     inner: Mutex<Inner>,
@@ -105,10 +111,25 @@ pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
         client.addr(),
         client.session_id()
     );
+    let rooms_granted = client.features().rooms;
+    let mut rooms = Vec::new();
+    let mut current = LOBBY.to_string();
+    if let Some(room) = &settings.room {
+        if !rooms_granted {
+            bail!("--room: this server does not offer rooms (start it with --mode chat)");
+        }
+        join_and_wait(&client, room, &mut |_| {})?;
+        if room != LOBBY {
+            rooms.push(room.clone());
+        }
+        current = room.clone();
+    }
     let state = Arc::new(State {
         inner: Mutex::new(Inner {
             client: Some(Arc::new(client)),
             outstanding: VecDeque::new(),
+            rooms,
+            current,
         }),
         stopping: AtomicBool::new(false),
         printer: Printer(Mutex::new(printer)),
@@ -122,7 +143,12 @@ pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
     }
 
     loop {
-        match editor.readline("> ") {
+        let prompt = if rooms_granted {
+            format!("{}> ", state.inner().current)
+        } else {
+            "> ".to_string()
+        };
+        match editor.readline(&prompt) {
             Ok(line) => {
                 let text = line.trim();
                 if text.is_empty() {
@@ -132,6 +158,14 @@ pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
                 if text == "exit" {
                     break;
                 }
+                let text = match parse_input(text) {
+                    Input::Text(t) => t,
+                    cmd if rooms_granted => {
+                        room_command(&state, cmd);
+                        continue;
+                    }
+                    _ => text,
+                };
                 let content = Bytes::copy_from_slice(text.as_bytes());
                 let mut inner = state.inner();
                 if !settings.no_echo {
@@ -140,7 +174,11 @@ pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
                 if let Some(c) = &inner.client {
                     // On failure the line stays outstanding and the receiver resends
                     // it after reconnecting.
-                    let _ = c.send(TEXT_PLAIN, content);
+                    let _ = if inner.current == LOBBY {
+                        c.send(TEXT_PLAIN, content)
+                    } else {
+                        c.send_to(&inner.current, TEXT_PLAIN, content)
+                    };
                 }
             }
             Err(ReadlineError::Eof) => break,
@@ -153,6 +191,57 @@ pub(crate) fn run(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     leave(&state, settings.echo_timeout)
+}
+
+/// `/join`, `/leave`, `/room`, `/rooms` (the answers print when they arrive).
+fn room_command(state: &State, cmd: Input<'_>) {
+    let mut inner = state.inner();
+    let say = |m: String| state.printer.print(m);
+    let client = inner.client.clone();
+    let sent = |r: Result<(), ClientError>| {
+        if let Err(e) = r {
+            say(format!("not sent: {e}"));
+        }
+    };
+    match cmd {
+        Input::Join(r) => match &client {
+            Some(c) => sent(c.join(r)),
+            None => say("not connected".into()),
+        },
+        Input::Leave(r) => match &client {
+            Some(c) => {
+                let r_sent = c.leave(r);
+                // Typing goes to the lobby as soon as the leave is sent, not when its
+                // answer arrives: the next prompt is drawn right after this returns and
+                // cannot change while the editor waits, and a line typed meanwhile
+                // would go to a room being left.
+                if r_sent.is_ok() && inner.current == r {
+                    inner.current = LOBBY.to_string();
+                }
+                sent(r_sent);
+            }
+            None => say("not connected".into()),
+        },
+        Input::Select(r) => {
+            if r == LOBBY || inner.rooms.iter().any(|x| x == r) {
+                inner.current = r.to_string();
+            } else {
+                say(format!("not in room {r}: /join {r} first"));
+            }
+        }
+        Input::List => say(format!(
+            "rooms: {} (typing to {})",
+            std::iter::once(LOBBY)
+                .chain(inner.rooms.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(", "),
+            inner.current
+        )),
+        Input::Unknown(line) => say(format!(
+            "unknown command {line:?}: /join ROOM, /leave ROOM, /room ROOM, /rooms"
+        )),
+        Input::Text(_) => {}
+    }
 }
 
 /// A clean exit: wait for the echoes still due, then `disconnect`.
@@ -196,7 +285,30 @@ fn receive(state: &State, settings: &Settings, mut backoff: Backoff) {
                     }
                 }
                 backoff.reset();
-                state.printer.print(format!("< {}", m.display()));
+                let line = match &m.room {
+                    Some(room) => {
+                        format_room_message(room, m.from.as_deref(), &m.display().to_string())
+                    }
+                    None => format!("< {}", m.display()),
+                };
+                state.printer.print(line);
+                continue;
+            }
+            Ok(Some(Event::Joined(room))) => {
+                let mut inner = state.inner();
+                if room != LOBBY && !inner.rooms.contains(&room) {
+                    inner.rooms.push(room.clone());
+                }
+                state.printer.print(format!("joined {room}"));
+                continue;
+            }
+            Ok(Some(Event::Left(room))) => {
+                let mut inner = state.inner();
+                inner.rooms.retain(|r| *r != room);
+                if inner.current == room {
+                    inner.current = LOBBY.to_string();
+                }
+                state.printer.print(format!("left {room}"));
                 continue;
             }
             Ok(Some(Event::PeerError(text))) => {
@@ -217,6 +329,10 @@ fn receive(state: &State, settings: &Settings, mut backoff: Backoff) {
         match reconnected {
             Ok(c) => {
                 let mut inner = state.inner();
+                for room in &inner.rooms {
+                    // The answers arrive as events and print as "joined R".
+                    let _ = c.join(room);
+                }
                 for line in &inner.outstanding {
                     let _ = c.send(TEXT_PLAIN, line.clone());
                 }

@@ -87,6 +87,9 @@ pub enum ClientError {
     /// The message cannot be sent (too large for this server, or empty).
     #[error(transparent)]
     Send(#[from] sockchat_proto::SendError),
+    /// A room name that breaks the naming rule.
+    #[error(transparent)]
+    Room(#[from] sockchat_proto::RoomError),
     /// A socket operation failed.
     #[error("I/O error: {0}")]
     Io(#[source] std::io::Error),
@@ -99,9 +102,22 @@ pub struct Message {
     pub content_type: Option<String>,
     /// The content.
     pub content: Bytes,
+    /// Rooms extension: the room it was sent to (`None` from a server without rooms).
+    pub room: Option<String>,
+    /// Rooms extension: the sender's session id.
+    pub from: Option<String>,
 }
 
 impl Message {
+    pub(crate) fn from_proto(m: sockchat_proto::Message) -> Self {
+        Self {
+            content_type: m.content_type.map(|c| c.as_str().to_owned()),
+            content: m.content,
+            room: m.room.map(|r| r.as_str().to_owned()),
+            from: m.from.map(|f| f.as_str().to_owned()),
+        }
+    }
+
     /// The content as text, when it is meant and valid as text: valid UTF-8 with a
     /// `text/*` or JSON content type (or none, as a lenient reading of old peers).
     pub fn text(&self) -> Option<&str> {
@@ -154,8 +170,13 @@ pub enum Event {
         /// Time from ping to pong.
         rtt: Duration,
     },
-    /// The server sent an `error` frame with this text.
+    /// The server sent an `error` frame with this text (a refused room request leaves
+    /// the session open).
     PeerError(String),
+    /// Rooms: the server confirmed the join of this room.
+    Joined(String),
+    /// Rooms: the server confirmed leaving this room.
+    Left(String),
     /// The session ended: by the server (`ServerShutdown` is `Server shutting down`),
     /// by a transport failure, a timeout, or our own `disconnect`.
     Closed(CloseReason),
@@ -169,6 +190,8 @@ mod tests {
         Message {
             content_type: ct.map(str::to_owned),
             content: Bytes::from_static(content),
+            room: None,
+            from: None,
         }
     }
 

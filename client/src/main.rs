@@ -5,6 +5,7 @@
 
 mod file_mode;
 mod interactive;
+mod rooms;
 mod send_file;
 
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use sockchat_client::{
     connect_with_retry, Addr, Backoff, Client, ClientError, ClientOptions, CloseReason, Key,
@@ -56,6 +57,12 @@ struct Cli {
     /// exist to verify echoes and refuse it.
     #[arg(long, global = true)]
     no_echo: bool,
+
+    /// Chat servers: join this room at start and send to it (interactive: the room the
+    /// typed lines go to until `/room`). File mode and `--send` then need `--no-echo`
+    /// (a chat server sends no echo).
+    #[arg(long, global = true, value_name = "ROOM")]
+    room: Option<String>,
 
     /// Send this file's bytes as one message and verify the echo.
     #[arg(long, value_name = "FILE")]
@@ -105,15 +112,16 @@ pub(crate) struct Settings {
     pub retries: u32,
     pub echo_timeout: Duration,
     pub no_echo: bool,
+    pub room: Option<String>,
 }
 
 impl Settings {
-    pub fn backoff(&self) -> Backoff {
+    pub(crate) fn backoff(&self) -> Backoff {
         Backoff::new(self.retries)
     }
 
     /// Connects, printing each retry on stderr through `log`.
-    pub fn connect(
+    pub(crate) fn connect(
         &self,
         backoff: &mut Backoff,
         log: &mut dyn FnMut(String),
@@ -205,13 +213,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         retries: cli.retries,
         echo_timeout: cli.echo_timeout,
         no_echo: cli.no_echo,
+        room: cli.room.clone(),
     };
-    if cli.no_echo && !matches!((&cli.mode, &cli.send), (Some(Mode::Interactive), None)) {
+    let interactive = matches!((&cli.mode, &cli.send), (Some(Mode::Interactive), None));
+    if cli.no_echo && !interactive && cli.room.is_none() {
         bail!("--no-echo applies to interactive mode only: file mode and --send verify echoes");
+    }
+    if cli.room.is_some() && !interactive && !cli.no_echo {
+        bail!("--room with file mode or --send needs --no-echo: a chat server sends no echo");
     }
     match (cli.mode, cli.send) {
         (Some(_), Some(_)) => bail!("--send is a mode of its own: drop the subcommand"),
+        (None, Some(file)) if settings.no_echo => {
+            let data =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let ct = cli
+                .content_type
+                .as_deref()
+                .unwrap_or_else(|| send_file::guess_content_type(&file));
+            rooms::send_to_room(
+                &settings,
+                vec![(ct.to_string(), data.into())],
+                Duration::ZERO,
+            )
+        }
         (None, Some(file)) => send_file::run(&settings, &file, cli.content_type.as_deref()),
+        (Some(Mode::File { messages, interval }), None) if settings.no_echo => {
+            let text = std::fs::read_to_string(&messages)
+                .with_context(|| format!("reading messages file {}", messages.display()))?;
+            let lines = file_mode::parse_lines(&text)
+                .into_iter()
+                .map(|l| (sockchat_client::TEXT_PLAIN.to_string(), l))
+                .collect();
+            rooms::send_to_room(&settings, lines, interval)
+        }
         (Some(Mode::Interactive), None) => interactive::run(&settings),
         (Some(Mode::File { messages, interval }), None) => {
             file_mode::run(&settings, &messages, interval)

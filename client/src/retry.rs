@@ -97,7 +97,7 @@ impl ClientError {
             ClientError::Handshake { reason, .. } | ClientError::Closed(reason) => {
                 is_retryable(reason)
             }
-            ClientError::Send(_) => false,
+            ClientError::Send(_) | ClientError::Room(_) => false,
         }
     }
 }

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use sockchat_client::Addr;
-use sockchat_testkit::process::{run, Running};
+use sockchat_testkit::process::{run, text, Running};
 use sockchat_testkit::pty::PtyChild;
 use sockchat_testkit::{pattern, wait_until, Server};
-use support::{client, text};
+use support::client;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -135,7 +135,7 @@ pub fn driver(
 
 impl Driver {
     fn push(&mut self, e: squeue::Entry) {
-        // SAFETY (for every entry built here): the pointers an entry carries (iovecs and
+        // SAFETY: for every entry built here, the pointers an entry carries (iovecs and
         // msghdr of a slot) stay valid until its final completion: slots are freed only
         // with nothing in flight, and the boxes do not move when `slots` grows.
         unsafe {
@@ -261,8 +261,8 @@ impl Driver {
                         return;
                     }
                     let one: libc::c_int = 1;
-                    // SAFETY: valid fd and option pointer/length.
                     if self.tcp {
+                        // SAFETY: valid fd and option pointer/length.
                         unsafe {
                             libc::setsockopt(
                                 fd.as_raw_fd(),

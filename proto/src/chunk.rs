@@ -422,6 +422,20 @@ pub fn split(
     content: Bytes,
     max_chunk: usize,
 ) -> Result<ChunkFrames, EncodeError> {
+    let header = Header::new(FrameType::Chunk, content_type, session_id);
+    split_with(key, header, message_id, content, max_chunk)
+}
+
+/// Like [`split`], with the other keys of every chunk header (`content_type`,
+/// `session_id` and extension keys such as `room` and `from`) taken from `base`; its
+/// `type` and chunk keys are set here.
+pub fn split_with(
+    key: &Key,
+    base: Header,
+    message_id: ByteStr,
+    content: Bytes,
+    max_chunk: usize,
+) -> Result<ChunkFrames, EncodeError> {
     if content.is_empty() {
         return Err(EncodeError::EmptyContent);
     }
@@ -434,7 +448,8 @@ pub fn split(
         .map_err(|_| EncodeError::ContentTooLarge(content.len()))?;
     let layout = Layout::new(count, total_len)
         .expect("ceil(T / C) chunks always form a valid layout (proof in the module docs)");
-    let mut header = Header::new(FrameType::Chunk, content_type, session_id);
+    let mut header = base;
+    header.kind = FrameType::Chunk;
     // The header JSON differs between chunks only in the index's digits, so the last
     // index gives the longest one.
     header.chunk = Some(ChunkInfo {

@@ -8,6 +8,9 @@ use crate::frame::{FixedHeader, Limits, FIXED_HEADER_LEN};
 
 /// Result of one [`Deframer::decode`] step.
 #[derive(Debug)]
+// `Frame` is the common case (every decode that completes); boxing it would cost an
+// allocation per frame to save stack space on the rare `NeedMore`.
+#[allow(clippy::large_enum_variant)]
 pub enum Decoded {
     /// A complete, verified frame, sharing the deframer's buffer.
     Frame(Frame),

@@ -76,11 +76,16 @@ pub enum FrameType {
     Error,
     /// End of session, with a JSON reason.
     Disconnect,
+    /// Rooms extension: join the room named in `room` (and the content); the server's
+    /// answer is a `join` frame naming the same room.
+    Join,
+    /// Rooms extension: leave a room; answered like `join`.
+    Leave,
 }
 
 impl FrameType {
     /// All types, in wire-name order.
-    pub const ALL: [FrameType; 7] = [
+    pub const ALL: [FrameType; 9] = [
         Self::SessionInit,
         Self::SessionAck,
         Self::Heartbeat,
@@ -88,6 +93,8 @@ impl FrameType {
         Self::Chunk,
         Self::Error,
         Self::Disconnect,
+        Self::Join,
+        Self::Leave,
     ];
 
     /// The name used in the header JSON.
@@ -100,6 +107,8 @@ impl FrameType {
             Self::Chunk => "chunk",
             Self::Error => "error",
             Self::Disconnect => "disconnect",
+            Self::Join => "join",
+            Self::Leave => "leave",
         }
     }
 

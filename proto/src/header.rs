@@ -127,6 +127,10 @@ pub struct Header {
     pub features: Option<Vec<ByteStr>>,
     /// Extension: present on `chunk` frames.
     pub chunk: Option<ChunkInfo>,
+    /// Rooms extension: the room of a `join`, `leave` or `message` (and its chunks).
+    pub room: Option<ByteStr>,
+    /// Rooms extension: the sender's session id on a delivered room message.
+    pub from: Option<ByteStr>,
 }
 
 impl Header {
@@ -142,6 +146,8 @@ impl Header {
             session_id,
             features: None,
             chunk: None,
+            room: None,
+            from: None,
         }
     }
 
@@ -200,12 +206,15 @@ impl Header {
             session_id: raw.session_id.map(share),
             features: raw.features.map(|f| f.into_iter().map(share).collect()),
             chunk,
+            room: raw.room.map(share),
+            from: raw.from.map(share),
         })
     }
 
     /// Appends this header as JSON, byte-identical to Python's
     /// `json.dumps({"type": ..., "content_type": ..., "session_id": ...})`; the extension
-    /// keys follow in a fixed order when present.
+    /// keys follow in a fixed order when present (`room`, `from`, `features`, then the
+    /// chunk keys).
     pub fn write_json(&self, out: &mut impl BufMut) {
         out.put_slice(b"{\"type\": ");
         write_json_str(out, self.kind.as_str());
@@ -213,6 +222,14 @@ impl Header {
         write_opt(out, self.content_type.as_deref());
         out.put_slice(b", \"session_id\": ");
         write_opt(out, self.session_id.as_deref());
+        if let Some(room) = &self.room {
+            out.put_slice(b", \"room\": ");
+            write_json_str(out, room);
+        }
+        if let Some(from) = &self.from {
+            out.put_slice(b", \"from\": ");
+            write_json_str(out, from);
+        }
         if let Some(features) = &self.features {
             out.put_slice(b", \"features\": [");
             for (i, f) in features.iter().enumerate() {
@@ -279,6 +296,8 @@ fn parse_canonical(buf: &Bytes, range: Range<usize>) -> Option<Header> {
         session_id,
         features: None,
         chunk: None,
+        room: None,
+        from: None,
     })
 }
 
@@ -323,6 +342,10 @@ struct RawHeader<'a> {
     count: Option<u32>,
     #[serde(default)]
     total_len: Option<u64>,
+    #[serde(borrow, default)]
+    room: Option<Text<'a>>,
+    #[serde(borrow, default)]
+    from: Option<Text<'a>>,
 }
 
 /// A JSON string borrowed from the input when it has no escapes. serde only borrows a

@@ -13,12 +13,15 @@
 //!   verification.
 //! * [`deframer`]: the streaming deframer with "need more bytes" vs "invalid".
 //! * [`chunk`]: the chunk extension (splitter and reassembler).
+//! * [`rooms`]: the rooms extension (room names, memberships, refusals).
 //! * [`session`]: the [`Session`] driving interface, `ServerSession`, `ClientSession`,
 //!   `LineSession`, and the `CloseReason` enum.
 //! * [`line`](mod@line): the opt-in line mode codec.
 //! * `fuzzing` (feature `fuzzing`): the fuzz targets' bodies.
 //! * [`keyring`]: several keys at once, for key rotation.
 //! * [`rate`]: the per-session message rate rule.
+
+#![warn(missing_docs)]
 
 pub mod chunk;
 pub mod codec;
@@ -31,6 +34,7 @@ pub mod header;
 pub mod keyring;
 pub mod line;
 pub mod rate;
+pub mod rooms;
 pub mod session;
 
 pub use chunk::{split, ChunkError, ChunkFrames, ChunkLimits, Reassembled, Reassembler};
@@ -45,6 +49,7 @@ pub use header::{ByteStr, ChunkInfo, Header};
 pub use keyring::{EmptyKeyRing, KeyRing};
 pub use line::{Line, LineCodec, LineError};
 pub use rate::TokenBucket;
+pub use rooms::{Membership, RoomError, RoomName};
 pub use session::{
     ClientSession, CloseReason, Event, Features, LineSession, Message, SendError, ServerSession,
     Session, SessionConfig, Violation,

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use sockchat_proto::rooms::DEFAULT_MAX_ROOMS;
 use sockchat_proto::{Key, KeyRing};
+
+use crate::cluster::ClusterConfig;
 
 use crate::config::{
     self, available_cores, parse_bytes, parse_duration, parse_mode, ConfigError, Mode, RateLimit,
@@ -132,6 +135,22 @@ pub struct Cli {
     /// further messages for that core are dropped and counted.
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub fanout_queue_len: usize,
+
+    /// Chat mode: most rooms one session may be a member of at once (the lobby counts);
+    /// a join beyond it gets an `error` frame and the session stays open.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ROOMS)]
+    pub max_rooms_per_session: usize,
+
+    /// Chat mode: a NATS broker to share rooms with other nodes through, as
+    /// nats://HOST:PORT (repeatable: tried in order, then in turn on reconnect). The node
+    /// starts and serves locally even while no broker answers.
+    #[arg(long = "cluster", value_name = "URL")]
+    pub cluster: Vec<String>,
+
+    /// This node's name in the cluster (the origin of what it publishes; unique per
+    /// node). [default: HOSTNAME-PID]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
 
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -318,6 +337,15 @@ impl Cli {
         c.stats_interval = self.stats_interval.filter(|d| !d.is_zero());
         c.fanout_queue_len = self.fanout_queue_len.max(1);
         c.fanout_queue_bytes = c.send_queue_limit.saturating_mul(8);
+        c.rooms = self.mode() == Mode::Chat;
+        c.max_rooms_per_session = self.max_rooms_per_session;
+        if !self.cluster.is_empty() {
+            c.cluster = Some(ClusterConfig {
+                urls: self.cluster.clone(),
+                node_name: self.node_name.clone().unwrap_or_else(default_node_name),
+                confirm_timeout: Duration::from_secs(2),
+            });
+        }
         c.admin = self.admin;
         c.max_sessions_per_peer = self.max_sessions_per_peer;
         c.rate_limit = self.max_messages_per_sec.map(|per_sec| RateLimit {
@@ -335,6 +363,29 @@ impl Cli {
     }
 }
 
+/// `HOSTNAME-PID`, with characters outside `[A-Za-z0-9_.-]` replaced by `_`.
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    format!(
+        "{}-{}",
+        if host.is_empty() { "node" } else { &host },
+        std::process::id()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +394,32 @@ mod tests {
         let mut v = vec!["sockchat-server"];
         v.extend_from_slice(args);
         Cli::try_parse_from_args(v).unwrap()
+    }
+
+    #[test]
+    fn rooms_and_cluster_flags_are_config_file_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "mode = \"chat\"\nmax_rooms_per_session = 8\nnode_name = \"chat-1\"\n\
+             cluster = [\"nats://127.0.0.1:4222\", \"nats://127.0.0.1:4223\"]\n",
+        )
+        .unwrap();
+        let argv: Vec<OsString> = ["sockchat-server", "--config"]
+            .iter()
+            .map(OsString::from)
+            .chain([path.into_os_string()])
+            .collect();
+        let c = load(&argv).unwrap().to_config().unwrap();
+        assert!(c.rooms);
+        assert_eq!(c.max_rooms_per_session, 8);
+        let cluster = c.cluster.expect("cluster from the file");
+        assert_eq!(
+            cluster.urls,
+            ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+        );
+        assert_eq!(cluster.node_name, "chat-1");
     }
 
     #[test]
@@ -443,6 +520,9 @@ mod tests {
             "--shutdown-grace",
             "--stats-interval",
             "--log-format",
+            "--max-rooms-per-session",
+            "--cluster",
+            "--node-name",
         ] {
             assert!(help.contains(flag), "--help lacks {flag}");
         }

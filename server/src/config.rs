@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use sockchat_proto::chunk::ChunkLimits;
 use sockchat_proto::frame::{Limits, MAX_CONTENT_LEN, MAX_HEADER_LEN};
+use sockchat_proto::rooms::DEFAULT_MAX_ROOMS;
 use sockchat_proto::{Features, Key, KeyRing, SessionConfig};
+
+use crate::cluster::ClusterConfig;
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,12 @@ pub struct ServerConfig {
     pub fanout_queue_len: usize,
     /// Capacity, in content bytes, of each core's inbound chat queue.
     pub fanout_queue_bytes: usize,
+    /// Chat mode: offer the rooms extension and route messages by room membership.
+    pub rooms: bool,
+    /// Most rooms one session may be a member of (the lobby counts).
+    pub max_rooms_per_session: usize,
+    /// Chat across nodes through a NATS broker (chat mode only).
+    pub cluster: Option<ClusterConfig>,
     /// Address of the admin HTTP endpoint; `None`: off.
     pub admin: Option<SocketAddr>,
     /// Most sessions at once from one peer (TCP: IP address; Unix: uid); `None`: off.
@@ -132,6 +141,9 @@ impl ServerConfig {
             stats_interval: None,
             fanout_queue_len: 4096,
             fanout_queue_bytes: 64 * 1024 * 1024,
+            rooms: false,
+            max_rooms_per_session: DEFAULT_MAX_ROOMS,
+            cluster: None,
             admin: None,
             max_sessions_per_peer: None,
             rate_limit: None,
@@ -189,6 +201,27 @@ impl ServerConfig {
         if self.unix_mode > 0o777 {
             return Err(invalid("--unix-mode", "permission bits only (at most 777)"));
         }
+        if self.max_rooms_per_session == 0 {
+            return Err(invalid("--max-rooms-per-session", "must be at least 1"));
+        }
+        if let Some(c) = &self.cluster {
+            if !self.rooms {
+                return Err(invalid("--cluster", "needs --mode chat"));
+            }
+            let name_ok = (1..=64).contains(&c.node_name.len())
+                && c.node_name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if !name_ok {
+                return Err(invalid(
+                    "--node-name",
+                    "1-64 characters from [A-Za-z0-9_.-]",
+                ));
+            }
+            if c.urls.is_empty() {
+                return Err(invalid("--cluster", "at least one nats://HOST:PORT"));
+            }
+        }
         if self.tcp.is_empty() && self.unix.is_empty() {
             return Err(invalid("--tcp/--unix", "nothing to listen on"));
         }
@@ -210,7 +243,12 @@ impl ServerConfig {
                 max_message_len: self.max_message,
                 ..ChunkLimits::default()
             },
-            features: Features::ALL,
+            features: if self.rooms {
+                Features::ALL
+            } else {
+                Features::CHUNK
+            },
+            max_rooms: self.max_rooms_per_session,
             message_timeout: Some(self.message_timeout),
             ..SessionConfig::default()
         }

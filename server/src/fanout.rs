@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use sockchat_proto::header::ByteStr;
+use sockchat_proto::RoomName;
 
 use crate::stats::CoreStats;
 
@@ -22,6 +23,11 @@ use crate::stats::CoreStats;
 pub(crate) struct Broadcast {
     pub(crate) content_type: Option<ByteStr>,
     pub(crate) content: Bytes,
+    /// The room: the core delivers to its members of it. `None`: to every session (the
+    /// handler API's `broadcast`).
+    pub(crate) room: Option<RoomName>,
+    /// The sender's session id (the `from` key of rooms deliveries).
+    pub(crate) from: Option<ByteStr>,
 }
 
 /// Wakes one core's control task from any thread.
@@ -100,6 +106,9 @@ pub(crate) struct Mailbox {
     max_bytes: usize,
     pub(crate) notify: CoreNotify,
     stats: Arc<CoreStats>,
+    /// Rooms whose broker subscription the cluster thread confirmed (few: one per room
+    /// per core, so a plain locked list).
+    confirmed_rooms: Mutex<Vec<RoomName>>,
 }
 
 /// The receiving side, owned by the core.
@@ -124,6 +133,7 @@ pub(crate) fn mailboxes(
             max_bytes,
             notify: CoreNotify::default(),
             stats: s.clone(),
+            confirmed_rooms: Mutex::new(Vec::new()),
         });
         inboxes.push(Inbox { rx });
     }
@@ -159,6 +169,25 @@ impl Mailbox {
     }
 }
 
+impl Mailbox {
+    /// Tells this core that the node's subscription to `room` holds.
+    pub(crate) fn confirm_room(&self, room: RoomName) {
+        match self.confirmed_rooms.lock() {
+            Ok(mut g) => g.push(room),
+            Err(p) => p.into_inner().push(room),
+        }
+        self.notify.notify();
+    }
+
+    /// The rooms confirmed since the last call.
+    pub(crate) fn take_confirmed_rooms(&self) -> Vec<RoomName> {
+        match self.confirmed_rooms.lock() {
+            Ok(mut g) => std::mem::take(&mut *g),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+}
+
 impl Inbox {
     /// The next queued message, accounting its bytes as taken off `mailbox`.
     pub(crate) fn try_recv(&self, mailbox: &Mailbox) -> Option<Arc<Broadcast>> {
@@ -179,6 +208,8 @@ mod tests {
         Arc::new(Broadcast {
             content_type: None,
             content: Bytes::from(vec![b'x'; n]),
+            room: None,
+            from: None,
         })
     }
 

@@ -151,6 +151,27 @@ impl SessionCtx<'_> {
         self.core.broadcast(self.conn_id, content_type, content)
     }
 
+    /// Sends a message this session sent to the other members of its room (the room the
+    /// session resolved: the lobby for reference clients), on every core and, when
+    /// clustered, on every node. A message the cluster cannot carry is refused with an
+    /// `error` frame naming the limit (the session stays open) and goes nowhere.
+    pub fn send_to_room(&mut self, message: Message) -> Delivery {
+        match self.core.send_to_room(self.conn_id, self.state, message) {
+            Ok(d) => d,
+            Err(e) => {
+                match &mut self.state.proto {
+                    Proto::Frame(s) => s.refuse(e),
+                    Proto::Line(_) => {
+                        // Line mode has no error frame to send: counted and logged.
+                        tracing::debug!(session = %self.state.info.id, refusal = %e, "line message refused");
+                        self.core.stats.count_room_refusal(&e);
+                    }
+                }
+                Delivery::default()
+            }
+        }
+    }
+
     /// Ends this session; the peer gets a `disconnect` naming `reason`.
     pub fn close(&mut self, reason: impl Into<String>) {
         self.state
@@ -171,13 +192,14 @@ impl Handler for Echo {
     }
 }
 
-/// Chat: each message goes to every other session on every core, with the sender's
+/// Chat: each message goes to every other member of its room (the lobby unless the
+/// session uses the rooms extension) on every core and every node, with the sender's
 /// content type; the sender does not get its own message back.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Chat;
 
 impl Handler for Chat {
     fn on_message(&self, session: &mut SessionCtx<'_>, message: Message) {
-        session.broadcast(message.content_type, message.content);
+        session.send_to_room(message);
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod handler;
@@ -35,6 +36,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod timer;
 
+mod chat;
 mod conn;
 mod drain;
 mod fanout;
@@ -42,8 +44,10 @@ mod peer_limits;
 mod proxy_protocol;
 mod rate_limit;
 mod reload;
+mod rooms;
 mod worker;
 
+pub use cluster::{BrokerState, ClusterConfig, ClusterStats};
 pub use config::{ConfigError, Mode, ServerConfig};
 pub use handler::{Chat, Delivery, Echo, Handler, Peer, SessionCtx, SessionInfo, Transport};
 pub use listener::{ListenAddr, ListenError};

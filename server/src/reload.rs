@@ -4,7 +4,7 @@
 //! accept-time limits (`--max-sessions`, `--max-sessions-per-peer`) and the memory
 //! budget apply from the next connection, and established sessions go on with the
 //! settings they started with (and keep answering with their key). What is bound or
-//! sized at start (listeners, cores, the admin endpoint, queues) needs a restart: the
+//! sized at start (listeners, cores, the admin endpoint, queues, the broker link) needs a restart: the
 //! old value stays and the caller logs the names returned.
 
 use crate::config::ServerConfig;
@@ -35,7 +35,11 @@ pub(crate) fn merge(
         stats_interval => "stats_interval",
         fanout_queue_len => "fanout_queue_len",
         fanout_queue_bytes => "fanout_queue_bytes",
+        cluster => "cluster",
     );
+    // Follows `mode` (the caller names a changed mode): the handler and the room routing
+    // are chosen at start.
+    new.rooms = old.rooms;
     (new, kept)
 }
 
@@ -58,8 +62,16 @@ mod tests {
         new.cores = 4;
         new.session_timeout = Duration::from_secs(99);
         new.max_sessions_per_peer = Some(3);
+        new.max_rooms_per_session = 5;
+        new.cluster = Some(crate::cluster::ClusterConfig {
+            urls: vec!["nats://127.0.0.1:4222".into()],
+            node_name: "n1".into(),
+            confirm_timeout: Duration::from_secs(2),
+        });
         let (merged, kept) = merge(&old, new);
-        assert_eq!(kept, vec!["tcp", "cores"]);
+        assert_eq!(kept, vec!["tcp", "cores", "cluster"]);
+        assert_eq!(merged.cluster, None);
+        assert_eq!(merged.max_rooms_per_session, 5);
         assert_eq!(merged.tcp, old.tcp);
         assert_eq!(merged.cores, 2);
         assert_eq!(merged.session_timeout, Duration::from_secs(99));

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::admin::{self, Admin};
+use crate::cluster::{Cluster, ClusterHandle, ClusterStats};
 use crate::config::ServerConfig;
 use crate::fanout::{self, Inbox, Mailbox};
 use crate::handler::Handler;
@@ -16,6 +17,7 @@ use crate::listener::{self, Bound, ListenAddr, ListenError, SocketFile};
 use crate::notify;
 use crate::peer_limits::PeerLimits;
 use crate::reload;
+use crate::rooms::RoomDirectory;
 use crate::stats::{CoreStats, Snapshot};
 use crate::worker;
 
@@ -79,6 +81,10 @@ pub(crate) struct Shared {
     pub(crate) sessions: AtomicUsize,
     pub(crate) mailboxes: Arc<Vec<Mailbox>>,
     pub(crate) stats: Vec<Arc<CoreStats>>,
+    /// Which cores have members of which room.
+    pub(crate) directory: Arc<RoomDirectory>,
+    /// The broker link, when clustered.
+    pub(crate) cluster: Option<ClusterHandle>,
     files: Vec<SocketFile>,
     shutdown: AtomicBool,
     phase: AtomicU8,
@@ -178,6 +184,11 @@ impl ShutdownHandle {
     /// Counters summed over cores.
     pub fn totals(&self) -> Snapshot {
         self.shared.totals()
+    }
+
+    /// The broker link's counters and state, when clustered.
+    pub fn cluster_stats(&self) -> Option<Arc<ClusterStats>> {
+        self.shared.cluster.as_ref().map(|c| c.stats.clone())
     }
 
     /// Starts a lame-duck drain (SIGUSR2, `POST /drain`): `/readyz` turns 503, the
@@ -286,10 +297,20 @@ impl Server {
             },
             None => None,
         };
+        let directory = Arc::new(RoomDirectory::default());
+        let cluster = match (&c.cluster, c.rooms) {
+            (Some(cc), true) => Some(
+                Cluster::start(cc.clone(), directory.clone(), mailboxes.clone())
+                    .map_err(ServerError::Thread)?,
+            ),
+            _ => None,
+        };
         let shared = Arc::new(Shared {
             sessions: AtomicUsize::new(0),
             mailboxes,
             stats,
+            directory,
+            cluster: cluster.as_ref().map(|c| c.handle().clone()),
             files,
             shutdown: AtomicBool::new(false),
             phase: AtomicU8::new(Phase::Starting as u8),
@@ -304,6 +325,7 @@ impl Server {
             addrs,
             admin,
             shared,
+            cluster,
         })
     }
 }
@@ -317,6 +339,7 @@ pub struct BoundServer {
     addrs: Vec<ListenAddr>,
     admin: Option<Admin>,
     shared: Arc<Shared>,
+    cluster: Option<Cluster>,
 }
 
 impl BoundServer {
@@ -347,6 +370,7 @@ impl BoundServer {
             addrs,
             admin,
             shared,
+            mut cluster,
         } = self;
         let config = server.config.clone();
         let (ready_tx, ready_rx) = mpsc::channel::<(usize, std::io::Result<()>)>();
@@ -450,6 +474,12 @@ impl BoundServer {
         if let Some(Ok(t)) = stats_thread {
             let _ = t.join();
         }
+        if let Some(c) = cluster.as_mut() {
+            c.stop();
+            if let Some(s) = &shared.cluster {
+                tracing::info!(cluster = %s.stats.text(), "broker link stopped");
+            }
+        }
         shared.set_finished();
         if let Some(t) = admin_thread {
             t.stop();
@@ -484,6 +514,8 @@ fn stats_loop(shared: &Shared, every: Duration, stop: &mpsc::Receiver<()>) {
             bytes_out_per_s = r.bytes_out_per_s.round() as u64,
             fanout_dropped = t.fanout_dropped,
             closes = %r.closes.closes_text(),
+            room_refusals = %t.refusals_text(),
+            cluster = %shared.cluster.as_ref().map_or_else(|| "-".to_string(), |c| c.stats.text()),
             "stats"
         );
         last = t;

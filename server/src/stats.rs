@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockchat_proto::CloseReason;
+use sockchat_proto::{CloseReason, RoomError};
 
 const REASONS: usize = CloseReason::LABELS.len();
+const REFUSALS: usize = RoomError::LABELS.len();
 
 /// One core's counters.
 #[derive(Debug, Default)]
@@ -40,6 +41,8 @@ pub struct CoreStats {
     /// Bumped by the core each time it is woken; the watchdog checks it moves.
     pub alive: AtomicU64,
     closes: [AtomicU64; REASONS],
+    /// Room requests refused with an `error` frame, by [`RoomError::index`].
+    pub(crate) room_refusals: [AtomicU64; REFUSALS],
 }
 
 impl CoreStats {
@@ -60,7 +63,12 @@ impl CoreStats {
         for (c, a) in closes.iter_mut().zip(&self.closes) {
             *c = a.load(Relaxed);
         }
+        let mut room_refusals = [0u64; REFUSALS];
+        for (c, a) in room_refusals.iter_mut().zip(&self.room_refusals) {
+            *c = a.load(Relaxed);
+        }
         Snapshot {
+            room_refusals,
             sessions: self.sessions.load(Relaxed),
             accepted: self.accepted.load(Relaxed),
             messages_in: self.messages_in.load(Relaxed),
@@ -107,6 +115,8 @@ pub struct Snapshot {
     pub memory_bytes: u64,
     /// Closes, indexed by [`CloseReason::index`].
     pub closes: [u64; REASONS],
+    /// Refused room requests, indexed by [`RoomError::index`].
+    pub room_refusals: [u64; REFUSALS],
 }
 
 impl Snapshot {
@@ -127,6 +137,9 @@ impl Snapshot {
             t.send_queue_bytes += s.send_queue_bytes;
             t.memory_bytes += s.memory_bytes;
             for (a, b) in t.closes.iter_mut().zip(&s.closes) {
+                *a += b;
+            }
+            for (a, b) in t.room_refusals.iter_mut().zip(&s.room_refusals) {
                 *a += b;
             }
         }
@@ -159,6 +172,26 @@ impl Snapshot {
         } else {
             parts.join(" ")
         }
+    }
+
+    /// The non-zero room refusal counters as `label=n` pairs (`-` if none).
+    pub fn refusals_text(&self) -> String {
+        let parts: Vec<String> = RoomError::LABELS
+            .iter()
+            .zip(&self.room_refusals)
+            .filter(|(_, n)| **n > 0)
+            .map(|(l, n)| format!("{l}={n}"))
+            .collect();
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+
+    /// Total refused room requests.
+    pub fn total_room_refusals(&self) -> u64 {
+        self.room_refusals.iter().sum()
     }
 
     /// Rates between `earlier` and `self`, `elapsed` apart.

@@ -33,6 +33,7 @@ use crate::peer_limits::PeerKey;
 use crate::pool::BufPool;
 use crate::proxy_protocol;
 use crate::rate_limit::{self, RateState};
+use crate::rooms::CoreRooms;
 use crate::server::Shared;
 use crate::stats::CoreStats;
 use crate::timer::CoreTimers;
@@ -54,18 +55,19 @@ pub(crate) struct CoreListeners {
 }
 
 /// A core's state, shared by its tasks (single-threaded).
-pub struct Worker {
+pub(crate) struct Worker {
     pub(crate) index: usize,
     /// Swapped as a whole by a SIGHUP reload (see `reload.rs`).
     config: RefCell<Arc<ServerConfig>>,
     session_config: RefCell<Arc<SessionConfig>>,
     handler: Arc<dyn Handler>,
-    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    pub(crate) conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    pub(crate) rooms: CoreRooms,
     next_id: Cell<u64>,
     timers: CoreTimers,
     pub(crate) pool: BufPool,
-    stats: Arc<CoreStats>,
-    shared: Arc<Shared>,
+    pub(crate) stats: Arc<CoreStats>,
+    pub(crate) shared: Arc<Shared>,
     shutting_down: Cell<bool>,
     accept_canceller: RefCell<Option<Canceller>>,
     drained: Cell<Option<Waker>>,
@@ -183,6 +185,7 @@ impl Worker {
             config: RefCell::new(config),
             handler,
             conns: RefCell::new(HashMap::new()),
+            rooms: CoreRooms::default(),
             next_id: Cell::new(0),
             timers: CoreTimers::default(),
             pool: BufPool::new(READ_BUF, POOL_PREALLOC, POOL_MAX_FREE),
@@ -359,6 +362,10 @@ impl Worker {
                         state: st,
                     };
                     self.handler.on_session_start(&mut ctx);
+                    self.room_session_start(conn);
+                }
+                ev @ (Event::Joined(_) | Event::Left(_) | Event::Refused(_)) => {
+                    self.room_event(conn, st, ev);
                 }
                 Event::Message(m) => {
                     st.info.messages_in += 1;
@@ -400,7 +407,7 @@ impl Worker {
     }
 
     /// Queues a message to one session of this core (not the sender).
-    fn deliver(&self, conn: &Conn, content_type: &Option<ByteStr>, content: &Bytes) -> bool {
+    pub(crate) fn deliver(&self, conn: &Conn, msg: &Broadcast) -> bool {
         let Ok(mut st) = conn.state.try_borrow_mut() else {
             return false;
         };
@@ -414,10 +421,14 @@ impl Worker {
             return false;
         }
         // Not yet established (framed, mid-handshake) or closed: `NotOpen`, not sent.
-        let sent = st
-            .proto
-            .send_message(content_type.clone(), content.clone())
-            .is_ok();
+        let sent = match (&mut st.proto, &msg.room, &msg.from) {
+            (Proto::Frame(s), Some(room), Some(from)) => s
+                .deliver(msg.content_type.clone(), msg.content.clone(), room, from)
+                .is_ok(),
+            (proto, _, _) => proto
+                .send_message(msg.content_type.clone(), msg.content.clone())
+                .is_ok(),
+        };
         if !sent {
             return false;
         }
@@ -464,17 +475,18 @@ impl Worker {
         content_type: Option<ByteStr>,
         content: Bytes,
     ) -> Delivery {
-        let mut d = Delivery::default();
-        for (id, c) in self.conns.borrow().iter() {
-            if *id != from && self.deliver(c, &content_type, &content) {
-                d.local += 1;
-            }
-        }
+        let msg = Broadcast {
+            content_type,
+            content,
+            room: None,
+            from: None,
+        };
+        let mut d = Delivery {
+            local: self.deliver_room(&msg, Some(from)),
+            ..Delivery::default()
+        };
         if self.shared.mailboxes.len() > 1 {
-            let msg = Arc::new(Broadcast {
-                content_type,
-                content,
-            });
+            let msg = Arc::new(msg);
             for (i, mb) in self.shared.mailboxes.iter().enumerate() {
                 if i == self.index {
                     continue;
@@ -506,6 +518,7 @@ impl Worker {
         self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
         self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
         let st = conn.state.borrow();
+        self.room_session_end(conn, &st);
         if st.info.transport == Transport::Tcp {
             self.stats.sessions_tcp.fetch_sub(1, Ordering::Relaxed);
         }
@@ -771,9 +784,10 @@ async fn control(core: &Rc<Worker>, inbox: &Inbox) {
         poll_fn(|cx| mailbox.notify.poll_notified(cx)).await;
         CoreStats::add(&core.stats.alive, 1);
         while let Some(msg) = inbox.try_recv(mailbox) {
-            for c in core.conns.borrow().values() {
-                core.deliver(c, &msg.content_type, &msg.content);
-            }
+            core.deliver_room(&msg, None);
+        }
+        for room in mailbox.take_confirmed_rooms() {
+            core.room_confirmed(&room);
         }
         if mailbox.notify.shutdown_requested() {
             return;

@@ -62,8 +62,11 @@ pub(crate) fn read_before(
 /// A framed-protocol client over a blocking socket.
 #[derive(Debug)]
 pub struct Client {
+    /// The connected socket; tests write raw bytes to it directly.
     pub stream: Stream,
+    /// Which transport `stream` is, for messages and for connecting a second client alike.
     pub transport: Transport,
+    /// The key that signs what this client sends and verifies what it reads.
     pub key: Key,
     deframer: Deframer,
     scratch: Vec<u8>,
@@ -286,6 +289,19 @@ impl Client {
             describe(&frames)
         );
         text
+    }
+
+    /// Asserts nothing arrives for `d` (the connection stays open and quiet). A bounded
+    /// wait for something *not* to happen is the only way to show it did not.
+    pub fn expect_silence(&mut self, d: Duration) {
+        match self.read_frame(d) {
+            Err(ReadError::Timeout) => {}
+            other => panic!(
+                "[{:?}] expected silence, got {:?}",
+                self.transport,
+                other.map(|f| describe(&[f]))
+            ),
+        }
     }
 
     /// Starts a thread writing `data` on a clone of the stream (so the caller can read

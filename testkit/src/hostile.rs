@@ -57,7 +57,9 @@ pub struct Bystander {
     /// Round trips completed so far, for waiting on the bystander's progress.
     done: Arc<AtomicU64>,
     handle: Option<JoinHandle<BystanderReport>>,
+    /// The transport the bystander connected over.
     pub transport: Transport,
+    /// The bystander's session id, for a case that tries to take it over.
     pub session_id: String,
 }
 
@@ -222,15 +224,20 @@ impl Drop for Bystander {
 /// The server's counters from its `server stopped` log line (`--log-format json`).
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
+    /// The counters before `closes:`, by name (`accepted`, `messages_in`, …).
     pub fields: std::collections::BTreeMap<String, u64>,
+    /// Sessions closed, by `CloseReason` label.
     pub closes: std::collections::BTreeMap<String, u64>,
 }
 
 impl Totals {
+    /// The counter `name`; 0 when the line does not list it.
     pub fn get(&self, name: &str) -> u64 {
         self.fields.get(name).copied().unwrap_or(0)
     }
 
+    /// Sessions closed for the reason labelled `label`; 0 when the line does not list it
+    /// (the server lists only non-zero close counters).
     pub fn closes(&self, label: &str) -> u64 {
         self.closes.get(label).copied().unwrap_or(0)
     }
@@ -263,12 +270,16 @@ pub fn parse_totals(stderr: &str) -> Option<Totals> {
 /// bystander doing round trips throughout, and the server's memory before and after.
 #[derive(Debug)]
 pub struct Arena {
+    /// The one-core server under attack.
     pub server: Server,
+    /// The bystander; `None` once the case has taken it to check its report.
     pub bystander: Option<Bystander>,
+    /// The transport both the bystander and the offender use.
     pub transport: Transport,
     /// Server RSS once the bystander runs, before the offender starts.
     pub baseline_rss: u64,
     baseline_hwm: u64,
+    /// The case's name, for messages.
     pub case: String,
 }
 

@@ -18,6 +18,10 @@
 //!   the client's tests, that can drop a connection, inject a message or restart.
 //! * [`hostile`]: the hostile-client arena: a bystander session doing round trips on the
 //!   same core while an offender works, and the server's counters at exit.
+//! * [`rooms`]: the rooms extension from a test's side (join, leave, room messages and
+//!   deliveries, refusals).
+//! * [`nats`]: a real NATS broker (`nats-server`) on a free loopback port, for the
+//!   cluster tests.
 //! * [`process`] and [`pty`]: a CLI under test, run with a time limit, in the background,
 //!   or on a pseudo-terminal.
 //! * [`procfs`]: a process's memory and descriptors from `/proc`, a peer's unread bytes,
@@ -25,18 +29,22 @@
 //!
 //! Every wait is bounded by a deadline, and every child process is stopped by its PID.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod client;
 pub mod echo_double;
 pub mod frames;
 pub mod hostile;
 pub mod line_client;
+pub mod nats;
 pub mod notify_socket;
 pub mod pair;
 pub mod process;
 pub mod procfs;
 pub mod proxy_header;
 pub mod pty;
+pub mod rooms;
 pub mod server;
 pub mod transport;
 

@@ -16,7 +16,9 @@ use crate::SHORT;
 /// A client speaking newline-terminated lines.
 #[derive(Debug)]
 pub struct LineClient {
+    /// The connected socket; tests write raw bytes to it directly.
     pub stream: Stream,
+    /// Which transport `stream` is, for messages.
     pub transport: Transport,
     buf: Vec<u8>,
     /// A leading frame (e.g. `session_init` sent before the server saw our first byte)

@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use crate::procfs::wait_until;
 
+/// A child's output bytes as text, for assertions and messages.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// Runs `cmd` to completion, killing it (by its pid) after `timeout`.
 pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     let mut child = cmd

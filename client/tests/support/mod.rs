@@ -1,12 +1,12 @@
-//! What the CLI tests share: the client binary pointed at a server. Everything else
-//! comes from `sockchat_testkit`; the in-test echo server is `support/double.rs`.
+//! What the CLI tests share: the client binary pointed at a server (only this crate's
+//! tests know its path). Everything else comes from `sockchat_testkit`.
 
 use std::process::{Command, Stdio};
 
 use sockchat_client::Addr;
 
 /// The client binary, pointed at `addr`, with fast retries for tests.
-pub fn client(addr: &Addr) -> Command {
+pub(crate) fn client(addr: &Addr) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockchat-client"));
     match addr {
         Addr::Tcp(a) => cmd.args(["--tcp", a]),
@@ -14,9 +14,4 @@ pub fn client(addr: &Addr) -> Command {
     };
     cmd.stdin(Stdio::null());
     cmd
-}
-
-/// Bytes as text, for assertions and messages.
-pub fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }

@@ -10,7 +10,7 @@ use super::{chart_err, measured, RenderError};
 use crate::report::Report;
 
 /// p50, p99 and p99.9 per second of every report's measured window (log scale).
-pub fn latency_over_time_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
+pub(crate) fn latency_over_time_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
     type Pick = fn(&crate::runner::TimelinePoint) -> f64;
     let series: [(&str, Pick, u32); 3] = [
         ("p50", |p| p.p50_us, 1),
@@ -79,7 +79,7 @@ pub fn latency_over_time_chart(reports: &[Report], path: &Path) -> Result<(), Re
 }
 
 /// Open sessions per second and the stage plan's session target.
-pub fn sessions_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
+pub(crate) fn sessions_chart(reports: &[Report], path: &Path) -> Result<(), RenderError> {
     let xmax = reports
         .iter()
         .flat_map(|r| measured(r).into_iter().map(|(x, _)| x))

@@ -26,7 +26,7 @@ use sockchat_proto::{encode_into, ByteStr, Decoded, Deframer, Frame, Header, Key
 
 /// Behaviour switches of the double.
 #[derive(Debug, Clone, Default)]
-pub struct DoubleOpts {
+pub(crate) struct DoubleOpts {
     /// Flip a byte in the n-th echoed frame (1-based, over all connections).
     pub corrupt_nth: Option<u64>,
     /// Echo with an extra `features` key in the header JSON (valid, other bytes).
@@ -49,7 +49,7 @@ struct Shared {
 }
 
 /// A running double; stopped on drop. The Unix socket lives in a temp dir.
-pub struct Double {
+pub(crate) struct Double {
     /// Where it listens.
     pub target: Target,
     shared: Arc<Shared>,
@@ -59,7 +59,7 @@ pub struct Double {
 
 impl Double {
     /// Starts a double on `transport` ("tcp" or "unix").
-    pub fn start(transport: &str, opts: DoubleOpts) -> Double {
+    pub(crate) fn start(transport: &str, opts: DoubleOpts) -> Double {
         let shared = Arc::new(Shared {
             opts,
             key: Key::reference_default(),

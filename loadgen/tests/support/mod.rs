@@ -3,7 +3,7 @@
 //! what the real server cannot be made to do (corrupt a frame; echo valid frames that
 //! differ in bytes).
 
-pub mod double;
+pub(crate) mod double;
 
 use clap::Parser;
 use loadgen::cli::Cli;
@@ -12,7 +12,7 @@ use loadgen::report::Report;
 use sockchat_testkit::Server;
 
 /// The real server's listener for `transport` ("tcp" or "unix").
-pub fn target(server: &Server, transport: &str) -> Target {
+pub(crate) fn target(server: &Server, transport: &str) -> Target {
     match transport {
         "tcp" => Target::Tcp(server.tcp.expect("a TCP listener")),
         "unix" => Target::Unix(server.unix.clone().expect("a Unix listener")),
@@ -21,7 +21,7 @@ pub fn target(server: &Server, transport: &str) -> Target {
 }
 
 /// `--tcp ADDR` or `--unix PATH`.
-pub fn target_args(t: &Target) -> Vec<String> {
+pub(crate) fn target_args(t: &Target) -> Vec<String> {
     match t {
         Target::Tcp(a) => vec!["--tcp".into(), a.to_string()],
         Target::Unix(p) => vec!["--unix".into(), p.display().to_string()],
@@ -29,7 +29,7 @@ pub fn target_args(t: &Target) -> Vec<String> {
 }
 
 /// Runs `loadgen SCENARIO ARGS... --quiet` in-process, short, and returns its report.
-pub fn run(scenario: &str, t: &Target, args: &[&str]) -> Report {
+pub(crate) fn run(scenario: &str, t: &Target, args: &[&str]) -> Report {
     let mut argv: Vec<String> = vec!["loadgen".into(), scenario.into()];
     argv.extend(target_args(t));
     argv.extend(
@@ -57,7 +57,7 @@ pub fn run(scenario: &str, t: &Target, args: &[&str]) -> Report {
 }
 
 /// The assertions every clean run must pass.
-pub fn assert_clean(r: &Report) {
+pub(crate) fn assert_clean(r: &Report) {
     let x = &r.results;
     assert_eq!(
         x.sessions_established,

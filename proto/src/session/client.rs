@@ -49,7 +49,7 @@ pub enum HandshakeFault {
 /// receives messages (chunked when needed and granted). See the [module docs](super).
 #[derive(Debug)]
 pub struct ClientSession {
-    core: FramedCommon,
+    pub(super) core: FramedCommon,
     state: State,
     last_seen: Instant,
     next_ping: Instant,
@@ -200,10 +200,13 @@ impl ClientSession {
     fn on_open_frame(&mut self, frame: Frame, now: Instant) {
         match frame.header.kind {
             FrameType::Message => {
+                let (room, from) = super::rooms::delivered_tags(&frame.header);
                 let message = Message {
                     content_type: frame.header.content_type,
                     content: frame.content,
                     frame: Some(frame.raw),
+                    room,
+                    from,
                 };
                 self.core.events.push_back(Event::Message(message));
             }
@@ -216,7 +219,13 @@ impl ClientSession {
                     }
                 }
             }
-            FrameType::Chunk => self.core.on_chunk(&frame, now),
+            FrameType::Chunk => {
+                if let Some(mut m) = self.core.on_chunk(&frame, now) {
+                    (m.room, m.from) = super::rooms::delivered_tags(&frame.header);
+                    self.core.events.push_back(Event::Message(m));
+                }
+            }
+            FrameType::Join | FrameType::Leave => self.on_room_answer(&frame),
             FrameType::Disconnect => {
                 let reason = disconnect_reason(&frame.content);
                 let reason = if reason == "Server shutting down" {

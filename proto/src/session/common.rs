@@ -136,9 +136,24 @@ impl FramedCommon {
         content_type: Option<ByteStr>,
         content: Bytes,
     ) -> Result<(), SendError> {
+        self.send_message_with(content_type, content, None, None)
+    }
+
+    /// [`send_message`](Self::send_message) with the rooms extension's `room` and
+    /// `from` header keys (on every chunk too).
+    pub(crate) fn send_message_with(
+        &mut self,
+        content_type: Option<ByteStr>,
+        content: Bytes,
+        room: Option<&ByteStr>,
+        from: Option<&ByteStr>,
+    ) -> Result<(), SendError> {
         if self.closed || self.session_id.is_none() {
             return Err(SendError::NotOpen);
         }
+        let mut header = Header::new(FrameType::Message, content_type, self.session_id.clone());
+        header.room = room.cloned();
+        header.from = from.cloned();
         let len = content.len();
         if len as u64 > MAX_CONTENT_LEN {
             let limit = self.config.chunk.max_message_len;
@@ -153,19 +168,11 @@ impl FramedCommon {
             self.next_message_id += 1;
             let id = ByteStr::from(self.next_message_id.to_string());
             let max_chunk = self.config.max_chunk.clamp(1, MAX_CONTENT_LEN as usize);
-            for part in chunk::split(
-                &self.key,
-                self.session_id.clone(),
-                content_type,
-                id,
-                content,
-                max_chunk,
-            )? {
+            for part in chunk::split_with(&self.key, header, id, content, max_chunk)? {
                 self.outbox.push_frame(part);
             }
             return Ok(());
         }
-        let header = Header::new(FrameType::Message, content_type, self.session_id.clone());
         if len <= outbox::COALESCE_MAX {
             encode_into(&self.key, &header, &content, self.outbox.tail_mut())?;
         } else {
@@ -175,18 +182,19 @@ impl FramedCommon {
         Ok(())
     }
 
-    /// Handles a `chunk` frame received at `now`; emits the message when it is complete.
-    pub(crate) fn on_chunk(&mut self, frame: &Frame, now: Instant) {
+    /// Handles a `chunk` frame received at `now`; returns the message when it is complete
+    /// (its `room` and `from` are left for the caller, from the completing chunk's header).
+    pub(crate) fn on_chunk(&mut self, frame: &Frame, now: Instant) -> Option<Message> {
         if !self.features.chunk {
             self.close(CloseReason::ProtocolViolation(
                 Violation::ChunkWithoutFeature,
             ));
-            return;
+            return None;
         }
         let Some(info) = frame.header.chunk.as_ref() else {
             // Header::parse guarantees chunk info on chunk frames.
             self.close(CloseReason::ProtocolViolation(Violation::ChunkWithoutInfo));
-            return;
+            return None;
         };
         let limits = self.config.chunk;
         // The memory budget: a chunk that opens a new message reserves its total_len.
@@ -200,7 +208,7 @@ impl FramedCommon {
         if opens {
             if info.total_len > self.deframer.allowance() {
                 self.close(CloseReason::MemoryBudget);
-                return;
+                return None;
             }
             self.deframer.spend_allowance(info.total_len);
         }
@@ -219,15 +227,26 @@ impl FramedCommon {
                     // Release the bookkeeping of an idle session.
                     self.reassembler = None;
                 }
-                self.events.push_back(Event::Message(Message {
+                Some(Message {
                     content_type: m.content_type,
                     content: m.content,
                     frame: None,
-                }));
+                    room: None,
+                    from: None,
+                })
             }
-            Ok(None) => {}
-            Err(e) => self.close(CloseReason::Chunk(e)),
+            Ok(None) => None,
+            Err(e) => {
+                self.close(CloseReason::Chunk(e));
+                None
+            }
         }
+    }
+
+    /// Queues an `error` frame with `text` without ending the session (an application
+    /// refusal).
+    pub(crate) fn queue_error(&mut self, text: &str) {
+        self.queue_control(FrameType::Error, OCTET_STREAM, text.as_bytes());
     }
 
     /// Bytes reserved for partially received chunked messages.

@@ -13,6 +13,7 @@ mod driver;
 mod line;
 mod outbox;
 mod reason;
+mod rooms;
 mod server;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::chunk::ChunkLimits;
 use crate::codec::EncodeError;
 use crate::frame::Limits;
 use crate::header::{self, ByteStr};
+use crate::rooms::{RoomError, RoomName, DEFAULT_MAX_ROOMS, FEATURE_ROOMS};
 
 /// `features` name of the chunk extension.
 pub const FEATURE_CHUNK: &str = "chunk";
@@ -41,19 +43,35 @@ pub const FEATURE_CHUNK: &str = "chunk";
 pub struct Features {
     /// Chunked messages (`chunk` frames) may be sent to this peer.
     pub chunk: bool,
+    /// Rooms: `join`/`leave` frames, `room` on messages, `room` and `from` on deliveries.
+    pub rooms: bool,
 }
 
 impl Features {
     /// Every feature this crate implements.
-    pub const ALL: Features = Features { chunk: true };
+    pub const ALL: Features = Features {
+        chunk: true,
+        rooms: true,
+    };
     /// None: what a reference peer gets.
-    pub const NONE: Features = Features { chunk: false };
+    pub const NONE: Features = Features {
+        chunk: false,
+        rooms: false,
+    };
+    /// Chunks only (what an echo server offers: rooms need chat).
+    pub const CHUNK: Features = Features {
+        chunk: true,
+        rooms: false,
+    };
 
     /// The wire names of the enabled features.
     pub fn names(&self) -> Vec<ByteStr> {
         let mut v = Vec::new();
         if self.chunk {
             v.push(ByteStr::from_static(FEATURE_CHUNK));
+        }
+        if self.rooms {
+            v.push(ByteStr::from_static(FEATURE_ROOMS));
         }
         v
     }
@@ -62,12 +80,13 @@ impl Features {
     pub fn grant(&self, names: &[ByteStr]) -> Features {
         Features {
             chunk: self.chunk && names.iter().any(|n| n == FEATURE_CHUNK),
+            rooms: self.rooms && names.iter().any(|n| n == FEATURE_ROOMS),
         }
     }
 
     /// True when no feature is enabled.
     pub fn is_empty(&self) -> bool {
-        !self.chunk
+        !self.chunk && !self.rooms
     }
 }
 
@@ -88,6 +107,9 @@ pub struct SessionConfig {
     pub max_chunk: usize,
     /// Server: the features it offers. Client: the features it asks for.
     pub features: Features,
+    /// Server, rooms extension: most rooms one session may be a member of at once
+    /// (the lobby counts).
+    pub max_rooms: usize,
     /// Server: time a chunked message has to complete once its first chunk arrived;
     /// after it the session is closed with [`CloseReason::MessageTimeout`]. `None`: no
     /// limit (only `chunk.max_partial` bounds partial messages).
@@ -104,6 +126,7 @@ impl Default for SessionConfig {
             chunk: ChunkLimits::default(),
             max_chunk: 1024 * 1024,
             features: Features::ALL,
+            max_rooms: DEFAULT_MAX_ROOMS,
             message_timeout: None,
         }
     }
@@ -120,6 +143,13 @@ pub struct Message {
     /// frame. It carries this session's id, so it can be sent back to the same peer
     /// as is ([`Session::echo`] on a [`ServerSession`]), without re-encoding or re-signing.
     pub frame: Option<Bytes>,
+    /// Rooms extension. Server side: the room the message goes to (the lobby when the
+    /// sender named none or did not ask for rooms); the sender is known to be a member.
+    /// Client side: the `room` of a delivered message, if it carried a valid one.
+    pub room: Option<RoomName>,
+    /// Rooms extension, client side: the sender's session id (`from`) of a delivered
+    /// message.
+    pub from: Option<ByteStr>,
 }
 
 /// What a session reports to its driver.
@@ -142,6 +172,16 @@ pub enum Event {
     },
     /// The peer sent an `error` frame with this text.
     PeerError(ByteStr),
+    /// Rooms. Server side: the peer joined this room (its membership is recorded); call
+    /// [`ServerSession::confirm_join`] once the join is in effect everywhere, which sends
+    /// the answer. Client side: the server's answer, the join is in effect.
+    Joined(RoomName),
+    /// Rooms. Server side: the peer left this room; the answer is already queued (the
+    /// driver handles this event before it writes). Client side: the server's answer.
+    Left(RoomName),
+    /// Server side, rooms: a request was refused with an `error` frame naming why; the
+    /// session stays open (an application refusal, not a protocol violation).
+    Refused(RoomError),
     /// The session ended. Send what `poll_transmit` still holds, then close.
     Closed(CloseReason),
 }
@@ -162,6 +202,9 @@ pub enum SendError {
         /// What the peer accepts.
         limit: u64,
     },
+    /// A room other than the lobby, and the server did not grant the rooms feature.
+    #[error("the server did not grant the rooms feature")]
+    NoRooms,
     /// The frame could not be encoded.
     #[error(transparent)]
     Encode(#[from] EncodeError),

@@ -132,6 +132,12 @@ pub enum Violation {
     /// Client side: a second `session_init` after the handshake completed.
     #[error("session_init in an open session")]
     InitInOpenSession,
+    /// Server side: `join` or `leave` from a session that did not negotiate rooms.
+    #[error("join and leave need the rooms feature")]
+    RoomsWithoutFeature,
+    /// Client side: a `join`/`leave` answer that does not name a valid room.
+    #[error("join/leave answer without a valid room")]
+    BadRoomAnswer,
 }
 
 /// Which end of a session a policy is decided for: the same reason is told to the peer

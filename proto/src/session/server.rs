@@ -15,6 +15,7 @@ use crate::deframer::Deframer;
 use crate::frame::FrameType;
 use crate::header::{ByteStr, Header, OCTET_STREAM};
 use crate::keyring::KeyRing;
+use crate::rooms::Membership;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -27,9 +28,10 @@ enum State {
 /// [`Event`]s. See the [module docs](super) for how to drive it.
 #[derive(Debug)]
 pub struct ServerSession {
-    core: FramedCommon,
+    pub(super) core: FramedCommon,
     state: State,
     last_seen: Instant,
+    pub(super) membership: Membership,
 }
 
 impl ServerSession {
@@ -49,6 +51,7 @@ impl ServerSession {
             core,
             state: State::AwaitAck { deadline },
             last_seen: now,
+            membership: Membership::new(),
         }
     }
 
@@ -118,12 +121,15 @@ impl ServerSession {
             State::Open if !ours => self.core.close(CloseReason::ForeignSessionId),
             State::Open => match header.kind {
                 FrameType::Message => {
+                    let room = frame.header.room;
                     let message = Message {
                         content_type: frame.header.content_type,
                         content: frame.content,
                         frame: Some(frame.raw),
+                        room: None,
+                        from: None,
                     };
-                    self.core.events.push_back(Event::Message(message));
+                    self.on_message(message, room.as_ref());
                 }
                 FrameType::Heartbeat => {
                     if &frame.content[..] == b"ping" {
@@ -131,7 +137,12 @@ impl ServerSession {
                             .queue_control(FrameType::Heartbeat, OCTET_STREAM, b"pong");
                     }
                 }
-                FrameType::Chunk => self.core.on_chunk(&frame, now),
+                FrameType::Chunk => {
+                    if let Some(m) = self.core.on_chunk(&frame, now) {
+                        self.on_message(m, frame.header.room.as_ref());
+                    }
+                }
+                FrameType::Join | FrameType::Leave => self.on_room_request(&frame),
                 FrameType::Disconnect => self.on_disconnect(&frame),
                 FrameType::Error => {
                     let text = String::from_utf8_lossy(&frame.content).into_owned();

@@ -14,8 +14,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use sockchat_proto::CloseReason;
+use sockchat_proto::{CloseReason, RoomError};
 
+use crate::cluster::{BrokerState, ClusterStats};
 use crate::server::{Phase, Shared};
 use crate::stats::Snapshot;
 
@@ -168,6 +169,22 @@ impl Collector for CoreCounters {
             "Connections closed for a missing or invalid PROXY protocol header",
             t.proxy_rejected,
         )?;
+        let c = ConstCounter::new(0u64);
+        {
+            let mut refusals = enc.encode_descriptor(
+                "room_refusals",
+                "Chat mode: room requests and room messages refused with an error frame (the session stays open), by reason",
+                None,
+                c.metric_type(),
+            )?;
+            for (i, reason) in RoomError::LABELS.iter().enumerate() {
+                let labels = [("reason", *reason)];
+                ConstCounter::new(t.room_refusals[i]).encode(refusals.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(cluster) = &shared.cluster {
+            broker(&mut enc, &cluster.stats)?;
+        }
         gauge(
             &mut enc,
             "ready",
@@ -176,4 +193,69 @@ impl Collector for CoreCounters {
         )?;
         Ok(())
     }
+}
+
+/// The NATS link of a clustered node (`--cluster`): its state as a state set (1 for the
+/// current state) and its counters.
+fn broker(enc: &mut DescriptorEncoder<'_>, s: &ClusterStats) -> Result<(), std::fmt::Error> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let g = ConstGauge::new(0i64);
+    {
+        let mut state = enc.encode_descriptor(
+            "broker_state",
+            "The NATS broker link: 1 for its current state",
+            None,
+            g.metric_type(),
+        )?;
+        let now = s.state();
+        for st in BrokerState::ALL {
+            let labels = [("state", st.as_str())];
+            ConstGauge::new(i64::from(st == now)).encode(state.encode_family(&labels)?)?;
+        }
+    }
+    for (name, help, value) in [
+        (
+            "broker_published",
+            "Room messages published to the broker",
+            &s.published,
+        ),
+        (
+            "broker_publish_dropped",
+            "Room messages that could not go to the broker (link down, queue full, refused): dropped and counted",
+            &s.publish_dropped,
+        ),
+        (
+            "broker_received",
+            "Room messages received from other nodes",
+            &s.received,
+        ),
+        (
+            "broker_self_echo",
+            "Own publications that came back from the broker and were dropped",
+            &s.self_echo,
+        ),
+        (
+            "broker_decode_errors",
+            "Payloads from the broker that did not decode",
+            &s.decode_errors,
+        ),
+        (
+            "broker_unconfirmed_joins",
+            "Joins answered without the broker confirming the subscription",
+            &s.unconfirmed_joins,
+        ),
+        (
+            "broker_disconnects",
+            "Losses of the broker connection",
+            &s.disconnects,
+        ),
+        (
+            "broker_reconnects",
+            "Broker connections re-established after a loss",
+            &s.reconnects,
+        ),
+    ] {
+        counter(enc, name, help, value.load(Relaxed))?;
+    }
+    Ok(())
 }
