@@ -12,7 +12,7 @@ use sockchat_proto::header::ByteStr;
 use sockchat_proto::session::{
     ClientSession, Event as ProtoEvent, Features, Session, SessionConfig,
 };
-use sockchat_proto::{CloseReason, Key, RoomName};
+use sockchat_proto::{CloseReason, Key, KeyRing, RoomName};
 
 use crate::{ClientError, Event, Message};
 use sockchat_os::stream::{Addr, Stream};
@@ -20,8 +20,11 @@ use sockchat_os::stream::{Addr, Stream};
 /// How a [`Client`] connects and behaves.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// The shared HMAC key (the reference default is `default-key`).
-    pub key: Arc<Key>,
+    /// The shared HMAC keys (the reference default is the one key `default-key`). With
+    /// several (a key rotation), the server's `session_init` may be signed with any of
+    /// them, and the session answers with, and then only accepts, the one that verified
+    /// it; the first key is used before that.
+    pub keys: Arc<KeyRing>,
     /// How often to send a heartbeat `ping` (reference: 5 s).
     pub heartbeat_interval: Duration,
     /// Bound on the TCP connect and on the handshake.
@@ -43,7 +46,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         let base = SessionConfig::default();
         Self {
-            key: Arc::new(Key::reference_default()),
+            keys: Arc::new(KeyRing::single(Arc::new(Key::reference_default()))),
             heartbeat_interval: base.heartbeat_interval,
             handshake_timeout: base.handshake_timeout,
             session_timeout: base.session_timeout,
@@ -194,7 +197,7 @@ impl Client {
                     source,
                 })?;
         let config = Arc::new(options.session_config());
-        let mut session = ClientSession::new(options.key.clone(), config, Instant::now());
+        let mut session = ClientSession::with_keys(options.keys.clone(), config, Instant::now());
         let early = handshake(&stream, &mut session)?;
 
         let (to_writer, writer_rx) = mpsc::channel();

@@ -53,7 +53,7 @@ use bytes::Bytes;
 pub use client::{Client, ClientOptions};
 pub use retry::{connect_with_retry, is_retryable, Backoff};
 pub use sockchat_os::stream::{Addr, Stream, DEFAULT_TCP};
-pub use sockchat_proto::{CloseReason, Key};
+pub use sockchat_proto::{CloseReason, Key, KeyRing};
 
 /// The content type of typed and file-mode lines, as the reference client sends them.
 pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";

@@ -17,6 +17,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use sockchat_client::{
     connect_with_retry, Addr, Backoff, Client, ClientError, ClientOptions, CloseReason, Key,
+    KeyRing,
 };
 
 /// Client for a sockchat (Async Socket Chat) server.
@@ -34,8 +35,10 @@ struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     unix: Option<PathBuf>,
 
-    /// File holding the shared HMAC key (one trailing newline is ignored); without it
-    /// the reference default `default-key` is used.
+    /// File holding the shared HMAC keys, read as the server reads it: one key per line
+    /// of a text file, all of them accepted on the server's `session_init` (a key
+    /// rotation); a binary file is one key less one trailing newline. Without it the
+    /// reference default `default-key` is used.
     #[arg(long, global = true, env = "SOCKCHAT_KEY_FILE", value_name = "PATH")]
     key_file: Option<PathBuf>,
 
@@ -183,13 +186,14 @@ pub(crate) fn after_close(
     }
 }
 
-/// Loads the key as the server does ([`sockchat_os::read_key_file`]): the file must not
-/// be readable by group or others, and one trailing newline (`\n` or `\r\n`) is not part
-/// of the key.
-fn load_key(path: Option<&PathBuf>) -> anyhow::Result<Key> {
+/// Loads every key of the file as the server does ([`sockchat_os::read_key_ring`]): one
+/// key per line of a text file (the first signs until the server's `session_init` shows
+/// which key it uses), the file not readable by group or others. Holding the whole ring
+/// is what lets a client connect at any point of a key rotation (README, "Key rotation").
+fn load_keys(path: Option<&PathBuf>) -> anyhow::Result<KeyRing> {
     match path {
-        Some(path) => Ok(sockchat_os::read_key_file(path)?),
-        None => Ok(Key::reference_default()),
+        Some(path) => Ok(sockchat_os::read_key_ring(path)?),
+        None => Ok(KeyRing::single(Arc::new(Key::reference_default()))),
     }
 }
 
@@ -203,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         bail!("--heartbeat must be above zero");
     }
     let options = ClientOptions {
-        key: Arc::new(load_key(cli.key_file.as_ref())?),
+        keys: Arc::new(load_keys(cli.key_file.as_ref())?),
         heartbeat_interval: cli.heartbeat,
         ..ClientOptions::default()
     };
@@ -312,12 +316,29 @@ mod tests {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap()
         };
         set_mode(0o644);
-        assert!(load_key(Some(&p)).is_err(), "readable by others");
+        assert!(load_keys(Some(&p)).is_err(), "readable by others");
         set_mode(0o600);
-        let k = load_key(Some(&p)).unwrap();
+        let k = load_keys(Some(&p)).unwrap();
         let want = Key::new(b"secret");
-        assert_eq!(k.sign(b"h", b"c"), want.sign(b"h", b"c"));
+        assert_eq!(k.len(), 1);
+        assert_eq!(k.signing().sign(b"h", b"c"), want.sign(b"h", b"c"));
         std::fs::write(&p, "\n").unwrap();
-        assert!(load_key(Some(&p)).is_err());
+        assert!(load_keys(Some(&p)).is_err());
+    }
+
+    #[test]
+    fn key_file_loads_every_key_first_signing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, "key-two\nkey-one\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let ring = load_keys(Some(&p)).unwrap();
+        let signs = |k: &Key| k.sign(b"h", b"c");
+        let got: Vec<_> = ring.keys().iter().map(|k| signs(k)).collect();
+        let want = [signs(&Key::new(b"key-two")), signs(&Key::new(b"key-one"))];
+        assert_eq!(got, want);
     }
 }

@@ -1,12 +1,13 @@
 //! The library API against the in-test echo server, over TCP and Unix sockets.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sockchat_client::{
-    connect_with_retry, Addr, Backoff, Client, ClientError, ClientOptions, CloseReason, Event,
-    TEXT_PLAIN,
+    connect_with_retry, Addr, Backoff, Client, ClientError, ClientOptions, CloseReason, Event, Key,
+    KeyRing, TEXT_PLAIN,
 };
 use sockchat_testkit::echo_double::EchoDouble;
 use sockchat_testkit::{pattern, wait_until};
@@ -164,7 +165,7 @@ fn connect_failures_are_typed_and_retried() {
 fn a_wrong_key_fails_the_handshake_without_retry() {
     let server = EchoDouble::tcp();
     let opts = ClientOptions {
-        key: std::sync::Arc::new(sockchat_client::Key::new(b"not-the-key")),
+        keys: Arc::new(KeyRing::single(Arc::new(Key::new(b"not-the-key")))),
         ..ClientOptions::default()
     };
     let e = Client::connect(&server.addr, &opts).unwrap_err();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sockchat_client::Addr;
 use sockchat_testkit::process::{run, text, Running};
 use sockchat_testkit::pty::PtyChild;
-use sockchat_testkit::{pattern, wait_until, Server};
+use sockchat_testkit::{pattern, wait_until, write_key_file, NotifySocket, Server, SHORT};
 use support::client;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -222,6 +222,63 @@ fn key_file_is_read_as_the_server_reads_it() {
         stderr.starts_with("sockchat-client: handshake failed"),
         "{stderr}"
     );
+    assert!(server.terminate_within(LIMIT).success());
+}
+
+/// The rotation steps of the README ("Key rotation") on a running server: a client whose
+/// key file holds the new key and the old one completes a session at every step,
+/// whichever key the server signs `session_init` with; a client holding the old key
+/// alone cannot once the server signs with the new one.
+#[test]
+fn a_key_ring_connects_through_a_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_keys = dir.path().join("server-keys");
+    write_key_file(&server_keys, b"key-one\n", 0o600);
+    // Step 1: clients get the new key first, the old one second.
+    let ring = dir.path().join("client-keys");
+    write_key_file(&ring, b"key-two\nkey-one\n", 0o600);
+    let old_only = dir.path().join("old-key");
+    write_key_file(&old_only, b"key-one\n", 0o600);
+    let mut notify = NotifySocket::bind(dir.path());
+    let mut server = Server::builder()
+        .tcp_addr("127.0.0.1:0")
+        .arg("--key-file")
+        .arg(&server_keys)
+        .env("NOTIFY_SOCKET", &notify.path)
+        .start();
+    notify.expect("READY=1", SHORT);
+    let f = messages_file(dir.path(), "signed\n");
+    let addr = tcp_addr(&server);
+    let send = |keys: &Path| {
+        let mut cmd = client(&addr);
+        cmd.env("SOCKCHAT_KEY_FILE", keys)
+            .args(["--retries", "0", "file"])
+            .arg(&f);
+        run(cmd, LIMIT)
+    };
+    let completes = |out: std::process::Output, step: &str| {
+        assert!(out.status.success(), "{step}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "< signed\n", "{step}");
+    };
+    completes(send(&ring), "server on the old key");
+    completes(send(&old_only), "server on the old key, old key alone");
+
+    // Step 2: the server signs with the new key and still accepts the old one.
+    write_key_file(&server_keys, b"key-two\nkey-one\n", 0o600);
+    notify.reload(&mut server);
+    completes(send(&ring), "server signing with the new key");
+    let out = send(&old_only);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("sockchat-client: handshake failed"),
+        "{stderr}"
+    );
+
+    // Step 3: the old key removed from the server.
+    write_key_file(&server_keys, b"key-two\n", 0o600);
+    notify.reload(&mut server);
+    completes(send(&ring), "server on the new key alone");
     assert!(server.terminate_within(LIMIT).success());
 }
 

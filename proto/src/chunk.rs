@@ -527,15 +527,6 @@ mod tests {
     use crate::codec::decode_frame;
     use crate::frame::Limits;
 
-    fn info(id: &str, index: u32, count: u32, total_len: u64) -> ChunkInfo {
-        ChunkInfo {
-            message_id: ByteStr::from(id),
-            index,
-            count,
-            total_len,
-        }
-    }
-
     /// Deterministic, position-dependent bytes, so a chunk placed in the wrong slot shows.
     fn pattern(len: usize) -> Vec<u8> {
         (0..len)
@@ -566,7 +557,7 @@ mod tests {
         for (i, range) in s.iter().enumerate().take(3) {
             let out = r
                 .push(
-                    &info("m", i as u32, 4, 10),
+                    &ChunkInfo::new("m", i as u32, 4, 10),
                     Some(&ct()),
                     &data[range.clone()],
                 )
@@ -576,7 +567,7 @@ mod tests {
             assert_eq!(r.partial_count(), 1);
         }
         let done = r
-            .push(&info("m", 3, 4, 10), Some(&ct()), &data[9..])
+            .push(&ChunkInfo::new("m", 3, 4, 10), Some(&ct()), &data[9..])
             .unwrap()
             .unwrap();
         assert_eq!(done.message_id, "m");
@@ -597,7 +588,7 @@ mod tests {
         for (n, &i) in order.iter().enumerate() {
             let out = r
                 .push(
-                    &info("x", i, 7, total as u64),
+                    &ChunkInfo::new("x", i, 7, total as u64),
                     None,
                     &data[s[i as usize].clone()],
                 )
@@ -617,7 +608,7 @@ mod tests {
     fn single_chunk_holds_no_state() {
         let mut r = Reassembler::new(ChunkLimits::default());
         let m = r
-            .push(&info("one", 0, 1, 5), Some(&ct()), b"hello")
+            .push(&ChunkInfo::new("one", 0, 1, 5), Some(&ct()), b"hello")
             .unwrap()
             .unwrap();
         assert_eq!(&m.content[..], b"hello");
@@ -631,31 +622,34 @@ mod tests {
         let (a, b) = (pattern(9), pattern(20));
         let mut r = Reassembler::new(ChunkLimits::default());
         assert!(r
-            .push(&info("a", 0, 3, 9), None, &a[0..3])
+            .push(&ChunkInfo::new("a", 0, 3, 9), None, &a[0..3])
             .unwrap()
             .is_none());
         assert!(r
-            .push(&info("b", 1, 2, 20), None, &b[10..])
+            .push(&ChunkInfo::new("b", 1, 2, 20), None, &b[10..])
             .unwrap()
             .is_none());
         assert_eq!(r.reserved_bytes(), 29);
         assert!(r
-            .push(&info("a", 2, 3, 9), None, &a[6..])
+            .push(&ChunkInfo::new("a", 2, 3, 9), None, &a[6..])
             .unwrap()
             .is_none());
         let mb = r
-            .push(&info("b", 0, 2, 20), None, &b[..10])
+            .push(&ChunkInfo::new("b", 0, 2, 20), None, &b[..10])
             .unwrap()
             .unwrap();
         assert_eq!(&mb.content[..], &b[..]);
         assert_eq!(r.reserved_bytes(), 9);
         let ma = r
-            .push(&info("a", 1, 3, 9), None, &a[3..6])
+            .push(&ChunkInfo::new("a", 1, 3, 9), None, &a[3..6])
             .unwrap()
             .unwrap();
         assert_eq!(&ma.content[..], &a[..]);
         // A completed id may be reused for a new message.
-        assert!(r.push(&info("a", 0, 2, 4), None, b"ab").unwrap().is_none());
+        assert!(r
+            .push(&ChunkInfo::new("a", 0, 2, 4), None, b"ab")
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -665,7 +659,9 @@ mod tests {
             max_partial: 4,
         };
         let mut r = Reassembler::new(limits);
-        let e = r.push(&info("m", 0, 2, 101), None, &[0; 51]).unwrap_err();
+        let e = r
+            .push(&ChunkInfo::new("m", 0, 2, 101), None, &[0; 51])
+            .unwrap_err();
         assert_eq!(
             e,
             ChunkError::TooLarge {
@@ -676,14 +672,14 @@ mod tests {
         assert_eq!(e.kind(), "too_large");
         // Even an absurd length with an absurd count is refused on the length first.
         let e = r
-            .push(&info("m", 0, u32::MAX, u64::MAX), None, &[0; 1])
+            .push(&ChunkInfo::new("m", 0, u32::MAX, u64::MAX), None, &[0; 1])
             .unwrap_err();
         assert_eq!(e.kind(), "too_large");
         assert_eq!(r.reserved_bytes(), 0);
         assert_eq!(r.partial_count(), 0);
         // Exactly at the limit is fine.
         assert!(r
-            .push(&info("m", 0, 2, 100), None, &[0; 50])
+            .push(&ChunkInfo::new("m", 0, 2, 100), None, &[0; 50])
             .unwrap()
             .is_none());
         assert_eq!(r.reserved_bytes(), 100);
@@ -695,19 +691,27 @@ mod tests {
             max_message_len: 1 << 20,
             max_partial: 2,
         });
-        r.push(&info("a", 0, 2, 2), None, b"a").unwrap();
-        r.push(&info("b", 0, 2, 2), None, b"b").unwrap();
-        let e = r.push(&info("c", 0, 2, 2), None, b"c").unwrap_err();
+        r.push(&ChunkInfo::new("a", 0, 2, 2), None, b"a").unwrap();
+        r.push(&ChunkInfo::new("b", 0, 2, 2), None, b"b").unwrap();
+        let e = r
+            .push(&ChunkInfo::new("c", 0, 2, 2), None, b"c")
+            .unwrap_err();
         assert_eq!(e, ChunkError::TooManyPartial { limit: 2 });
         assert_eq!(e.kind(), "too_many_partial");
         assert_eq!(r.reserved_bytes(), 4);
         // Chunks of open messages still go through, and a single-chunk message needs no slot.
         assert!(r
-            .push(&info("solo", 0, 1, 1), None, b"s")
+            .push(&ChunkInfo::new("solo", 0, 1, 1), None, b"s")
             .unwrap()
             .is_some());
-        assert!(r.push(&info("a", 1, 2, 2), None, b"A").unwrap().is_some());
-        assert!(r.push(&info("c", 0, 2, 2), None, b"c").unwrap().is_none());
+        assert!(r
+            .push(&ChunkInfo::new("a", 1, 2, 2), None, b"A")
+            .unwrap()
+            .is_some());
+        assert!(r
+            .push(&ChunkInfo::new("c", 0, 2, 2), None, b"c")
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -721,7 +725,9 @@ mod tests {
             (6, 10),
             (u32::MAX, 1 << 20),
         ] {
-            let e = r.push(&info("m", 0, count, total), None, b"x").unwrap_err();
+            let e = r
+                .push(&ChunkInfo::new("m", 0, count, total), None, b"x")
+                .unwrap_err();
             assert_eq!(
                 e,
                 ChunkError::BadCount {
@@ -765,11 +771,16 @@ mod tests {
     #[test]
     fn index_out_of_range() {
         let mut r = Reassembler::new(ChunkLimits::default());
-        let e = r.push(&info("m", 4, 4, 10), None, b"x").unwrap_err();
+        let e = r
+            .push(&ChunkInfo::new("m", 4, 4, 10), None, b"x")
+            .unwrap_err();
         assert_eq!(e, ChunkError::IndexOutOfRange { index: 4, count: 4 });
         assert_eq!(e.kind(), "index_out_of_range");
-        r.push(&info("m", 0, 4, 10), None, b"abc").unwrap();
-        let e = r.push(&info("m", u32::MAX, 4, 10), None, b"x").unwrap_err();
+        r.push(&ChunkInfo::new("m", 0, 4, 10), None, b"abc")
+            .unwrap();
+        let e = r
+            .push(&ChunkInfo::new("m", u32::MAX, 4, 10), None, b"x")
+            .unwrap_err();
         assert_eq!(
             e,
             ChunkError::IndexOutOfRange {
@@ -782,13 +793,18 @@ mod tests {
     #[test]
     fn duplicate() {
         let mut r = Reassembler::new(ChunkLimits::default());
-        r.push(&info("m", 1, 3, 9), None, b"def").unwrap();
-        let e = r.push(&info("m", 1, 3, 9), None, b"def").unwrap_err();
+        r.push(&ChunkInfo::new("m", 1, 3, 9), None, b"def").unwrap();
+        let e = r
+            .push(&ChunkInfo::new("m", 1, 3, 9), None, b"def")
+            .unwrap_err();
         assert_eq!(e, ChunkError::Duplicate { index: 1 });
         assert_eq!(e.kind(), "duplicate");
         // The refused chunk changed nothing: the message still completes.
-        r.push(&info("m", 0, 3, 9), None, b"abc").unwrap();
-        let m = r.push(&info("m", 2, 3, 9), None, b"ghi").unwrap().unwrap();
+        r.push(&ChunkInfo::new("m", 0, 3, 9), None, b"abc").unwrap();
+        let m = r
+            .push(&ChunkInfo::new("m", 2, 3, 9), None, b"ghi")
+            .unwrap()
+            .unwrap();
         assert_eq!(&m.content[..], b"abcdefghi");
     }
 
@@ -799,10 +815,18 @@ mod tests {
         let mut r = Reassembler::new(ChunkLimits::default());
         for i in [0u32, 63, 64, 65, 128, 299] {
             let i_us = i as usize;
-            r.push(&info("m", i, 300, 300), None, &data[i_us..i_us + 1])
-                .unwrap();
+            r.push(
+                &ChunkInfo::new("m", i, 300, 300),
+                None,
+                &data[i_us..i_us + 1],
+            )
+            .unwrap();
             let e = r
-                .push(&info("m", i, 300, 300), None, &data[i_us..i_us + 1])
+                .push(
+                    &ChunkInfo::new("m", i, 300, 300),
+                    None,
+                    &data[i_us..i_us + 1],
+                )
                 .unwrap_err();
             assert_eq!(e, ChunkError::Duplicate { index: i });
         }
@@ -811,7 +835,8 @@ mod tests {
     #[test]
     fn inconsistent() {
         let mut r = Reassembler::new(ChunkLimits::default());
-        r.push(&info("m", 0, 3, 9), Some(&ct()), b"abc").unwrap();
+        r.push(&ChunkInfo::new("m", 0, 3, 9), Some(&ct()), b"abc")
+            .unwrap();
         for (count, total, c) in [
             (4, 9, Some(ct())),
             (3, 10, Some(ct())),
@@ -819,7 +844,7 @@ mod tests {
             (3, 9, Some(ByteStr::from("text/plain"))),
         ] {
             let e = r
-                .push(&info("m", 1, count, total), c.as_ref(), b"def")
+                .push(&ChunkInfo::new("m", 1, count, total), c.as_ref(), b"def")
                 .unwrap_err();
             assert_eq!(e, ChunkError::Inconsistent);
             assert_eq!(e.kind(), "inconsistent");
@@ -831,7 +856,9 @@ mod tests {
     fn wrong_length() {
         let mut r = Reassembler::new(ChunkLimits::default());
         // First chunk of a message: refused before anything is reserved.
-        let e = r.push(&info("m", 0, 4, 10), None, b"abcd").unwrap_err();
+        let e = r
+            .push(&ChunkInfo::new("m", 0, 4, 10), None, b"abcd")
+            .unwrap_err();
         assert_eq!(
             e,
             ChunkError::WrongLength {
@@ -843,9 +870,12 @@ mod tests {
         assert_eq!(e.kind(), "wrong_length");
         assert_eq!(r.reserved_bytes(), 0);
         // Later chunks: overrun and underrun of the short last slot.
-        r.push(&info("m", 0, 4, 10), None, b"abc").unwrap();
+        r.push(&ChunkInfo::new("m", 0, 4, 10), None, b"abc")
+            .unwrap();
         for bad in [&b"jk"[..], b""] {
-            let e = r.push(&info("m", 3, 4, 10), None, bad).unwrap_err();
+            let e = r
+                .push(&ChunkInfo::new("m", 3, 4, 10), None, bad)
+                .unwrap_err();
             assert_eq!(
                 e,
                 ChunkError::WrongLength {
@@ -855,21 +885,25 @@ mod tests {
                 }
             );
         }
-        let e = r.push(&info("m", 1, 4, 10), None, b"de").unwrap_err();
+        let e = r
+            .push(&ChunkInfo::new("m", 1, 4, 10), None, b"de")
+            .unwrap_err();
         assert_eq!(e.kind(), "wrong_length");
     }
 
     #[test]
     fn clear_releases_everything() {
         let mut r = Reassembler::new(ChunkLimits::default());
-        r.push(&info("a", 0, 2, 1000), None, &[1; 500]).unwrap();
-        r.push(&info("b", 0, 2, 2000), None, &[1; 1000]).unwrap();
+        r.push(&ChunkInfo::new("a", 0, 2, 1000), None, &[1; 500])
+            .unwrap();
+        r.push(&ChunkInfo::new("b", 0, 2, 2000), None, &[1; 1000])
+            .unwrap();
         assert_eq!((r.partial_count(), r.reserved_bytes()), (2, 3000));
         r.clear();
         assert_eq!((r.partial_count(), r.reserved_bytes()), (0, 0));
         // A chunk of a cleared message starts over.
         assert!(r
-            .push(&info("a", 1, 2, 1000), None, &[2; 500])
+            .push(&ChunkInfo::new("a", 1, 2, 1000), None, &[2; 500])
             .unwrap()
             .is_none());
     }
@@ -1054,36 +1088,27 @@ mod timing_tests {
 
     use super::*;
 
-    fn info(id: &str, index: u32, count: u32, total_len: u64) -> ChunkInfo {
-        ChunkInfo {
-            message_id: ByteStr::from(id),
-            index,
-            count,
-            total_len,
-        }
-    }
-
     #[test]
     fn open_messages_and_their_age() {
         let t0 = Instant::now();
         let mut r = Reassembler::new(ChunkLimits::default());
         assert_eq!(r.oldest_open(), None);
         assert!(!r.is_open(&ByteStr::from("a")));
-        r.push_at(&info("a", 0, 2, 4), None, b"ab", Some(t0))
+        r.push_at(&ChunkInfo::new("a", 0, 2, 4), None, b"ab", Some(t0))
             .unwrap();
         let t1 = t0 + Duration::from_secs(1);
-        r.push_at(&info("b", 0, 2, 4), None, b"ab", Some(t1))
+        r.push_at(&ChunkInfo::new("b", 0, 2, 4), None, b"ab", Some(t1))
             .unwrap();
         assert!(r.is_open(&ByteStr::from("a")));
         assert_eq!(r.oldest_open(), Some(t0));
         let done = r
-            .push_at(&info("a", 1, 2, 4), None, b"cd", Some(t1))
+            .push_at(&ChunkInfo::new("a", 1, 2, 4), None, b"cd", Some(t1))
             .unwrap();
         assert_eq!(&done.unwrap().content[..], b"abcd");
         assert_eq!(r.oldest_open(), Some(t1));
         // push (no time) opens messages that no timeout applies to.
         r.clear();
-        r.push(&info("c", 0, 2, 4), None, b"ab").unwrap();
+        r.push(&ChunkInfo::new("c", 0, 2, 4), None, b"ab").unwrap();
         assert_eq!(r.oldest_open(), None);
     }
 }

@@ -114,6 +114,18 @@ pub struct ChunkInfo {
     pub total_len: u64,
 }
 
+impl ChunkInfo {
+    /// Chunk `index` of `count` of the message `message_id`, `total_len` bytes in all.
+    pub fn new(message_id: impl Into<ByteStr>, index: u32, count: u32, total_len: u64) -> Self {
+        Self {
+            message_id: message_id.into(),
+            index,
+            count,
+            total_len,
+        }
+    }
+}
+
 /// A parsed header JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -290,15 +302,7 @@ fn parse_canonical(buf: &Bytes, range: Range<usize>) -> Option<Header> {
     if &json[next..] != b"}" {
         return None;
     }
-    Some(Header {
-        kind,
-        content_type,
-        session_id,
-        features: None,
-        chunk: None,
-        room: None,
-        from: None,
-    })
+    Some(Header::new(kind, content_type, session_id))
 }
 
 /// `key` then `null` or a string; the value (sharing `buf`) and the index after it. The
@@ -324,27 +328,26 @@ fn opt_field(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+// Every key is optional (absent is `None`); `Header::parse` decides what is required.
+#[serde(default)]
 struct RawHeader<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(rename = "type", borrow)]
     kind: Option<Text<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     content_type: Option<Text<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     session_id: Option<Text<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     features: Option<Vec<Text<'a>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     message_id: Option<Text<'a>>,
-    #[serde(default)]
     index: Option<u32>,
-    #[serde(default)]
     count: Option<u32>,
-    #[serde(default)]
     total_len: Option<u64>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     room: Option<Text<'a>>,
-    #[serde(borrow, default)]
+    #[serde(borrow)]
     from: Option<Text<'a>>,
 }
 

@@ -200,6 +200,22 @@ fn fixed_bytes(
     out
 }
 
+/// A frame of exactly `json` and `content`, with correct lengths and CRCs and `mac` as
+/// its tag (right or wrong, as the test chose).
+fn frame_with_mac(json: &[u8], content: &[u8], mac: [u8; MAC_LEN]) -> Vec<u8> {
+    let mut data = fixed_bytes(
+        json.len() as u32,
+        crc32fast::hash(json),
+        content.len() as u64,
+        crc32fast::hash(content),
+        mac,
+    )
+    .to_vec();
+    data.extend_from_slice(json);
+    data.extend_from_slice(content);
+    data
+}
+
 /// Decodes `data` every way the crate offers, for "never panics" properties. Returns the
 /// one-shot result.
 fn decode_all_ways(key: &Key, data: &[u8], cuts: &[u16]) -> Result<Frame, DecodeError> {
@@ -428,17 +444,7 @@ proptest! {
         cuts in cuts(),
     ) {
         let key = Key::reference_default();
-        let mac = key.sign(&json, &content);
-        let mut data = fixed_bytes(
-            json.len() as u32,
-            crc32fast::hash(&json),
-            content.len() as u64,
-            crc32fast::hash(&content),
-            mac,
-        )
-        .to_vec();
-        data.extend_from_slice(&json);
-        data.extend_from_slice(&content);
+        let data = frame_with_mac(&json, &content, key.sign(&json, &content));
         let parsed = Header::parse(&Bytes::copy_from_slice(&json));
         match decode_all_ways(&key, &data, &cuts) {
             Ok(f) => {
@@ -465,16 +471,7 @@ proptest! {
         let key = Key::reference_default();
         let json = h.to_json();
         prop_assume!(mac != key.sign(&json, &content));
-        let mut data = fixed_bytes(
-            json.len() as u32,
-            crc32fast::hash(&json),
-            content.len() as u64,
-            crc32fast::hash(&content),
-            mac,
-        )
-        .to_vec();
-        data.extend_from_slice(&json);
-        data.extend_from_slice(&content);
+        let data = frame_with_mac(&json, &content, mac);
         prop_assert_eq!(
             decode_frame(&key, &Limits::default(), Bytes::from(data)).unwrap_err(),
             DecodeError::HmacMismatch

@@ -5,9 +5,10 @@
 
 use bytes::Bytes;
 use sockchat_proto::header::{ByteStr, TEXT_UTF8};
+use sockchat_proto::session::Message;
 use sockchat_proto::session::{Features, Session};
 use sockchat_proto::{Event, RoomError, RoomName, SendError, SessionConfig};
-use sockchat_testkit::pair::Pair;
+use sockchat_testkit::pair::{message_events, picked, Pair};
 
 /// An established pair: the server grants `server_features` with `max_rooms` per
 /// session, the client asks for `client_features`; events cleared.
@@ -34,13 +35,24 @@ fn room(n: &str) -> RoomName {
 }
 
 fn joined(events: &[Event]) -> Vec<RoomName> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Joined(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect()
+    picked(events, |e| match e {
+        Event::Joined(r) => Some(r.clone()),
+        _ => None,
+    })
+}
+
+/// The server delivers `m` to `to` from `from`; the message as the client received it.
+fn delivered(p: &mut Pair, to: &RoomName, from: &str) -> Message {
+    p.server
+        .deliver(
+            Some(TEXT_UTF8),
+            Bytes::from_static(b"m"),
+            to,
+            &ByteStr::from(from),
+        )
+        .unwrap();
+    p.pump();
+    message_events(&p.client_events).into_iter().next().unwrap()
 }
 
 #[test]
@@ -67,13 +79,9 @@ fn a_join_is_answered_only_when_the_driver_confirms_it() {
         .send_message(Some(TEXT_UTF8), Bytes::from_static(b"all"))
         .unwrap();
     p.pump();
-    let rooms: Vec<_> = p
-        .server_events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.room.clone().unwrap()),
-            _ => None,
-        })
+    let rooms: Vec<_> = message_events(&p.server_events)
+        .into_iter()
+        .map(|m| m.room.unwrap())
         .collect();
     assert_eq!(rooms, vec![room("ops"), RoomName::lobby()]);
 
@@ -99,14 +107,10 @@ fn refusals_keep_the_session_open() {
     p.client.join(&room("a")).unwrap();
     p.client.join(&room("b")).unwrap();
     p.pump();
-    let refused: Vec<_> = p
-        .server_events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Refused(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect();
+    let refused = picked(&p.server_events, |e| match e {
+        Event::Refused(r) => Some(r.clone()),
+        _ => None,
+    });
     assert_eq!(
         refused,
         vec![
@@ -114,14 +118,10 @@ fn refusals_keep_the_session_open() {
             RoomError::TooManyRooms { limit: 2 }
         ]
     );
-    let errors: Vec<String> = p
-        .client_events
-        .iter()
-        .filter_map(|e| match e {
-            Event::PeerError(t) => Some(t.to_string()),
-            _ => None,
-        })
-        .collect();
+    let errors = picked(&p.client_events, |e| match e {
+        Event::PeerError(t) => Some(t.to_string()),
+        _ => None,
+    });
     assert_eq!(
         errors,
         vec![
@@ -135,45 +135,13 @@ fn refusals_keep_the_session_open() {
 #[test]
 fn deliveries_carry_room_and_from_only_for_sessions_that_asked() {
     let mut p = pair(Features::ALL, Features::ALL, 64);
-    p.server
-        .deliver(
-            Some(TEXT_UTF8),
-            Bytes::from_static(b"m"),
-            &room("ops"),
-            &ByteStr::from("sender-1"),
-        )
-        .unwrap();
-    p.pump();
-    let m = p
-        .client_events
-        .iter()
-        .find_map(|e| match e {
-            Event::Message(m) => Some(m.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let m = delivered(&mut p, &room("ops"), "sender-1");
     assert_eq!(m.room, Some(room("ops")));
     assert_eq!(m.from.as_deref(), Some("sender-1"));
 
     // A reference-style client: the plain three-key frame, no room, no from.
     let mut r = pair(Features::ALL, Features::NONE, 64);
-    r.server
-        .deliver(
-            Some(TEXT_UTF8),
-            Bytes::from_static(b"m"),
-            &RoomName::lobby(),
-            &ByteStr::from("s"),
-        )
-        .unwrap();
-    r.pump();
-    let m = r
-        .client_events
-        .iter()
-        .find_map(|e| match e {
-            Event::Message(m) => Some(m.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let m = delivered(&mut r, &RoomName::lobby(), "s");
     assert_eq!((m.room, m.from), (None, None));
     let raw = m.frame.unwrap();
     assert!(!String::from_utf8_lossy(&raw).contains("\"room\""));

@@ -69,6 +69,15 @@ fn drain(s: &mut ServerSession) -> (Vec<Event>, Vec<u8>) {
     (ev, out.concat())
 }
 
+/// A server session on `k` and `cfg` past its handshake (the ack asks for features), its
+/// output so far drained.
+fn established(k: &Arc<Key>, cfg: &Arc<SessionConfig>, t0: Instant) -> ServerSession {
+    let mut s = ServerSession::new(ByteStr::from(SID), k.clone(), cfg.clone(), t0);
+    drain(&mut s);
+    feed(&mut s, &ack(k, true), t0);
+    s
+}
+
 fn closed(ev: &[Event]) -> Option<CloseReason> {
     ev.iter().find_map(|e| match e {
         Event::Closed(r) => Some(r.clone()),
@@ -154,9 +163,7 @@ fn the_allowance_refuses_large_frames_and_new_messages_first() {
     let k = key("k");
     let t0 = Instant::now();
     let cfg = Arc::new(SessionConfig::default());
-    let mut s = ServerSession::new(ByteStr::from(SID), k.clone(), cfg.clone(), t0);
-    drain(&mut s);
-    feed(&mut s, &ack(&k, true), t0);
+    let mut s = established(&k, &cfg, t0);
     s.set_memory_allowance(1 << 20);
 
     // Small frames pass whatever the allowance.
@@ -177,9 +184,7 @@ fn the_allowance_refuses_large_frames_and_new_messages_first() {
 
     // A large frame whose header arrives with too little allowed: refused before its
     // buffer grows.
-    let mut s = ServerSession::new(ByteStr::from(SID), k.clone(), cfg.clone(), t0);
-    drain(&mut s);
-    feed(&mut s, &ack(&k, true), t0);
+    let mut s = established(&k, &cfg, t0);
     s.set_memory_allowance(100_000);
     let big = frame(&k, FrameType::Message, &vec![2u8; 1 << 20]);
     let (ev, _) = feed(&mut s, &big[..4096], t0);
@@ -187,9 +192,7 @@ fn the_allowance_refuses_large_frames_and_new_messages_first() {
     assert!(s.deframer_mut().capacity() < 1 << 20);
 
     // Within the allowance: accepted, and held bytes count the open message.
-    let mut s = ServerSession::new(ByteStr::from(SID), k.clone(), cfg, t0);
-    drain(&mut s);
-    feed(&mut s, &ack(&k, true), t0);
+    let mut s = established(&k, &cfg, t0);
     s.set_memory_allowance(8 << 20);
     let c = chunk(&k, "m", 0, 3, 3 << 20, &vec![0u8; 1 << 20]);
     let (ev, _) = feed(&mut s, &c, t0);
@@ -205,9 +208,7 @@ fn a_chunked_message_must_complete_in_time() {
         message_timeout: Some(Duration::from_secs(2)),
         ..SessionConfig::default()
     });
-    let mut s = ServerSession::new(ByteStr::from(SID), k.clone(), cfg, t0);
-    drain(&mut s);
-    feed(&mut s, &ack(&k, true), t0);
+    let mut s = established(&k, &cfg, t0);
     let t1 = t0 + Duration::from_secs(1);
     feed(&mut s, &chunk(&k, "m", 0, 2, 4, b"ab"), t1);
     assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(2)));
@@ -222,13 +223,7 @@ fn a_chunked_message_must_complete_in_time() {
     assert_eq!(frames(&k, &out).last().unwrap().0, FrameType::Error);
 
     // A message that completes in time ends its deadline.
-    let cfg = Arc::new(SessionConfig {
-        message_timeout: Some(Duration::from_secs(2)),
-        ..SessionConfig::default()
-    });
-    let mut s = ServerSession::new(ByteStr::from(SID), k.clone(), cfg, t0);
-    drain(&mut s);
-    feed(&mut s, &ack(&k, true), t0);
+    let mut s = established(&k, &cfg, t0);
     feed(&mut s, &chunk(&k, "m", 0, 2, 4, b"ab"), t0);
     let (ev, _) = feed(&mut s, &chunk(&k, "m", 1, 2, 4, b"cd"), t0);
     assert!(matches!(&ev[0], Event::Message(m) if &m.content[..] == b"abcd"));

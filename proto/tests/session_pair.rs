@@ -346,19 +346,10 @@ fn chunk_frame(info: ChunkInfo, content: &[u8]) -> BytesMut {
     out
 }
 
-fn info(id: &str, index: u32, count: u32, total_len: u64) -> ChunkInfo {
-    ChunkInfo {
-        message_id: ByteStr::from(id),
-        index,
-        count,
-        total_len,
-    }
-}
-
 #[test]
 fn chunk_limit_violations_close_the_session() {
     let mut p = Pair::established();
-    p.inject_to_server(&chunk_frame(info("m", 0, 2, 1 << 40), b"x"));
+    p.inject_to_server(&chunk_frame(ChunkInfo::new("m", 0, 2, 1 << 40), b"x"));
     assert!(matches!(
         closed(&p.server_events)[..],
         [CloseReason::Chunk(ChunkError::TooLarge { .. })]
@@ -366,15 +357,15 @@ fn chunk_limit_violations_close_the_session() {
     assert_eq!(p.server.reassembly_bytes(), 0);
 
     let mut p = Pair::established();
-    p.inject_to_server(&chunk_frame(info("m", 0, 2, 4), b"ab"));
-    p.inject_to_server(&chunk_frame(info("m", 0, 2, 4), b"ab"));
+    p.inject_to_server(&chunk_frame(ChunkInfo::new("m", 0, 2, 4), b"ab"));
+    p.inject_to_server(&chunk_frame(ChunkInfo::new("m", 0, 2, 4), b"ab"));
     assert!(matches!(
         closed(&p.server_events)[..],
         [CloseReason::Chunk(ChunkError::Duplicate { index: 0 })]
     ));
 
     let mut p = Pair::established();
-    p.inject_to_server(&chunk_frame(info("m", 5, 2, 4), b"ab"));
+    p.inject_to_server(&chunk_frame(ChunkInfo::new("m", 5, 2, 4), b"ab"));
     assert!(matches!(
         closed(&p.server_events)[..],
         [CloseReason::Chunk(ChunkError::IndexOutOfRange { .. })]
@@ -382,11 +373,14 @@ fn chunk_limit_violations_close_the_session() {
 
     let mut p = Pair::established();
     for i in 0..4 {
-        p.inject_to_server(&chunk_frame(info(&format!("m{i}"), 0, 2, 4), b"ab"));
+        p.inject_to_server(&chunk_frame(
+            ChunkInfo::new(format!("m{i}"), 0, 2, 4),
+            b"ab",
+        ));
     }
     assert!(closed(&p.server_events).is_empty());
     assert_eq!(p.server.reassembly_bytes(), 16);
-    p.inject_to_server(&chunk_frame(info("m4", 0, 2, 4), b"ab"));
+    p.inject_to_server(&chunk_frame(ChunkInfo::new("m4", 0, 2, 4), b"ab"));
     assert!(matches!(
         closed(&p.server_events)[..],
         [CloseReason::Chunk(ChunkError::TooManyPartial { .. })]
@@ -402,7 +396,7 @@ fn chunks_without_the_feature_are_a_protocol_violation() {
     };
     let mut p = Pair::new(SessionConfig::default(), no_features());
     p.pump();
-    p.inject_to_server(&chunk_frame(info("m", 0, 1, 2), b"ab"));
+    p.inject_to_server(&chunk_frame(ChunkInfo::new("m", 0, 1, 2), b"ab"));
     assert!(matches!(
         closed(&p.server_events)[..],
         [CloseReason::ProtocolViolation(_)]
@@ -412,7 +406,7 @@ fn chunks_without_the_feature_are_a_protocol_violation() {
 #[test]
 fn an_unfinished_chunk_stream_is_released_at_the_session_timeout() {
     let mut p = Pair::established();
-    p.inject_to_server(&chunk_frame(info("m", 0, 2, 4), b"ab"));
+    p.inject_to_server(&chunk_frame(ChunkInfo::new("m", 0, 2, 4), b"ab"));
     assert_eq!(p.server.reassembly_bytes(), 4);
     p.advance_server_only(Duration::from_secs(31));
     assert_eq!(closed(&p.server_events), vec![CloseReason::SessionTimeout]);

@@ -161,32 +161,12 @@ impl Snapshot {
 
     /// The non-zero close counters as `label=n` pairs, space separated (`-` if none).
     pub fn closes_text(&self) -> String {
-        let parts: Vec<String> = CloseReason::LABELS
-            .iter()
-            .zip(&self.closes)
-            .filter(|(_, n)| **n > 0)
-            .map(|(l, n)| format!("{l}={n}"))
-            .collect();
-        if parts.is_empty() {
-            "-".into()
-        } else {
-            parts.join(" ")
-        }
+        nonzero_pairs(&CloseReason::LABELS, &self.closes)
     }
 
     /// The non-zero room refusal counters as `label=n` pairs (`-` if none).
     pub fn refusals_text(&self) -> String {
-        let parts: Vec<String> = RoomError::LABELS
-            .iter()
-            .zip(&self.room_refusals)
-            .filter(|(_, n)| **n > 0)
-            .map(|(l, n)| format!("{l}={n}"))
-            .collect();
-        if parts.is_empty() {
-            "-".into()
-        } else {
-            parts.join(" ")
-        }
+        nonzero_pairs(&RoomError::LABELS, &self.room_refusals)
     }
 
     /// Total refused room requests.
@@ -213,6 +193,21 @@ impl Snapshot {
                 ..Snapshot::default()
             },
         }
+    }
+}
+
+/// The non-zero `counts` as `label=n` pairs, space separated (`-` if none).
+fn nonzero_pairs(labels: &[&str], counts: &[u64]) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| **n > 0)
+        .map(|(l, n)| format!("{l}={n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" ")
     }
 }
 

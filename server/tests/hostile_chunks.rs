@@ -25,9 +25,6 @@ per_transport!(
 
 const MAX_MESSAGE: u64 = 4 << 20;
 const MAX_PARTIAL: u64 = 4;
-/// Allocator arenas, the log, read buffers: what any case may add besides the data the
-/// limits allow.
-const SLACK: u64 = 4 << 20;
 
 fn key() -> Key {
     Key::reference_default()
@@ -72,7 +69,7 @@ fn total_len_above_the_limit(t: Transport) {
         let f = chunk_frame(&key(), &c.session_id, "big", 0, 1 << 20, total, &[7; 1024]);
         expect_refused(&mut c, f, "too large");
     }
-    let totals = a.finish(SLACK);
+    let totals = a.finish(ARENA_SLACK);
     assert_eq!(totals.closes("chunk_violation"), 3, "{totals:?}");
 }
 
@@ -106,7 +103,7 @@ fn more_partial_messages_than_allowed(t: Transport) {
         &pattern(slot(total, count, 0), 9),
     );
     expect_refused(&mut c, f, "too many partial");
-    let totals = a.finish(MAX_PARTIAL * MAX_MESSAGE + SLACK);
+    let totals = a.finish(MAX_PARTIAL * MAX_MESSAGE + ARENA_SLACK);
     assert_eq!(totals.closes("chunk_violation"), 1, "{totals:?}");
 }
 
@@ -126,7 +123,7 @@ fn duplicate_index(t: Transport) {
     let mut both = first.clone();
     both.extend_from_slice(&first);
     expect_refused(&mut c, both, "duplicate");
-    let totals = a.finish(SLACK);
+    let totals = a.finish(ARENA_SLACK);
     assert_eq!(totals.closes("chunk_violation"), 1, "{totals:?}");
 }
 
@@ -172,7 +169,7 @@ fn out_of_range_index(t: Transport) {
         &[1; 100_000],
     ));
     expect_refused(&mut c, f, "out of range");
-    let totals = a.finish(SLACK);
+    let totals = a.finish(ARENA_SLACK);
     assert_eq!(
         totals.closes("chunk_violation") + totals.closes("invalid_frame"),
         4,
@@ -223,7 +220,7 @@ fn bad_count_and_length(t: Transport) {
         let f = make(&c.session_id);
         expect_refused(&mut c, f, needle);
     }
-    let totals = a.finish(SLACK);
+    let totals = a.finish(ARENA_SLACK);
     assert_eq!(totals.closes("chunk_violation"), n, "{totals:?}");
 }
 
@@ -233,7 +230,7 @@ fn chunk_without_the_feature(t: Transport) {
     let mut c = a.server.handshake(t);
     let f = chunk_frame(&key(), &c.session_id, "nope", 0, 2, 100, &[0; 50]);
     expect_refused(&mut c, f, "chunk");
-    let totals = a.finish(SLACK);
+    let totals = a.finish(ARENA_SLACK);
     assert_eq!(
         totals.closes("protocol_violation") + totals.closes("chunk_violation"),
         1,
@@ -305,6 +302,6 @@ fn chunked_message_that_never_finishes(t: Transport) {
         );
         residual.push(left);
     }
-    let totals = a.finish(MAX_MESSAGE + SLACK);
+    let totals = a.finish(MAX_MESSAGE + ARENA_SLACK);
     assert_eq!(totals.closes("session_timeout"), 3, "{totals:?}");
 }

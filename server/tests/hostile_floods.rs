@@ -20,8 +20,6 @@ per_transport!(
 );
 
 const QUEUE_LIMIT: u64 = 1 << 20;
-/// Allocator arenas, the log, read buffers.
-const SLACK: u64 = 4 << 20;
 
 /// Sends 64 KiB messages as fast as the socket takes them and never reads. With a
 /// session timeout of 120 s, only the send queue limit can close it, and must within the
@@ -75,7 +73,7 @@ fn sender_that_never_reads(t: Transport) {
     );
     // Whatever echoes were written, then the close (a frame may be cut short).
     c.read_until_closed(LONG);
-    let totals = a.finish(QUEUE_LIMIT + (64 << 10) + SLACK);
+    let totals = a.finish(QUEUE_LIMIT + (64 << 10) + ARENA_SLACK);
     assert_eq!(totals.closes("slow_consumer"), 1, "{totals:?}");
 }
 
@@ -101,22 +99,31 @@ fn thousand_connections_dropped_without_handshake(t: Transport) {
         }
         drop(conns);
     }
-    let back = wait_until(SHORT, || proc_fds(pid) <= fds_before);
+    assert_fds_back(t, pid, fds_before);
     eprintln!(
         "[{t:?}] server fds: {fds_before} before, {} after 1,000 dropped connections",
         proc_fds(pid)
     );
-    assert!(
-        back,
-        "[{t:?}] the server's fds did not come back: {fds_before} before, {} now",
-        proc_fds(pid)
-    );
-    let totals = a.finish(SLACK);
-    let ended =
-        totals.closes("peer_closed") + totals.closes("io_error") + totals.closes("invalid_frame");
+    let totals = a.finish(ARENA_SLACK);
+    let ended = dropped(&totals);
     // Plus the bystander's own close (it hangs up when its thread ends).
     assert_eq!(ended, 1000 + 1, "{totals:?}");
     assert_eq!(totals.get("accepted"), 1001, "{totals:?}");
+}
+
+/// Waits for the server's open fds to come back to `before`.
+fn assert_fds_back(t: Transport, pid: u32, before: usize) {
+    let back = wait_until(SHORT, || proc_fds(pid) <= before);
+    assert!(
+        back,
+        "[{t:?}] the server's fds did not come back: {before} before, {} now",
+        proc_fds(pid)
+    );
+}
+
+/// Sessions closed by their peer going away, whichever way the server saw it.
+fn dropped(totals: &Totals) -> u64 {
+    totals.closes("peer_closed") + totals.closes("io_error") + totals.closes("invalid_frame")
 }
 
 /// Half of a 64 KiB frame, then a reset: TCP with `SO_LINGER` 0 (the kernel sends RST);
@@ -149,15 +156,9 @@ fn reset_in_the_middle_of_a_frame(t: Transport) {
         }
         drop(c);
     }
-    let back = wait_until(SHORT, || proc_fds(pid) <= fds_before);
-    assert!(
-        back,
-        "[{t:?}] the server's fds did not come back: {fds_before} before, {} now",
-        proc_fds(pid)
-    );
-    let totals = a.finish(SLACK);
-    let ended =
-        totals.closes("peer_closed") + totals.closes("io_error") + totals.closes("invalid_frame");
+    assert_fds_back(t, pid, fds_before);
+    let totals = a.finish(ARENA_SLACK);
+    let ended = dropped(&totals);
     eprintln!("[{t:?}] resets: {totals:?}");
     // Plus the bystander's own close (it hangs up when its thread ends).
     assert_eq!(ended, 200 + 1, "{totals:?}");

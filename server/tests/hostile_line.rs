@@ -13,8 +13,6 @@ per_transport!(
     invalid_utf8_lines,
 );
 
-/// Allocator arenas, the log, read buffers.
-const SLACK: u64 = 4 << 20;
 const MAX_LINE: u64 = 64 << 10;
 
 /// A framed-only server refuses a line client: one `error` frame naming the bad magic,
@@ -33,7 +31,7 @@ fn line_client_with_line_mode_off(t: Transport) {
         c.expect_notice_within(sockchat_proto::FrameType::Error, "bad magic", SHORT);
         let _ = w.join();
     }
-    let totals = a.finish(SLACK);
+    let totals = a.finish(ARENA_SLACK);
     assert_eq!(totals.closes("invalid_frame"), 4, "{totals:?}");
 }
 
@@ -57,7 +55,7 @@ fn over_long_line(t: Transport) {
         let _ = writer.join();
     }
     // Bound: one line buffer of at most --max-frame per offender (one at a time).
-    let totals = a.finish(MAX_LINE + SLACK);
+    let totals = a.finish(MAX_LINE + ARENA_SLACK);
     assert_eq!(totals.closes("line_too_long"), 3, "{totals:?}");
 }
 
@@ -87,6 +85,6 @@ fn invalid_utf8_lines(t: Transport) {
     // right after dropping the stream, with no await between), so seeing the close is
     // enough: nothing to wait for before stopping the server.
     l.expect_closed(SHORT);
-    let totals = a.finish(SLACK);
+    let totals = a.finish(ARENA_SLACK);
     assert_eq!(totals.closes("client_disconnect"), 1, "{totals:?}");
 }

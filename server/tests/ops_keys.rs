@@ -2,19 +2,8 @@
 //! existing sessions go on with theirs, a removed key is refused, and a bad key file on
 //! reload keeps the old keys.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-
 use sockchat_proto::{FrameType, Key};
 use sockchat_testkit::*;
-
-fn write_keys(path: &Path, content: &str, mode: u32) {
-    // Write then rename, as an operator's tooling would: the server never reads half a file.
-    let tmp = path.with_extension("new");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
 
 /// Connects; reads `session_init` verifying it with `init_key`; acks with `ack_key`.
 fn session(server: &Server, t: Transport, init_key: &str, ack_key: &str) -> Client {
@@ -26,15 +15,6 @@ fn session(server: &Server, t: Transport, init_key: &str, ack_key: &str) -> Clie
     c
 }
 
-/// SIGHUP, and waits for the reload to finish (the READY=1 after RELOADING=1).
-fn reload(server: &mut Server, notify: &mut NotifySocket) {
-    let before = notify.seen.len();
-    server.signal(libc::SIGHUP);
-    notify.expect_from(before, "RELOADING=1", SHORT);
-    let at = notify.seen.len() - 1;
-    notify.expect_from(at + 1, "READY=1", SHORT);
-}
-
 #[test]
 fn rotate_keys_with_sighup() {
     let dir = tempfile::Builder::new()
@@ -42,7 +22,7 @@ fn rotate_keys_with_sighup() {
         .tempdir()
         .unwrap();
     let keys = dir.path().join("keys");
-    write_keys(&keys, "key-one\n", 0o600);
+    write_key_file(&keys, b"key-one\n", 0o600);
     let mut notify = NotifySocket::bind(dir.path());
     let mut server = Server::builder()
         .arg("--key-file")
@@ -56,8 +36,8 @@ fn rotate_keys_with_sighup() {
     old.echo(Some(TEXT_UTF8), b"before the rotation");
 
     // Step 2 of the rotation: the new key first, the old one still accepted.
-    write_keys(&keys, "key-two\nkey-one\n", 0o600);
-    reload(&mut server, &mut notify);
+    write_key_file(&keys, b"key-two\nkey-one\n", 0o600);
+    notify.reload(&mut server);
     let mut new = session(&server, t, "key-two", "key-two");
     new.echo(Some(TEXT_UTF8), b"signed with the new key");
     // A client still acking with the old key is accepted and answered with it.
@@ -67,8 +47,8 @@ fn rotate_keys_with_sighup() {
     old.echo(Some(TEXT_UTF8), b"during the rotation");
 
     // Step 3: the old key removed: new sessions with it are refused.
-    write_keys(&keys, "key-two\n", 0o600);
-    reload(&mut server, &mut notify);
+    write_key_file(&keys, b"key-two\n", 0o600);
+    notify.reload(&mut server);
     let mut refused = session(&server, t, "key-two", "key-one");
     refused.key = Key::new(b"key-two");
     refused.expect_error_and_close("hmac");
@@ -78,8 +58,8 @@ fn rotate_keys_with_sighup() {
     new.echo(Some(TEXT_UTF8), b"new key still");
 
     // A bad file on reload (readable by others) keeps the keys in force.
-    write_keys(&keys, "key-three\n", 0o644);
-    reload(&mut server, &mut notify);
+    write_key_file(&keys, b"key-three\n", 0o644);
+    notify.reload(&mut server);
     assert!(
         server.stderr().contains("reload failed"),
         "{}",
@@ -88,8 +68,8 @@ fn rotate_keys_with_sighup() {
     let mut still = session(&server, t, "key-two", "key-two");
     still.echo(Some(TEXT_UTF8), b"old keys kept");
     // An empty one too.
-    write_keys(&keys, "\n", 0o600);
-    reload(&mut server, &mut notify);
+    write_key_file(&keys, b"\n", 0o600);
+    notify.reload(&mut server);
     let mut still = session(&server, t, "key-two", "key-two");
     still.echo(Some(TEXT_UTF8), b"still kept");
     let mut three = Client::new(server.connect_raw(t), t, Key::new(b"key-three"));

@@ -174,21 +174,28 @@ impl Client {
 
     /// Completes the handshake asking for the chunk extension; checks the server grants it.
     pub fn handshake_chunk(&mut self) {
-        self.read_init();
-        let ack = self.ack_frame(Some(&["chunk"]));
-        self.send(&ack);
-        let answer = self.expect_kind(FrameType::SessionAck, SHORT);
+        let (answer, granted) = self.handshake_asking(&["chunk"]);
         assert_eq!(
             answer.header.session_id.as_deref(),
             Some(self.session_id.as_str())
         );
-        let granted: Vec<String> = answer
+        assert_eq!(granted, vec!["chunk".to_string()], "features granted");
+    }
+
+    /// Completes the handshake asking for the features `asked`: the server's answering
+    /// `session_ack` and the features it granted (none when it names none).
+    pub fn handshake_asking(&mut self, asked: &[&str]) -> (Frame, Vec<String>) {
+        self.read_init();
+        let ack = self.ack_frame(Some(asked));
+        self.send(&ack);
+        let answer = self.expect_kind(FrameType::SessionAck, SHORT);
+        let granted = answer
             .header
             .features
             .as_ref()
             .map(|f| f.iter().map(|s| s.to_string()).collect())
             .unwrap_or_default();
-        assert_eq!(granted, vec!["chunk".to_string()], "features granted");
+        (answer, granted)
     }
 
     /// A frame of this session.

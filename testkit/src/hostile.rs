@@ -22,6 +22,9 @@ use crate::SHORT;
 pub const BYSTANDER_MAX_LATENCY: Duration = Duration::from_millis(100);
 /// Round trips the bystander completes before an arena records its baseline memory.
 const ARENA_WARM_ROUND_TRIPS: u64 = 6;
+/// Memory a hostile case's server may add besides the data its limits allow: allocator
+/// arenas, the log, read buffers.
+pub const ARENA_SLACK: u64 = 4 << 20;
 /// The bystander's pause between round trips.
 pub const BYSTANDER_PERIOD: Duration = Duration::from_millis(15);
 

@@ -52,11 +52,13 @@ use std::time::Duration;
 
 pub use client::{Client, Outcome, ReadError};
 pub use frames::*;
-pub use hostile::{parse_totals, Arena, Bystander, BystanderReport, Totals, BYSTANDER_MAX_LATENCY};
+pub use hostile::{
+    parse_totals, Arena, Bystander, BystanderReport, Totals, ARENA_SLACK, BYSTANDER_MAX_LATENCY,
+};
 pub use line_client::LineClient;
 pub use notify_socket::NotifySocket;
 pub use procfs::{peer_has_read_all, proc_fds, proc_hwm, proc_rss, wait_peer_read_all, wait_until};
-pub use server::{key_file_dir, server_binary, Memory, Server, ServerBuilder};
+pub use server::{key_file_dir, server_binary, write_key_file, Memory, Server, ServerBuilder};
 pub use sockchat_os::Stream;
 pub use transport::{is_closed_error, Transport, TRANSPORTS};
 

@@ -5,6 +5,8 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::{Server, SHORT};
+
 /// A `NOTIFY_SOCKET` bound by the test, as systemd's would be.
 #[derive(Debug)]
 pub struct NotifySocket {
@@ -65,6 +67,16 @@ impl NotifySocket {
                 Err(e) => panic!("notify socket: {e}"),
             }
         }
+    }
+
+    /// Sends `server` SIGHUP and waits for its reload to finish: the `READY=1` after the
+    /// `RELOADING=1` it sends for this signal.
+    pub fn reload(&mut self, server: &mut Server) {
+        let before = self.seen.len();
+        server.signal(libc::SIGHUP);
+        self.expect_from(before, "RELOADING=1", SHORT);
+        let at = self.seen.len() - 1;
+        self.expect_from(at + 1, "READY=1", SHORT);
     }
 
     /// Index in `seen` of the first datagram with line `want`.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sockchat_proto::header::ByteStr;
+use sockchat_proto::session::Message;
 use sockchat_proto::session::Session;
 use sockchat_proto::{ClientSession, CloseReason, Event, Key, ServerSession, SessionConfig};
 
@@ -126,25 +127,32 @@ impl Pair {
     }
 }
 
+/// What `pick` takes from each of `events` it applies to, in order.
+pub fn picked<T>(events: &[Event], pick: impl FnMut(&Event) -> Option<T>) -> Vec<T> {
+    events.iter().filter_map(pick).collect()
+}
+
 /// The close reasons among `events`.
 pub fn closed(events: &[Event]) -> Vec<CloseReason> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Closed(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect()
+    picked(events, |e| match e {
+        Event::Closed(r) => Some(r.clone()),
+        _ => None,
+    })
+}
+
+/// The messages among `events`, whole.
+pub fn message_events(events: &[Event]) -> Vec<Message> {
+    picked(events, |e| match e {
+        Event::Message(m) => Some(m.clone()),
+        _ => None,
+    })
 }
 
 /// The contents of the messages among `events`.
 pub fn messages(events: &[Event]) -> Vec<Bytes> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Message(m) => Some(m.content.clone()),
-            _ => None,
-        })
+    message_events(events)
+        .into_iter()
+        .map(|m| m.content)
         .collect()
 }
 

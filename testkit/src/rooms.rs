@@ -8,16 +8,7 @@ use crate::{build_frame_with, Client, Server, Transport, SHORT, TEXT_UTF8};
 
 /// Completes the handshake asking for chunk and rooms; checks what was granted.
 pub fn handshake_rooms(c: &mut Client, expect_rooms: bool) {
-    c.read_init();
-    let ack = c.ack_frame(Some(&["chunk", "rooms"]));
-    c.send(&ack);
-    let answer = c.expect_kind(FrameType::SessionAck, SHORT);
-    let granted: Vec<String> = answer
-        .header
-        .features
-        .as_ref()
-        .map(|f| f.iter().map(|s| s.to_string()).collect())
-        .unwrap_or_default();
+    let (_, granted) = c.handshake_asking(&["chunk", "rooms"]);
     let want: Vec<String> = if expect_rooms {
         vec!["chunk".into(), "rooms".into()]
     } else {

@@ -527,13 +527,22 @@ pub struct Memory {
 /// A fresh temp dir holding `key` (the secret) with permission bits `mode`; pass it to
 /// [`ServerBuilder::dir`] and the path to `--key-file`.
 pub fn key_file_dir(secret: &[u8], mode: u32) -> (tempfile::TempDir, PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("sockchat-test-")
         .tempdir()
         .expect("temp dir");
     let path = dir.path().join("key");
-    std::fs::write(&path, secret).expect("write key file");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod key");
+    write_key_file(&path, secret, mode);
     (dir, path)
+}
+
+/// Writes `content` (one key per line, or one binary key) to the key file `path` with
+/// permission bits `mode`, as an operator's tooling would: a file beside it renamed over
+/// it, so a server reloading meanwhile never reads half a file.
+pub fn write_key_file(path: &Path, content: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, content).expect("write key file");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).expect("chmod key");
+    std::fs::rename(&tmp, path).expect("rename key file");
 }

@@ -3,13 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-
 use super::common::FramedCommon;
 use super::reason::{Side, Violation};
-use super::{
-    disconnect_reason, CloseReason, Event, Features, Message, SendError, Session, SessionConfig,
-};
+use super::{disconnect_reason, CloseReason, Event, Features, Message, Session, SessionConfig};
 use crate::codec::{Frame, Key};
 use crate::deframer::Deframer;
 use crate::frame::FrameType;
@@ -248,24 +244,7 @@ impl ClientSession {
     }
 }
 impl Session for ClientSession {
-    fn is_established(&self) -> bool {
-        self.state == State::Open && !self.core.closed
-    }
-
-    fn is_closed(&self) -> bool {
-        self.core.closed
-    }
-
-    fn handle_input(&mut self, now: Instant) {
-        while let Some(frame) = self.core.next_frame() {
-            self.last_seen = now;
-            self.on_frame(frame, now);
-        }
-    }
-
-    fn handle_eof(&mut self) {
-        self.core.handle_eof();
-    }
+    super::common::framed_session_methods!();
 
     fn handle_timeout(&mut self, now: Instant) {
         if self.core.closed {
@@ -297,68 +276,5 @@ impl Session for ClientSession {
                 .next_ping
                 .min(self.last_seen + self.core.config.session_timeout),
         })
-    }
-
-    fn poll_event(&mut self) -> Option<Event> {
-        self.core.events.pop_front()
-    }
-
-    fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
-        self.core.outbox.drain_into(out);
-    }
-
-    fn queued_bytes(&self) -> usize {
-        self.core.outbox.queued_bytes()
-    }
-
-    fn send_message(
-        &mut self,
-        content_type: Option<ByteStr>,
-        content: Bytes,
-    ) -> Result<(), SendError> {
-        if !self.is_established() {
-            return Err(SendError::NotOpen);
-        }
-        self.core.send_message(content_type, content)
-    }
-
-    fn handle_input_until_event(&mut self, now: Instant) -> bool {
-        while self.core.events.is_empty() {
-            match self.core.next_frame() {
-                Some(frame) => {
-                    self.last_seen = now;
-                    self.on_frame(frame, now);
-                }
-                None => return false,
-            }
-        }
-        true
-    }
-
-    fn close(&mut self, reason: CloseReason) {
-        self.core.close(reason);
-    }
-
-    fn shrink_idle(&mut self) {
-        if self.core.events.is_empty() {
-            self.core.events = std::collections::VecDeque::new();
-        }
-        self.core.outbox.shrink_idle();
-    }
-
-    fn take_buffer(&mut self) -> BytesMut {
-        self.core.deframer.take_buffer()
-    }
-
-    fn put_buffer(&mut self, buf: BytesMut) {
-        self.core.deframer.put_buffer(buf);
-    }
-
-    fn is_input_idle(&self) -> bool {
-        self.core.deframer.is_idle()
-    }
-
-    fn pending_frame_len(&self) -> Option<usize> {
-        self.core.deframer.pending_frame_len()
     }
 }

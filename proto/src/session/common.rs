@@ -301,3 +301,97 @@ impl FramedCommon {
         self.events.push_back(Event::Closed(reason));
     }
 }
+
+/// The [`Session`](super::Session) methods whose bodies are the same for both framed
+/// roles (every one but the timers and, on the server, `echo`): they read frames through
+/// the role's `on_frame` and otherwise forward to [`FramedCommon`]. Expanded inside each
+/// role's `impl Session`, which must have a `core: FramedCommon`, a `last_seen: Instant`,
+/// a `state` with an `Open` variant and `fn on_frame(&mut self, Frame, Instant)`. A macro
+/// rather than provided trait methods over a `core()` accessor: `Session` is public and
+/// `FramedCommon` is not.
+macro_rules! framed_session_methods {
+    () => {
+        fn is_established(&self) -> bool {
+            self.state == State::Open && !self.core.closed
+        }
+
+        fn is_closed(&self) -> bool {
+            self.core.closed
+        }
+
+        fn handle_input(&mut self, now: ::std::time::Instant) {
+            while let Some(frame) = self.core.next_frame() {
+                self.last_seen = now;
+                self.on_frame(frame, now);
+            }
+        }
+
+        fn handle_input_until_event(&mut self, now: ::std::time::Instant) -> bool {
+            while self.core.events.is_empty() {
+                match self.core.next_frame() {
+                    Some(frame) => {
+                        self.last_seen = now;
+                        self.on_frame(frame, now);
+                    }
+                    None => return false,
+                }
+            }
+            true
+        }
+
+        fn handle_eof(&mut self) {
+            self.core.handle_eof();
+        }
+
+        fn poll_event(&mut self) -> Option<$crate::session::Event> {
+            self.core.events.pop_front()
+        }
+
+        fn poll_transmit(&mut self, out: &mut Vec<::bytes::Bytes>) {
+            self.core.outbox.drain_into(out);
+        }
+
+        fn queued_bytes(&self) -> usize {
+            self.core.outbox.queued_bytes()
+        }
+
+        fn send_message(
+            &mut self,
+            content_type: Option<$crate::header::ByteStr>,
+            content: ::bytes::Bytes,
+        ) -> Result<(), $crate::session::SendError> {
+            if !self.is_established() {
+                return Err($crate::session::SendError::NotOpen);
+            }
+            self.core.send_message(content_type, content)
+        }
+
+        fn close(&mut self, reason: $crate::session::CloseReason) {
+            self.core.close(reason);
+        }
+
+        fn shrink_idle(&mut self) {
+            if self.core.events.is_empty() {
+                self.core.events = ::std::collections::VecDeque::new();
+            }
+            self.core.outbox.shrink_idle();
+        }
+
+        fn take_buffer(&mut self) -> ::bytes::BytesMut {
+            self.core.deframer.take_buffer()
+        }
+
+        fn put_buffer(&mut self, buf: ::bytes::BytesMut) {
+            self.core.deframer.put_buffer(buf);
+        }
+
+        fn is_input_idle(&self) -> bool {
+            self.core.deframer.is_idle()
+        }
+
+        fn pending_frame_len(&self) -> Option<usize> {
+            self.core.deframer.pending_frame_len()
+        }
+    };
+}
+pub(super) use framed_session_methods;

@@ -162,6 +162,17 @@ pub enum Notice {
     None,
 }
 
+/// Where the peer stands when a session ends, which decides how the transport is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerState {
+    /// It may still be sending while our last frame is on its way.
+    MaySend,
+    /// It ended the session, or the transport is gone.
+    Gone,
+    /// It does not read what we send.
+    NotReading,
+}
+
 impl CloseReason {
     /// What the peer is told when this side (`side`) ends the session for this reason.
     /// A client announces its own `disconnect`; a server does not answer one it received.
@@ -197,10 +208,27 @@ impl CloseReason {
     /// unread input turns into a reset that can destroy that last frame. False when the
     /// peer already ended the session, the transport is gone, or the peer is not reading.
     pub fn lingers(&self) -> bool {
+        match self.peer_state() {
+            PeerState::MaySend => true,
+            PeerState::Gone | PeerState::NotReading => false,
+        }
+    }
+
+    /// True when what is still queued for the peer should be dropped: a peer that does
+    /// not read would only make the backlog grow in memory.
+    pub fn discards_queue(&self) -> bool {
+        match self.peer_state() {
+            PeerState::NotReading => true,
+            PeerState::MaySend | PeerState::Gone => false,
+        }
+    }
+
+    /// Where the peer stands when the session ends for this reason: the one list that
+    /// [`lingers`](Self::lingers) and [`discards_queue`](Self::discards_queue) read.
+    fn peer_state(&self) -> PeerState {
         match self {
-            Self::PeerClosed | Self::ClientDisconnect { .. } | Self::Io(_) | Self::SlowConsumer => {
-                false
-            }
+            Self::PeerClosed | Self::ClientDisconnect { .. } | Self::Io(_) => PeerState::Gone,
+            Self::SlowConsumer => PeerState::NotReading,
             Self::ServerShutdown
             | Self::ServerDisconnect { .. }
             | Self::HandshakeTimeout
@@ -216,34 +244,7 @@ impl CloseReason {
             | Self::ServerDraining
             | Self::PeerLimit { .. }
             | Self::MemoryBudget
-            | Self::MessageTimeout => true,
-        }
-    }
-
-    /// True when what is still queued for the peer should be dropped: a peer that does
-    /// not read would only make the backlog grow in memory.
-    pub fn discards_queue(&self) -> bool {
-        match self {
-            Self::SlowConsumer => true,
-            Self::ClientDisconnect { .. }
-            | Self::ServerShutdown
-            | Self::ServerDisconnect { .. }
-            | Self::HandshakeTimeout
-            | Self::HandshakeFailed
-            | Self::ForeignSessionId
-            | Self::SessionTimeout
-            | Self::InvalidFrame(_)
-            | Self::Chunk(_)
-            | Self::ProtocolViolation(_)
-            | Self::LineTooLong
-            | Self::PeerClosed
-            | Self::Io(_)
-            | Self::ServerFull
-            | Self::Application(_)
-            | Self::ServerDraining
-            | Self::PeerLimit { .. }
-            | Self::MemoryBudget
-            | Self::MessageTimeout => false,
+            | Self::MessageTimeout => PeerState::MaySend,
         }
     }
 
@@ -366,23 +367,26 @@ mod tests {
 
     #[test]
     fn violations_keep_their_wire_text() {
-        let text = |v| CloseReason::ProtocolViolation(v).wire_reason();
-        assert_eq!(
-            text(Violation::ChunkWithoutFeature),
-            "Protocol violation: chunk frames need the chunk feature"
-        );
-        assert_eq!(
-            text(Violation::ChunkWithoutInfo),
-            "Protocol violation: chunk without chunk info"
-        );
-        assert_eq!(
-            text(Violation::HandshakeInOpenSession),
-            "Protocol violation: handshake frame in an open session"
-        );
-        assert_eq!(
-            text(Violation::InitInOpenSession),
-            "Protocol violation: session_init in an open session"
-        );
+        for (v, want) in [
+            (
+                Violation::ChunkWithoutFeature,
+                "Protocol violation: chunk frames need the chunk feature",
+            ),
+            (
+                Violation::ChunkWithoutInfo,
+                "Protocol violation: chunk without chunk info",
+            ),
+            (
+                Violation::HandshakeInOpenSession,
+                "Protocol violation: handshake frame in an open session",
+            ),
+            (
+                Violation::InitInOpenSession,
+                "Protocol violation: session_init in an open session",
+            ),
+        ] {
+            assert_eq!(CloseReason::ProtocolViolation(v).wire_reason(), want);
+        }
     }
 
     #[test]

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
-
 use super::common::FramedCommon;
 use super::reason::{Side, Violation};
 use super::{
@@ -188,37 +186,7 @@ impl ServerSession {
 }
 
 impl Session for ServerSession {
-    fn is_established(&self) -> bool {
-        self.state == State::Open && !self.core.closed
-    }
-
-    fn is_closed(&self) -> bool {
-        self.core.closed
-    }
-
-    fn handle_input(&mut self, now: Instant) {
-        while let Some(frame) = self.core.next_frame() {
-            self.last_seen = now;
-            self.on_frame(frame, now);
-        }
-    }
-
-    fn handle_input_until_event(&mut self, now: Instant) -> bool {
-        while self.core.events.is_empty() {
-            match self.core.next_frame() {
-                Some(frame) => {
-                    self.last_seen = now;
-                    self.on_frame(frame, now);
-                }
-                None => return false,
-            }
-        }
-        true
-    }
-
-    fn handle_eof(&mut self) {
-        self.core.handle_eof();
-    }
+    super::common::framed_session_methods!();
 
     fn handle_timeout(&mut self, now: Instant) {
         match self.poll_timeout() {
@@ -251,36 +219,6 @@ impl Session for ServerSession {
         })
     }
 
-    fn poll_event(&mut self) -> Option<Event> {
-        self.core.events.pop_front()
-    }
-
-    fn poll_transmit(&mut self, out: &mut Vec<Bytes>) {
-        self.core.outbox.drain_into(out);
-    }
-
-    fn queued_bytes(&self) -> usize {
-        self.core.outbox.queued_bytes()
-    }
-
-    fn shrink_idle(&mut self) {
-        if self.core.events.is_empty() {
-            self.core.events = std::collections::VecDeque::new();
-        }
-        self.core.outbox.shrink_idle();
-    }
-
-    fn send_message(
-        &mut self,
-        content_type: Option<ByteStr>,
-        content: Bytes,
-    ) -> Result<(), SendError> {
-        if !self.is_established() {
-            return Err(SendError::NotOpen);
-        }
-        self.core.send_message(content_type, content)
-    }
-
     fn echo(&mut self, message: Message) -> Result<(), SendError> {
         if !self.is_established() {
             return Err(SendError::NotOpen);
@@ -294,26 +232,6 @@ impl Session for ServerSession {
                 .core
                 .send_message(message.content_type, message.content),
         }
-    }
-
-    fn close(&mut self, reason: CloseReason) {
-        self.core.close(reason);
-    }
-
-    fn take_buffer(&mut self) -> BytesMut {
-        self.core.deframer.take_buffer()
-    }
-
-    fn put_buffer(&mut self, buf: BytesMut) {
-        self.core.deframer.put_buffer(buf);
-    }
-
-    fn is_input_idle(&self) -> bool {
-        self.core.deframer.is_idle()
-    }
-
-    fn pending_frame_len(&self) -> Option<usize> {
-        self.core.deframer.pending_frame_len()
     }
 }
 
