@@ -11,11 +11,10 @@
 //! * [`report`], [`machine`], [`cpu`]: the versioned JSON report.
 //! * [`render`], [`compare`]: Markdown/SVG rendering and regression checks.
 //! * [`raw_server`]: the minimal monoio echo server used as a baseline, and the compio
-//!   ([`raw_compio`]) and own-ring ([`raw_ring`], [`bufring`]) variants measured beside it.
+//!   ([`raw_compio`]) and own-ring ([`raw_ring`], on the `sockchat-uring` crate) variants measured beside it.
 //! * [`bench`]: the benchmark suite runner (`loadgen bench`, driven by `ci/bench.sh`).
 
 pub mod bench;
-pub mod bufring;
 pub mod cli;
 pub mod client;
 pub mod compare;

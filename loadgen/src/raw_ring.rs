@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring7::{cqueue, opcode, squeue, types, IoUring};
+pub use sockchat_uring::eventfd;
 
-use crate::bufring::BufRing;
+use sockchat_uring::{BufRing, Setup};
+
 use crate::runner::RingMode;
 
 const ACCEPT: u64 = 1 << 56;
@@ -78,7 +80,7 @@ pub struct Driver {
     /// ENOBUFS completions seen.
     pub enobufs: u64,
     in_flight: usize,
-    defer: bool,
+    setup: Setup,
     /// The listeners are TCP (accepted sockets get TCP_NODELAY).
     tcp: bool,
     stopping: bool,
@@ -100,21 +102,12 @@ pub fn driver(
     tcp: bool,
     eventfd: RawFd,
 ) -> io::Result<Driver> {
-    let mut b = IoUring::builder();
-    b.setup_cqsize(8192);
-    match mode {
-        RingMode::Plain => {}
-        RingMode::Coop => {
-            b.setup_coop_taskrun().setup_taskrun_flag();
-        }
-        RingMode::Defer => {
-            b.setup_coop_taskrun()
-                .setup_taskrun_flag()
-                .setup_single_issuer()
-                .setup_defer_taskrun();
-        }
-    }
-    let ring = b.build(1024)?;
+    let setup = match mode {
+        RingMode::Plain => Setup::Plain,
+        RingMode::Coop => Setup::Coop,
+        RingMode::Defer => Setup::Defer,
+    };
+    let ring = sockchat_uring::build(1024, 8192, setup)?;
     ring.submitter().register_eventfd(eventfd)?;
     let bufs = BufRing::new(&ring.submitter(), BUF_COUNT, BUF_SIZE, BGID)?;
     let n = listeners.len();
@@ -129,7 +122,7 @@ pub fn driver(
         spare_sends: Vec::new(),
         enobufs: 0,
         in_flight: 0,
-        defer: mode == RingMode::Defer,
+        setup,
         tcp,
         stopping: false,
     };
@@ -402,21 +395,7 @@ impl Driver {
     }
 
     fn submit(&mut self) -> io::Result<usize> {
-        if self.defer {
-            // Deferred task work runs only in an enter with GETEVENTS.
-            let n = self.ring.submission().len() as u32;
-            // SAFETY: plain io_uring_enter with no argument.
-            unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
-                    n,
-                    0,
-                    io_uring7::EnterFlags::GETEVENTS.bits(),
-                    None,
-                )
-            }
-        } else {
-            self.ring.submit()
-        }
+        sockchat_uring::submit(&mut self.ring, self.setup)
     }
 
     /// Cancels everything in flight and waits (at most `limit`) for the final
@@ -478,15 +457,4 @@ pub async fn run(mut d: Driver, eventfd: OwnedFd, stop: Arc<AtomicBool>) {
         // than free memory the kernel may still write.
         std::mem::forget(d);
     }
-}
-
-/// An eventfd, non-blocking.
-pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -22,11 +22,12 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpStream, UnixStream};
 use sockchat_proto::frame::MAGIC;
 use sockchat_proto::{CloseReason, LineSession, ServerSession, Session};
+use sockchat_uring::advance;
 
 use crate::handler::SessionInfo;
 use crate::rate_limit::{self, RateState};
@@ -212,23 +213,6 @@ fn send_now(fd: i32, parts: &mut Vec<Bytes>) -> io::Result<usize> {
     let n = n as usize;
     advance(parts, n);
     Ok(n)
-}
-
-/// Drops the first `n` bytes of `parts`.
-fn advance(parts: &mut Vec<Bytes>, mut n: usize) {
-    let mut done = 0;
-    for p in parts.iter_mut() {
-        if n == 0 && !p.is_empty() {
-            break;
-        }
-        let take = n.min(p.len());
-        p.advance(take);
-        n -= take;
-        if p.is_empty() {
-            done += 1;
-        }
-    }
-    parts.drain(..done);
 }
 
 enum Wake {
@@ -535,21 +519,6 @@ pub(crate) async fn linger<S: ConnStream>(core: &Worker, stream: &mut S) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn advance_across_parts() {
-        let mut v = vec![
-            Bytes::from_static(b"abc"),
-            Bytes::new(),
-            Bytes::from_static(b"defg"),
-            Bytes::from_static(b"hi"),
-        ];
-        advance(&mut v, 4);
-        assert_eq!(v.len(), 2);
-        assert_eq!(&v[0][..], b"efg");
-        advance(&mut v, 5);
-        assert!(v.is_empty());
-    }
 
     #[test]
     fn send_now_writes_all_parts_in_order() {

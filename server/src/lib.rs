@@ -35,7 +35,6 @@ pub mod server;
 pub mod shutdown;
 pub mod stats;
 pub mod timer;
-pub mod uring;
 
 mod chat;
 mod conn;

@@ -281,3 +281,18 @@ fn shutdown_cancels_everything_and_waits_for_it() {
     assert_eq!(ended, 4);
     assert_eq!(ring.in_flight(), 0);
 }
+
+#[test]
+fn advance_across_parts() {
+    let mut v = vec![
+        Bytes::from_static(b"abc"),
+        Bytes::new(),
+        Bytes::from_static(b"defg"),
+        Bytes::from_static(b"hi"),
+    ];
+    advance(&mut v, 4);
+    assert_eq!(v.len(), 2);
+    assert_eq!(&v[0][..], b"efg");
+    advance(&mut v, 5);
+    assert!(v.is_empty());
+}

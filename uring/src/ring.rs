@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes};
 use io_uring7::{cqueue, opcode, squeue, types, IoUring};
 
-use super::bufring::BufRing;
+use crate::bufring::BufRing;
+use crate::sys::{self, Setup};
 
 /// The caller's name for whatever an operation belongs to (e.g. a session slot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,7 +23,7 @@ const CANCEL: u64 = 4 << 32;
 const KIND: u64 = 0xff << 32;
 const BGID: u16 = 0;
 /// Most iovecs in one sendmsg (Linux's IOV_MAX is 1024).
-pub(crate) const MAX_IOV: usize = 1024;
+pub const MAX_IOV: usize = 1024;
 
 /// Ring shape and setup flags.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +39,16 @@ pub struct RingConfig {
     pub defer_taskrun: bool,
     /// Free buffers needed before receives that found the ring empty are re-armed.
     pub rearm_free: u16,
+}
+
+impl RingConfig {
+    fn setup(&self) -> Setup {
+        if self.defer_taskrun {
+            Setup::Defer
+        } else {
+            Setup::Plain
+        }
+    }
 }
 
 impl Default for RingConfig {
@@ -167,29 +178,15 @@ impl std::fmt::Debug for DataRing {
     }
 }
 
-fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: plain syscall; the result is checked before use.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 impl DataRing {
     /// Sets up the ring, registers its buffers and its eventfd.
     pub fn new(config: RingConfig) -> io::Result<Self> {
-        let mut b = IoUring::builder();
-        b.setup_cqsize(config.entries.saturating_mul(4));
-        if config.defer_taskrun {
-            b.setup_coop_taskrun()
-                .setup_taskrun_flag()
-                .setup_single_issuer()
-                .setup_defer_taskrun();
-        }
-        let ring = b.build(config.entries)?;
-        let eventfd = eventfd()?;
+        let ring = sys::build(
+            config.entries,
+            config.entries.saturating_mul(4),
+            config.setup(),
+        )?;
+        let eventfd = sys::eventfd()?;
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         let bufs = BufRing::new(&ring.submitter(), config.buf_count, config.buf_size, BGID)?;
         Ok(Self {
@@ -398,21 +395,7 @@ impl DataRing {
     pub fn submit(&mut self) -> io::Result<usize> {
         self.rearm_starved();
         self.bufs.commit();
-        if self.config.defer_taskrun {
-            let n = self.ring.submission().len() as u32;
-            // SAFETY: io_uring_enter with no extra argument. GETEVENTS: deferred task
-            // work only runs in an enter that asks for events.
-            unsafe {
-                self.ring.submitter().enter::<libc::sigset_t>(
-                    n,
-                    0,
-                    io_uring7::EnterFlags::GETEVENTS.bits(),
-                    None,
-                )
-            }
-        } else {
-            self.ring.submit()
-        }
+        sys::submit(&mut self.ring, self.config.setup())
     }
 
     /// Appends every ready completion to `out`. ENOBUFS is handled here: the receive is
@@ -554,7 +537,7 @@ impl Drop for DataRing {
 mod tests;
 
 /// Drops the first `n` bytes of `parts`.
-fn advance(parts: &mut Vec<Bytes>, mut n: usize) {
+pub fn advance(parts: &mut Vec<Bytes>, mut n: usize) {
     let mut done = 0;
     for p in parts.iter_mut() {
         if n == 0 && !p.is_empty() {

@@ -1,7 +1,8 @@
 //! A per-core io_uring data ring beside monoio's (the choice and its measurements:
 //! `bench-results/runtime.md`): a registered provided-buffer ring, multishot accept,
 //! multishot buffer-select receive, vectored sends, explicit cancellation, and an eventfd
-//! that wakes the core's monoio task when completions are ready.
+//! that wakes the core's monoio task when completions are ready. The server's sessions
+//! and loadgen's `raw-server --engine ring` both run on it.
 //!
 //! monoio 0.2.4 keeps its ring private and has none of these operations, so this is
 //! written on the `io-uring` crate. The rules that keep it sound:
@@ -11,10 +12,11 @@
 //!   [`DataRing::recycle`]; the kernel does not touch it meanwhile;
 //! * shutting down cancels every operation and waits for each final completion before
 //!   the buffer memory is freed (and leaks it rather than free it if one never comes).
-//!
-//! Not wired into the server's sessions yet: see `bench-results/runtime.md`.
 
 mod bufring;
 mod ring;
+mod sys;
 
-pub use ring::{Completion, DataRing, RingBuf, RingConfig, RingStats, Token};
+pub use bufring::BufRing;
+pub use ring::{advance, Completion, DataRing, RingBuf, RingConfig, RingStats, Token, MAX_IOV};
+pub use sys::{build, eventfd, submit, Setup};
