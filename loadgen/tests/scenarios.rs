@@ -241,17 +241,7 @@ fn fewer_sessions_than_asked_fails_the_run() {
 
 /// A chat node of a cluster on `nats`, reporting its broker state every 100 ms.
 fn node(nats: &Nats, name: &str) -> Server {
-    let server = Server::builder()
-        .args([
-            "--mode",
-            "chat",
-            "--cluster",
-            &nats.url(),
-            "--node-name",
-            name,
-        ])
-        .args(["--stats-interval", "100ms"])
-        .start();
+    let server = nats.node_builder(name).start();
     // Bounded wait for the broker connection (the stats line says so).
     let deadline = Instant::now() + Duration::from_secs(20);
     while !server.stderr().contains("broker=connected") {

@@ -599,16 +599,7 @@ impl Worker {
         }
         drop(conns);
         let deadline = Instant::now() + self.config().shutdown_grace;
-        let sleep = monoio::time::sleep_until(monoio::time::Instant::from_std(deadline));
-        let mut sleep = pin!(sleep);
-        poll_fn(|cx| {
-            if self.conns.borrow().is_empty() {
-                return Poll::Ready(());
-            }
-            self.drained.set(Some(cx.waker().clone()));
-            sleep.as_mut().poll(cx)
-        })
-        .await;
+        self.wait_empty(deadline).await;
         let left = self.conns.borrow().len();
         if left > 0 {
             tracing::warn!(

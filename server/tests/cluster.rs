@@ -12,20 +12,9 @@ use sockchat_testkit::rooms::*;
 use sockchat_testkit::*;
 
 fn node(nats: &Nats, name: &str) -> Server {
-    Server::builder()
+    nats.node_builder(name)
         .cores(2)
-        .args([
-            "--mode",
-            "chat",
-            "--cluster",
-            &nats.url(),
-            "--node-name",
-            name,
-            "--stats-interval",
-            "100ms",
-            "--admin",
-            "127.0.0.1:0",
-        ])
+        .args(["--admin", "127.0.0.1:0"])
         .start()
 }
 

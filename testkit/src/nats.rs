@@ -92,6 +92,21 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// A chat-mode server node of a cluster on this broker, named `name`, with a stats line
+    /// every 100 ms (the tests read its `broker=` state there). Add more flags, then start.
+    pub fn node_builder(&self, name: &str) -> crate::ServerBuilder {
+        crate::Server::builder().args([
+            "--mode",
+            "chat",
+            "--cluster",
+            &self.url(),
+            "--node-name",
+            name,
+            "--stats-interval",
+            "100ms",
+        ])
+    }
+
     /// The broker's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
