@@ -3,15 +3,14 @@
 //!
 //! The driver is one small task per connection that loops over: handle wake-up flags →
 //! hand events to the handler → write everything queued in one write (or writev) → wait
-//! for readability *without a buffer* → read into a pooled buffer (or straight into the
-//! buffer of the large frame being received) → feed the sans-IO session. The buffer goes
-//! back to the pool as soon as no partial frame is held, so an idle session owns no
-//! read buffer.
+//! for a wake-up. Input does not go through this task: the session's multishot
+//! buffer-select receive on the core's data ring (`data_ring.rs`) delivers it, and the
+//! ring task feeds it to the session and wakes this task with [`WAKE_INPUT`]. So an idle
+//! session holds no buffer and no poll, only a receive request in the kernel.
 //!
 //! Other tasks never touch the socket: they change the state (queue bytes, close the
-//! session) and wake the driver through [`Conn::wake`]. Waiting for readability is
-//! abandoned on such a wake-up by dropping the poll future (monoio's `async-cancel`
-//! feature then submits an `IORING_OP_ASYNC_CANCEL` for it).
+//! session) and wake the driver through [`Conn::wake`]. Before the socket is closed the
+//! receive is cancelled and its final completion awaited.
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
@@ -25,10 +24,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpStream, UnixStream};
-use sockchat_proto::frame::MAGIC;
 use sockchat_proto::{CloseReason, LineSession, ServerSession, Session};
 use sockchat_uring::advance;
 
+use crate::data_ring::{self, RecvState, LINGER_BYTES};
 use crate::handler::SessionInfo;
 use crate::rate_limit::{self, RateState};
 use crate::worker::Worker;
@@ -40,13 +39,11 @@ pub(crate) const WAKE_SHUTDOWN: u8 = 2;
 pub(crate) const WAKE_ABORT: u8 = 4;
 /// ops hook: lame-duck drain, `disconnect` "Server draining" (see `drain.rs`).
 pub(crate) const WAKE_DRAIN: u8 = 8;
+/// The ring task fed input to the session (replies may be queued, or it closed).
+pub(crate) const WAKE_INPUT: u8 = 16;
 
-/// Read at least this much per read (unless finishing a frame whose size is known).
-const MIN_READ: usize = 2048;
 /// Longest time a closing connection waits for the peer's FIN after our last frame.
 const LINGER: Duration = Duration::from_secs(1);
-/// Most bytes read and discarded while lingering.
-const LINGER_BYTES: usize = 256 * 1024;
 
 /// A framed or line-mode session. Framed is the common case and stays inline; the rare
 /// line session is boxed so it costs framed sessions nothing.
@@ -95,6 +92,12 @@ pub(crate) struct ConnState {
 /// A connection as its core sees it.
 pub(crate) struct Conn {
     pub(crate) id: u64,
+    /// The name of this session's operations on the core's data ring.
+    pub(crate) token: u32,
+    /// Where its receive is.
+    pub(crate) recv: Cell<RecvState>,
+    /// Bytes received after it closed, and discarded (the linger limit).
+    pub(crate) discarded: Cell<usize>,
     pub(crate) state: RefCell<ConnState>,
     flags: Cell<u8>,
     waker: Cell<Option<Waker>>,
@@ -118,9 +121,12 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(id: u64, state: ConnState) -> Self {
+    pub(crate) fn new(id: u64, token: u32, state: ConnState) -> Self {
         Self {
             id,
+            token,
+            recv: Cell::new(RecvState::Off),
+            discarded: Cell::new(0),
             state: RefCell::new(state),
             flags: Cell::new(0),
             waker: Cell::new(None),
@@ -161,27 +167,17 @@ impl Conn {
 
 /// A stream the driver can run on.
 pub(crate) trait ConnStream: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static {
-    /// Waits until the socket is readable, holding no buffer.
-    fn wait_readable(&self) -> impl Future<Output = io::Result<()>>;
     /// Waits until the socket is writable.
     fn wait_writable(&self) -> impl Future<Output = io::Result<()>>;
 }
 
 impl ConnStream for TcpStream {
-    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
-        self.readable(true)
-    }
-
     fn wait_writable(&self) -> impl Future<Output = io::Result<()>> {
         self.writable(true)
     }
 }
 
 impl ConnStream for UnixStream {
-    fn wait_readable(&self) -> impl Future<Output = io::Result<()>> {
-        self.readable(true)
-    }
-
     fn wait_writable(&self) -> impl Future<Output = io::Result<()>> {
         self.writable(true)
     }
@@ -215,22 +211,20 @@ fn send_now(fd: i32, parts: &mut Vec<Bytes>) -> io::Result<usize> {
     Ok(n)
 }
 
-enum Wake {
-    Readable(io::Result<()>),
-    Flags,
-}
-
 /// Runs one connection to its end, then unregisters it from its core.
 pub(crate) async fn drive<S: ConnStream>(core: Rc<Worker>, conn: Rc<Conn>, mut stream: S) {
     run(&core, &conn, &mut stream).await;
+    // The receive's final completion is in before the socket closes.
+    data_ring::end_recv(&core, &conn).await;
     drop(stream);
     core.finish(&conn);
 }
 
 /// The task's future stays small (it is what an idle session costs): everything that
-/// holds buffers or several I/O operations (reading, writing, lingering) runs in a boxed
-/// sub-future allocated only while it runs; only the wait for readability is inline.
+/// holds buffers or several I/O operations (writing, lingering) runs in a boxed
+/// sub-future allocated only while it runs.
 async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
+    let fd = stream.as_raw_fd();
     loop {
         let flags = conn.flags.replace(0);
         if flags & WAKE_ABORT != 0 {
@@ -268,145 +262,42 @@ async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
                 st.close_reason.as_ref().is_some_and(CloseReason::lingers)
             };
             if linger {
-                Box::pin(self::linger(core, stream)).await;
+                Box::pin(data_ring::linger(core, conn, fd, LINGER)).await;
             }
             return;
         }
 
-        // ops hook: --max-messages-per-sec stops reading until the bucket refills.
+        // ops hook: --max-messages-per-sec stops reading until the bucket refills (the
+        // ring task cancelled the receive when the bucket ran out).
         let paused = rate_limit::paused_until(&conn.state.borrow());
         if let Some(until) = paused {
             Box::pin(rate_limit::pause(core, conn, until)).await;
             continue;
         }
+        if conn.recv.get() == RecvState::Off {
+            core.ring.start_recv(conn, fd);
+        }
         conn.state.borrow_mut().proto.shrink_idle();
-        let wake = {
-            let fut = stream.wait_readable();
-            let mut fut = pin!(fut);
-            poll_fn(|cx| {
-                if conn.flags.get() != 0 {
-                    return Poll::Ready(Wake::Flags);
-                }
-                conn.register(cx.waker());
-                fut.as_mut().poll(cx).map(Wake::Readable)
-            })
-            .await
-        };
-        match wake {
-            Wake::Flags => {}
-            Wake::Readable(Ok(())) => read(core, conn, stream),
-            Wake::Readable(Err(e)) => conn
-                .state
-                .borrow_mut()
-                .proto
-                .close(CloseReason::Io(e.kind())),
-        }
-    }
-}
-
-/// Reads once (io_uring reported the socket readable) and feeds the session.
-///
-/// The read is a non-blocking `recv` into the spare capacity of the session's receive
-/// buffer: a pooled buffer, or the buffer the deframer already sized for the whole large
-/// frame being received (so large frames land in their final buffer, no copy). It runs
-/// right when readiness is reported instead of as another io_uring operation: an
-/// ownership-passing io_uring read would hold a pooled buffer for a whole ring round trip,
-/// so with thousands of sessions ready at once (a heartbeat burst) thousands of buffers
-/// would be out at once; this way one buffer serves them one after the other, and the
-/// reply is queued one ring round trip earlier.
-fn read<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) {
-    let mut st = conn.state.borrow_mut();
-    // ops hook: what the session may reserve of the core's memory budget.
-    core.grant_allowance(&mut st);
-    let mut buf = st.proto.take_buffer();
-    if buf.capacity() == 0 {
-        buf = core.pool.get();
-    }
-    let spare = buf.capacity() - buf.len();
-    if spare == 0 || (spare < MIN_READ && st.proto.pending_frame_len().is_none()) {
-        buf.reserve(core.pool.buf_size());
-    }
-    let res = {
-        let dst = buf.spare_capacity_mut();
-        // SAFETY: `dst` is writable memory of `dst.len()` bytes owned by `buf`; recv writes
-        // at most that many bytes and reports how many.
-        let n = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                dst.as_mut_ptr().cast(),
-                dst.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    };
-    let now = Instant::now();
-    match res {
-        Ok(0) => {
-            st.proto.put_buffer(buf);
-            st.proto.handle_eof();
-        }
-        Ok(n) => {
-            // SAFETY: the kernel initialised `n` bytes of the spare capacity.
-            unsafe { buf.set_len(buf.len() + n) };
-            let first = st.info.bytes_in == 0;
-            st.info.bytes_in += n as u64;
-            core.count_bytes_in(n);
-            if first && core.config().line_mode && buf.first() != Some(&MAGIC[0]) {
-                core.switch_to_line(&mut st, now);
+        poll_fn(|cx| {
+            if conn.flags.get() != 0 {
+                return Poll::Ready(());
             }
-            st.proto.put_buffer(buf);
-            // Event by event, so replies go out in the order of the requests; a rate
-            // limit that runs out leaves the rest buffered (ops hook).
-            while st.proto.handle_input_until_event(now) {
-                core.process(conn, &mut st);
-                if rate_limit::paused_until(&st).is_some() {
-                    break;
-                }
-            }
-        }
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ) =>
-        {
-            // Readiness went stale (e.g. data arrived and was consumed): wait again.
-            st.proto.put_buffer(buf);
-        }
-        Err(e) => {
-            st.proto.put_buffer(buf);
-            st.proto.close(CloseReason::Io(e.kind()));
-        }
+            conn.register(cx.waker());
+            Poll::Pending
+        })
+        .await;
     }
-    if st.proto.is_input_idle() {
-        let buf = st.proto.take_buffer();
-        core.pool.put(buf);
-    }
-    // ops hook: charge what the session now holds to the core's memory budget.
-    core.charge(conn, &st);
-}
-
-/// What woke a blocked writer.
-enum WriteWake {
-    Writable(io::Result<()>),
-    Readable(io::Result<()>),
-    Abort,
 }
 
 /// Writes everything queued, all ready frames in one `sendmsg` (writev). When the socket
-/// is full, waits for writability *while still reading*: a client that sends without
-/// reading keeps getting its input handled, so its queue grows until the send queue
-/// limit closes it as a slow consumer (and a write with no progress for the session
-/// timeout closes it too). An error is the reason to close with.
+/// is full, waits for writability; input keeps being handled meanwhile (the ring task
+/// feeds it), so a client that sends without reading keeps getting its input handled
+/// and its queue grows until the send queue limit closes it as a slow consumer (the ring
+/// task then wakes this task with [`WAKE_ABORT`]); a write with no progress for the
+/// session timeout closes it too. An error is the reason to close with.
 async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<(), CloseReason> {
     let fd = stream.as_raw_fd();
     let mut pending: Vec<Bytes> = Vec::new();
-    let mut read_open = true;
     let result = loop {
         if pending.is_empty() {
             conn.state.borrow_mut().proto.poll_transmit(&mut pending);
@@ -439,45 +330,22 @@ async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<
             conn.write_since.set(Some(now));
             core.schedule(conn, now + core.config().session_timeout);
         }
-        read_open &= !conn.state.borrow().proto.is_closed();
-        // ops hook: a rate-limited session is not read while it waits to write either.
-        let read_now = read_open && rate_limit::paused_until(&conn.state.borrow()).is_none();
         let wake = {
             let w = stream.wait_writable();
             let mut w = pin!(w);
-            let r = read_now.then(|| stream.wait_readable());
-            let mut r = pin!(r);
             poll_fn(|cx| {
                 if conn.has_flag(WAKE_ABORT) {
-                    return Poll::Ready(WriteWake::Abort);
+                    return Poll::Ready(None);
                 }
                 conn.register(cx.waker());
-                if let Poll::Ready(res) = w.as_mut().poll(cx) {
-                    return Poll::Ready(WriteWake::Writable(res));
-                }
-                match r.as_mut().as_pin_mut() {
-                    Some(r) => r.poll(cx).map(WriteWake::Readable),
-                    None => Poll::Pending,
-                }
+                w.as_mut().poll(cx).map(Some)
             })
             .await
         };
         match wake {
-            WriteWake::Abort => break Err(CloseReason::SlowConsumer),
-            WriteWake::Writable(Ok(())) => {}
-            WriteWake::Readable(Ok(())) => {
-                read(core, conn, stream);
-                let st = conn.state.borrow();
-                if st.close_reason == Some(CloseReason::SlowConsumer) {
-                    break Err(CloseReason::SlowConsumer);
-                }
-                if st.proto.is_closed() {
-                    read_open = false;
-                }
-            }
-            WriteWake::Writable(Err(e)) | WriteWake::Readable(Err(e)) => {
-                break Err(CloseReason::Io(e.kind()))
-            }
+            None => break Err(CloseReason::SlowConsumer),
+            Some(Ok(())) => {}
+            Some(Err(e)) => break Err(CloseReason::Io(e.kind())),
         }
     };
     conn.inflight.set(0);
@@ -487,8 +355,9 @@ async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<
     result
 }
 
-/// After our last frame: send FIN, then read and discard until the peer closes too (or
-/// `LINGER` passes), so unread input does not turn the close into a reset.
+/// After the last frame to a connection refused before it became a session (it has no
+/// receive on the data ring): send FIN, then read and discard until the peer closes too
+/// (or `LINGER` passes), so unread input does not turn the close into a reset.
 pub(crate) async fn linger<S: ConnStream>(core: &Worker, stream: &mut S) {
     let _ = stream.shutdown().await;
     let deadline = Instant::now() + LINGER;

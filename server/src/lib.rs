@@ -36,6 +36,7 @@ pub mod stats;
 pub mod timer;
 
 mod conn;
+mod data_ring;
 mod drain;
 mod fanout;
 mod peer_limits;

@@ -25,6 +25,7 @@ use crate::config::ServerConfig;
 use crate::conn::{
     self, Conn, ConnState, ConnStream, Proto, WAKE_ABORT, WAKE_OUTPUT, WAKE_SHUTDOWN,
 };
+use crate::data_ring::{self, CoreRing};
 use crate::drain;
 use crate::fanout::{Broadcast, Inbox, Mailbox};
 use crate::handler::{Delivery, Handler, Peer, SessionCtx, SessionInfo, Transport};
@@ -78,6 +79,8 @@ pub struct Worker {
     pub(crate) drain_done: Cell<bool>,
     /// Bytes queued to this core's sessions (the `send_queue_bytes` gauge).
     queue_bytes: Cell<u64>,
+    /// The core's data ring: every session's receive runs on it.
+    pub(crate) ring: CoreRing,
 }
 
 impl std::fmt::Debug for Worker {
@@ -134,8 +137,15 @@ pub(crate) fn run_core(
             return Err(e);
         }
     };
+    let ring = match CoreRing::new(config.ring_buffers, config.ring_buffer_size) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send((index, Err(io::Error::new(e.kind(), e.to_string()))));
+            return Err(e);
+        }
+    };
     rt.block_on(async move {
-        let core = Rc::new(Worker::new(index, config, handler, shared));
+        let core = Rc::new(Worker::new(index, config, handler, shared, ring));
         let started = start_accepting(&core, listeners);
         let failed = started
             .as_ref()
@@ -146,8 +156,10 @@ pub(crate) fn run_core(
             return Err(e);
         }
         monoio::spawn(timer_task(core.clone()));
+        monoio::spawn(data_ring::run(core.clone()));
         control(&core, &inbox).await;
         core.shut_down().await;
+        core.ring.shutdown();
         Ok(())
     })
 }
@@ -170,6 +182,7 @@ impl Worker {
         config: Arc<ServerConfig>,
         handler: Arc<dyn Handler>,
         shared: Arc<Shared>,
+        ring: CoreRing,
     ) -> Self {
         let budget = CoreBudget::new(
             config.memory_budget,
@@ -195,6 +208,7 @@ impl Worker {
             draining: Cell::new(false),
             drain_done: Cell::new(false),
             queue_bytes: Cell::new(0),
+            ring,
         }
     }
 
@@ -305,6 +319,7 @@ impl Worker {
         };
         let conn = Rc::new(Conn::new(
             id,
+            self.ring.token(),
             ConnState {
                 proto: Proto::Frame(session),
                 info,
@@ -318,6 +333,7 @@ impl Worker {
         }
         tracing::trace!(session = %conn.state.borrow().info.id, ?peer, "accepted");
         self.conns.borrow_mut().insert(id, conn.clone());
+        self.ring.attach(&conn);
         let task = conn::drive(self.clone(), conn, stream);
         if id == 0 {
             tracing::debug!(
@@ -503,6 +519,7 @@ impl Worker {
             conns.is_empty()
         };
         self.timers.cancel(conn.id, &conn.timer_at);
+        self.ring.detach(conn);
         self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
         self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
         let st = conn.state.borrow();

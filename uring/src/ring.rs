@@ -278,24 +278,27 @@ impl DataRing {
         self.push(e);
     }
 
-    /// Stops `token`'s receive. Its [`Completion::RecvEnded`] follows (at once if it was
-    /// waiting for buffers); data completions may come before it.
-    pub fn cancel_recv(&mut self, token: Token) {
+    /// Stops `token`'s receive. Returns true if it is over at once (it was waiting for
+    /// buffers, or none was running): no [`Completion::RecvEnded`] follows. Otherwise its
+    /// `RecvEnded` follows, and data completions may come before it.
+    pub fn cancel_recv(&mut self, token: Token) -> bool {
         let s = self.slot(token);
-        if s.recv_cancelled {
-            return;
+        if s.recv_armed {
+            if !s.recv_cancelled {
+                s.recv_cancelled = true;
+                let e = opcode::AsyncCancel::new(RECV | u64::from(token.0))
+                    .build()
+                    .user_data(CANCEL);
+                self.push(e);
+            }
+            return false;
         }
         s.recv_cancelled = true;
-        if s.recv_armed {
-            let e = opcode::AsyncCancel::new(RECV | u64::from(token.0))
-                .build()
-                .user_data(CANCEL);
-            self.push(e);
-        } else if s.starved {
-            s.starved = false;
-            s.recv_fd = None;
+        s.recv_fd = None;
+        if std::mem::take(&mut s.starved) {
             self.starved.retain(|t| *t != token);
         }
+        true
     }
 
     /// Starts a multishot accept on listener `fd` for `token`.
