@@ -13,10 +13,9 @@
 //! receive is cancelled and its final completion awaited.
 
 use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use bytes::Bytes;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::{TcpStream, UnixStream};
 use sockchat_proto::{CloseReason, LineSession, ServerSession, Session};
-use sockchat_uring::advance;
+use sockchat_uring::MAX_IOV;
 
 use crate::data_ring::{self, RecvState, LINGER_BYTES};
 use crate::handler::SessionInfo;
@@ -98,6 +97,10 @@ pub(crate) struct Conn {
     pub(crate) recv: Cell<RecvState>,
     /// Bytes received after it closed, and discarded (the linger limit).
     pub(crate) discarded: Cell<usize>,
+    /// The outcome of its send on the data ring, once the final completion came: bytes
+    /// sent (or the error) and the parts not sent.
+    #[allow(clippy::type_complexity)]
+    pub(crate) sent: Cell<Option<Box<(io::Result<usize>, Vec<Bytes>)>>>,
     pub(crate) state: RefCell<ConnState>,
     flags: Cell<u8>,
     waker: Cell<Option<Waker>>,
@@ -127,6 +130,7 @@ impl Conn {
             token,
             recv: Cell::new(RecvState::Off),
             discarded: Cell::new(0),
+            sent: Cell::new(None),
             state: RefCell::new(state),
             flags: Cell::new(0),
             waker: Cell::new(None),
@@ -165,57 +169,19 @@ impl Conn {
     }
 }
 
-/// A stream the driver can run on.
-pub(crate) trait ConnStream: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static {
-    /// Waits until the socket is writable.
-    fn wait_writable(&self) -> impl Future<Output = io::Result<()>>;
-}
+/// A stream the driver can run on (its bytes move on the core's data ring; monoio's
+/// own operations only serve connections refused before they became sessions).
+pub(crate) trait ConnStream: AsyncReadRent + AsyncWriteRent + AsRawFd + 'static {}
 
-impl ConnStream for TcpStream {
-    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> {
-        self.writable(true)
-    }
-}
+impl ConnStream for TcpStream {}
 
-impl ConnStream for UnixStream {
-    fn wait_writable(&self) -> impl Future<Output = io::Result<()>> {
-        self.writable(true)
-    }
-}
-
-/// Sends as much of `parts` as the socket takes now (one `sendmsg`, never blocking) and
-/// drops what was sent. Returns the bytes sent.
-fn send_now(fd: i32, parts: &mut Vec<Bytes>) -> io::Result<usize> {
-    // IOV_MAX is 1024 on Linux; the rest goes in the next call.
-    let iov: Vec<libc::iovec> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .take(1024)
-        .map(|p| libc::iovec {
-            iov_base: p.as_ptr() as *mut libc::c_void,
-            iov_len: p.len(),
-        })
-        .collect();
-    // SAFETY: msghdr is plain data; the iovecs point into `parts`, alive for the call.
-    let n = unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-        msg.msg_iovlen = iov.len() as _;
-        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let n = n as usize;
-    advance(parts, n);
-    Ok(n)
-}
+impl ConnStream for UnixStream {}
 
 /// Runs one connection to its end, then unregisters it from its core.
 pub(crate) async fn drive<S: ConnStream>(core: Rc<Worker>, conn: Rc<Conn>, mut stream: S) {
     run(&core, &conn, &mut stream).await;
-    // The receive's final completion is in before the socket closes.
-    data_ring::end_recv(&core, &conn).await;
+    // The final completions of its receive and send are in before the socket closes.
+    data_ring::end_io(&core, &conn).await;
     drop(stream);
     core.finish(&conn);
 }
@@ -289,31 +255,73 @@ async fn run<S: ConnStream>(core: &Worker, conn: &Conn, stream: &mut S) {
     }
 }
 
-/// Writes everything queued, all ready frames in one `sendmsg` (writev). When the socket
-/// is full, waits for writability; input keeps being handled meanwhile (the ring task
-/// feeds it), so a client that sends without reading keeps getting its input handled
-/// and its queue grows until the send queue limit closes it as a slow consumer (the ring
-/// task then wakes this task with [`WAKE_ABORT`]); a write with no progress for the
-/// session timeout closes it too. An error is the reason to close with.
+/// Writes everything queued: all ready frames in one `sendmsg` (writev) on the data
+/// ring, submitted with the core's other ring work, again for what a partial send left.
+/// While a send waits in the kernel for room, input keeps being handled (the ring task
+/// feeds it), so a client that sends without reading keeps getting its input handled and
+/// its queue grows until the send queue limit closes it as a slow consumer (the ring task
+/// then wakes this task with [`WAKE_ABORT`]); a send with no progress for the session
+/// timeout closes it too (`Worker::on_timer`). An error is the reason to close with.
 async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<(), CloseReason> {
     let fd = stream.as_raw_fd();
     let mut pending: Vec<Bytes> = Vec::new();
+    let mut stall_timer = false;
     let result = loop {
         if pending.is_empty() {
             conn.state.borrow_mut().proto.poll_transmit(&mut pending);
+            pending.retain(|p| !p.is_empty());
             if pending.is_empty() {
                 break Ok(());
             }
         }
-        match send_now(fd, &mut pending) {
+        let rest = if pending.len() > MAX_IOV {
+            pending.split_off(MAX_IOV)
+        } else {
+            Vec::new()
+        };
+        let parts = std::mem::replace(&mut pending, rest);
+        conn.inflight
+            .set(parts.iter().chain(&pending).map(Bytes::len).sum());
+        if conn.write_since.get().is_none() {
+            conn.write_since.set(Some(Instant::now()));
+        }
+        core.ring.send(conn, fd, parts);
+        let done = poll_fn(|cx| {
+            if let Some(done) = conn.sent.take() {
+                return Poll::Ready(Some(done));
+            }
+            if conn.has_flag(WAKE_ABORT) {
+                return Poll::Ready(None);
+            }
+            conn.register(cx.waker());
+            Poll::Pending
+        })
+        .await;
+        // Aborted: the send is cancelled and awaited by `end_io` before the socket closes.
+        let Some(done) = done else {
+            break Err(CloseReason::SlowConsumer);
+        };
+        let (res, mut unsent) = *done;
+        unsent.append(&mut pending);
+        pending = unsent;
+        match res {
             Ok(n) => {
                 core.count_bytes_out(n);
                 conn.state.borrow_mut().info.bytes_out += n as u64;
-                if n > 0 && conn.write_since.get().is_some() {
-                    conn.write_since.set(Some(Instant::now()));
-                }
                 if pending.is_empty() {
-                    continue;
+                    conn.write_since.set(None);
+                } else {
+                    // A partial send: the socket is full. The send that follows waits in
+                    // the kernel for room; no progress for the session timeout closes.
+                    let now = Instant::now();
+                    if n > 0 {
+                        conn.write_since.set(Some(now));
+                    }
+                    if !stall_timer {
+                        stall_timer = true;
+                        let since = conn.write_since.get().unwrap_or(now);
+                        core.schedule(conn, since + core.config().session_timeout);
+                    }
                 }
             }
             Err(e)
@@ -322,30 +330,6 @@ async fn flush<S: ConnStream>(core: &Worker, conn: &Conn, stream: &S) -> Result<
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => break Err(CloseReason::Io(e.kind())),
-        }
-        // The socket is full: wait, still serving input.
-        conn.inflight.set(pending.iter().map(Bytes::len).sum());
-        if conn.write_since.get().is_none() {
-            let now = Instant::now();
-            conn.write_since.set(Some(now));
-            core.schedule(conn, now + core.config().session_timeout);
-        }
-        let wake = {
-            let w = stream.wait_writable();
-            let mut w = pin!(w);
-            poll_fn(|cx| {
-                if conn.has_flag(WAKE_ABORT) {
-                    return Poll::Ready(None);
-                }
-                conn.register(cx.waker());
-                w.as_mut().poll(cx).map(Some)
-            })
-            .await
-        };
-        match wake {
-            None => break Err(CloseReason::SlowConsumer),
-            Some(Ok(())) => {}
-            Some(Err(e)) => break Err(CloseReason::Io(e.kind())),
         }
     };
     conn.inflight.set(0);
@@ -383,20 +367,4 @@ pub(crate) async fn linger<S: ConnStream>(core: &Worker, stream: &mut S) {
         }
     }
     core.pool.put(buf);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn send_now_writes_all_parts_in_order() {
-        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut parts = vec![Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
-        assert_eq!(send_now(a.as_raw_fd(), &mut parts).unwrap(), 11);
-        assert!(parts.is_empty());
-        let mut got = [0u8; 11];
-        std::io::Read::read_exact(&mut b, &mut got).unwrap();
-        assert_eq!(&got, b"hello world");
-    }
 }

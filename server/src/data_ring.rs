@@ -5,8 +5,11 @@
 //! once, then submits everything the batch queued (re-arms, cancels, recycled buffers)
 //! in one `io_uring_enter`.
 //!
-//! A session's receive is cancelled, and its final completion awaited, before its socket
-//! is closed or its token reused ([`end_recv`]); at core shutdown every operation is
+//! Sends go through the ring too: everything ready for a session in one `sendmsg`
+//! whose parts the ring owns until the final completion ([`CoreRing::send`]).
+//!
+//! A session's receive and send are cancelled, and their final completions awaited,
+//! before its socket is closed or its token reused ([`end_io`]); at core shutdown every operation is
 //! cancelled and awaited before the ring's buffers are freed ([`CoreRing::shutdown`]).
 
 use std::cell::{Cell, RefCell};
@@ -18,6 +21,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use sockchat_proto::frame::MAGIC;
 use sockchat_proto::CloseReason;
 use sockchat_uring::{Completion, DataRing, RingConfig, Token};
@@ -139,6 +143,25 @@ impl CoreRing {
         }
     }
 
+    /// Sends `parts` (at most [`MAX_IOV`](sockchat_uring::MAX_IOV)) on `conn`'s socket in one `sendmsg`; the ring
+    /// holds them until the send's final completion, which hands back what was not sent
+    /// in `conn.sent`.
+    pub(crate) fn send(&self, conn: &Conn, fd: RawFd, parts: Vec<Bytes>) {
+        self.ring.borrow_mut().send(Token(conn.token), fd, parts);
+        self.kick();
+    }
+
+    /// Cancels `conn`'s send in flight, if any (its completion still comes).
+    pub(crate) fn cancel_send(&self, conn: &Conn) {
+        self.ring.borrow_mut().cancel_send(Token(conn.token));
+        self.kick();
+    }
+
+    /// True while a send of `conn` is in the kernel.
+    pub(crate) fn sending(&self, conn: &Conn) -> bool {
+        self.ring.borrow().sending(Token(conn.token))
+    }
+
     /// Asks the ring task to submit soon (it batches every kick of one scheduler tick).
     pub(crate) fn kick(&self) {
         self.kicked.set(true);
@@ -164,18 +187,24 @@ impl CoreRing {
     }
 }
 
-/// Waits until `conn`'s receive is over, cancelling it first if it is armed: after this
-/// the socket may be closed and the token reused.
-pub(crate) async fn end_recv(core: &Worker, conn: &Conn) {
+/// Waits until nothing of `conn` is in the kernel, cancelling its receive and its send
+/// first: after this the socket may be closed and the token reused.
+pub(crate) async fn end_io(core: &Worker, conn: &Conn) {
     core.ring.stop_recv(conn);
-    poll_fn(|cx| match conn.recv.get() {
-        RecvState::Off | RecvState::Eof => Poll::Ready(()),
-        RecvState::Armed | RecvState::Cancelling => {
-            conn.register_waker(cx.waker());
-            Poll::Pending
+    if core.ring.sending(conn) {
+        core.ring.cancel_send(conn);
+    }
+    poll_fn(|cx| {
+        let recv_over = matches!(conn.recv.get(), RecvState::Off | RecvState::Eof);
+        if recv_over && !core.ring.sending(conn) {
+            return Poll::Ready(());
         }
+        conn.register_waker(cx.waker());
+        Poll::Pending
     })
     .await;
+    // A send cancelled above handed back its parts: they are not sent any more.
+    drop(conn.sent.take());
 }
 
 /// After our last frame: send FIN, then discard what the peer still sends until it
@@ -197,7 +226,7 @@ pub(crate) async fn linger(core: &Worker, conn: &Conn, fd: RawFd, linger: Durati
         }
     })
     .await;
-    end_recv(core, conn).await;
+    end_io(core, conn).await;
 }
 
 /// The core's ring task: until [`CoreRing::shutdown`], waits for the eventfd (or a
@@ -309,8 +338,19 @@ fn dispatch(core: &Worker, c: Completion) {
             }
             conn.wake(WAKE_INPUT);
         }
-        // Accepts and sends do not run on this ring yet.
-        Completion::Accepted { .. } | Completion::Sent { .. } => {}
+        Completion::Sent {
+            token,
+            result,
+            unsent,
+        } => {
+            let Some(conn) = conn_of(core, token) else {
+                return;
+            };
+            conn.sent.set(Some(Box::new((result, unsent))));
+            conn.wake(0);
+        }
+        // Accepts do not run on this ring yet.
+        Completion::Accepted { .. } => {}
     }
 }
 

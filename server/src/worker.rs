@@ -559,31 +559,36 @@ impl Worker {
             return;
         };
         conn.timer_at.set(None);
-        let timeout = self.config().session_timeout;
+        // A send waiting in the kernel for room: the peer must take our bytes within the
+        // session timeout. Input keeps being handled meanwhile (the data ring reads while
+        // a send waits), so the session's own timers run as well.
+        let mut stall = None;
         if let Some(since) = conn.write_since.get() {
-            // A write is in flight, so the driver is not reading: silence means nothing
-            // now. What counts is whether the peer takes our bytes.
-            let stall = since + timeout;
-            if stall <= now {
+            let at = since + self.config().session_timeout;
+            if at <= now {
                 tracing::debug!(session = %conn.state.borrow().info.id, "write made no progress");
                 conn.wake(WAKE_ABORT);
-            } else {
-                self.schedule(&conn, stall);
+                return;
             }
-            return;
+            stall = Some(at);
         }
-        let next = {
-            let Ok(mut st) = conn.state.try_borrow_mut() else {
-                return;
-            };
-            let was_closed = st.proto.is_closed();
-            st.proto.handle_timeout(now);
-            if !was_closed && st.proto.is_closed() {
-                drop(st);
-                conn.wake(WAKE_OUTPUT);
-                return;
+        let next = match conn.state.try_borrow_mut() {
+            Ok(mut st) => {
+                let was_closed = st.proto.is_closed();
+                st.proto.handle_timeout(now);
+                if !was_closed && st.proto.is_closed() {
+                    drop(st);
+                    conn.wake(WAKE_OUTPUT);
+                    None
+                } else {
+                    st.proto.poll_timeout()
+                }
             }
-            st.proto.poll_timeout()
+            Err(_) => None,
+        };
+        let next = match (next, stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         if let Some(t) = next {
             self.schedule(&conn, t.max(now));

@@ -358,6 +358,17 @@ impl DataRing {
         self.push(e);
     }
 
+    /// Cancels `token`'s send in flight, if any; its [`Completion::Sent`] follows (with
+    /// `ECANCELED`, or with what it sent before the cancellation took).
+    pub fn cancel_send(&mut self, token: Token) {
+        if self.sending(token) {
+            let e = opcode::AsyncCancel::new(SEND | u64::from(token.0))
+                .build()
+                .user_data(CANCEL);
+            self.push(e);
+        }
+    }
+
     /// The bytes of a received buffer.
     pub fn bytes(&self, buf: &RingBuf) -> &[u8] {
         self.bufs.bytes(buf.bid, buf.len as usize)
