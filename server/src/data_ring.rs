@@ -5,7 +5,7 @@
 //! once, then submits everything the batch queued (re-arms, cancels, recycled buffers)
 //! in one `io_uring_enter`.
 //!
-//! Sends go through the ring too: everything ready for a session in one `sendmsg`
+//! Listeners accept on it too (multishot, `ring_accept.rs`). Sends go through the ring too: everything ready for a session in one `sendmsg`
 //! whose parts the ring owns until the final completion ([`CoreRing::send`]).
 //!
 //! A session's receive and send are cancelled, and their final completions awaited,
@@ -28,6 +28,7 @@ use sockchat_uring::{Completion, DataRing, RingConfig, Token};
 
 use crate::conn::{Conn, WAKE_ABORT, WAKE_INPUT};
 use crate::rate_limit;
+use crate::ring_accept;
 use crate::stats::CoreStats;
 use crate::worker::Worker;
 
@@ -162,6 +163,18 @@ impl CoreRing {
         self.ring.borrow().sending(Token(conn.token))
     }
 
+    /// Arms a multishot accept on listener `fd` for `token`.
+    pub(crate) fn accept(&self, token: u32, fd: RawFd) {
+        self.ring.borrow_mut().accept(Token(token), fd);
+        self.kick();
+    }
+
+    /// Cancels listener `token`'s accept (its final completion follows).
+    pub(crate) fn cancel_accept(&self, token: u32) {
+        self.ring.borrow_mut().cancel_accept(Token(token));
+        self.kick();
+    }
+
     /// Asks the ring task to submit soon (it batches every kick of one scheduler tick).
     pub(crate) fn kick(&self) {
         self.kicked.set(true);
@@ -253,28 +266,50 @@ pub(crate) async fn run(core: Rc<Worker>) {
     };
     let mut out = Vec::new();
     let mut readable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
+    // Completions are handled (and sessions woken) only after the eventfd said so through
+    // monoio's own ring. A kick from a session only submits. So every round of the core
+    // goes through monoio's park, where its timers fire: waking sessions straight from
+    // here after their own kicks would keep monoio's run queue from ever emptying under
+    // steady load, and its timers (session timeouts, linger, shutdown grace) would starve.
+    let mut event = true;
     while !core.ring.stopped.get() {
         core.ring.kicked.set(false);
-        core.ring.ring.borrow().clear_wake();
-        pump(&core, &mut out);
+        if event {
+            core.ring.ring.borrow().clear_wake();
+            pump(&core, &mut out);
+        } else if let Err(e) = core.ring.ring.borrow_mut().submit() {
+            tracing::debug!(error = %e, "data ring: submit");
+        }
+        if core.ring.ring.borrow_mut().work_pending() {
+            // Completions the eventfd may not announce (more than one pump's worth, or
+            // posted by this submit): announce them ourselves, through monoio's ring.
+            signal(efd);
+        }
         let ready = readable.get_or_insert_with(|| Box::pin(poller.readable(true)));
-        let woke = poll_fn(|cx| {
-            if core.ring.kicked.get() || core.ring.stopped.get() {
+        event = poll_fn(|cx| {
+            if core.ring.stopped.get() || core.ring.kicked.get() {
                 return Poll::Ready(false);
             }
             core.ring.waker.set(Some(cx.waker().clone()));
             ready.as_mut().poll(cx).map(|_| true)
         })
         .await;
-        if woke {
+        if event {
             readable = None;
         }
     }
 }
 
+/// Makes the eventfd readable.
+fn signal(efd: RawFd) {
+    let one = 1u64;
+    // SAFETY: an 8-byte write from a u64 to our non-blocking eventfd.
+    unsafe { libc::write(efd, (&one as *const u64).cast(), 8) };
+}
+
 /// Submits, drains and dispatches until no completion is left (bounded), then submits
 /// what the dispatch queued.
-fn pump(core: &Worker, out: &mut Vec<Completion>) {
+fn pump(core: &Rc<Worker>, out: &mut Vec<Completion>) {
     for _ in 0..ROUNDS {
         {
             let mut ring = core.ring.ring.borrow_mut();
@@ -311,7 +346,7 @@ fn conn_of(core: &Worker, token: Token) -> Option<Rc<Conn>> {
         .and_then(Clone::clone)
 }
 
-fn dispatch(core: &Worker, c: Completion) {
+fn dispatch(core: &Rc<Worker>, c: Completion) {
     match c {
         Completion::Data { token, buf } => {
             let Some(conn) = conn_of(core, token) else {
@@ -349,8 +384,11 @@ fn dispatch(core: &Worker, c: Completion) {
             conn.sent.set(Some(Box::new((result, unsent))));
             conn.wake(0);
         }
-        // Accepts do not run on this ring yet.
-        Completion::Accepted { .. } => {}
+        Completion::Accepted {
+            token,
+            result,
+            more,
+        } => ring_accept::on_accepted(core, token.0, result, more),
     }
 }
 

@@ -43,6 +43,7 @@ mod peer_limits;
 mod proxy_protocol;
 mod rate_limit;
 mod reload;
+mod ring_accept;
 mod worker;
 
 pub use config::{ConfigError, Mode, ServerConfig};

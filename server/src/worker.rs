@@ -14,8 +14,6 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::Canceller;
-use monoio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use sockchat_proto::header::{ByteStr, Header, OCTET_STREAM};
 use sockchat_proto::{
     encode_into, CloseReason, Event, FrameType, LineSession, ServerSession, Session, SessionConfig,
@@ -32,8 +30,8 @@ use crate::handler::{Delivery, Handler, Peer, SessionCtx, SessionInfo, Transport
 use crate::memory_budget::CoreBudget;
 use crate::peer_limits::PeerKey;
 use crate::pool::BufPool;
-use crate::proxy_protocol;
 use crate::rate_limit::{self, RateState};
+use crate::ring_accept::{self, Listener, Listeners};
 use crate::server::Shared;
 use crate::stats::CoreStats;
 use crate::timer::CoreTimers;
@@ -68,7 +66,8 @@ pub struct Worker {
     stats: Arc<CoreStats>,
     shared: Arc<Shared>,
     shutting_down: Cell<bool>,
-    accept_canceller: RefCell<Option<Canceller>>,
+    /// The listeners this core accepts from (on its data ring).
+    pub(crate) listeners: Listeners,
     drained: Cell<Option<Waker>>,
     server_full: RefCell<Bytes>,
     /// This core's share of `--memory-budget`.
@@ -166,12 +165,10 @@ pub(crate) fn run_core(
 
 fn start_accepting(core: &Rc<Worker>, listeners: CoreListeners) -> io::Result<()> {
     for l in listeners.tcp {
-        let l = TcpListener::from_std(l)?;
-        monoio::spawn(accept_tcp(core.clone(), l));
+        ring_accept::listen(core, Listener::Tcp(l))?;
     }
     for l in listeners.unix {
-        let l = UnixListener::from_std(l)?;
-        monoio::spawn(accept_unix(core.clone(), l));
+        ring_accept::listen(core, Listener::Unix(l))?;
     }
     Ok(())
 }
@@ -202,7 +199,7 @@ impl Worker {
             stats: shared.stats[index].clone(),
             shared,
             shutting_down: Cell::new(false),
-            accept_canceller: RefCell::new(Some(Canceller::new())),
+            listeners: Listeners::default(),
             drained: Cell::new(None),
             budget,
             draining: Cell::new(false),
@@ -599,9 +596,7 @@ impl Worker {
     /// gone or the grace period ends.
     async fn shut_down(&self) {
         self.shutting_down.set(true);
-        if let Some(c) = self.accept_canceller.borrow_mut().take() {
-            c.cancel();
-        }
+        ring_accept::stop(self);
         let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
         tracing::debug!(core = self.index, sessions = conns.len(), "shutting down");
         for c in &conns {
@@ -638,11 +633,9 @@ impl Worker {
         }
     }
 
-    /// Cancels the accept loops: their listeners close when they return.
+    /// Cancels the listeners' accepts: each listener closes with its final completion.
     pub(crate) fn stop_accepting(&self) {
-        if let Some(c) = self.accept_canceller.borrow_mut().take() {
-            c.cancel();
-        }
+        ring_accept::stop(self);
     }
 
     /// The sessions open on this core now.
@@ -666,13 +659,6 @@ impl Worker {
 
     pub(crate) fn wake_control(&self) {
         self.mailbox().notify.notify();
-    }
-
-    fn accept_handle(&self) -> Option<monoio::io::CancelHandle> {
-        self.accept_canceller
-            .borrow()
-            .as_ref()
-            .map(Canceller::handle)
     }
 }
 
@@ -700,64 +686,6 @@ async fn reject<S: ConnStream>(core: Rc<Worker>, mut stream: S, frame: Bytes) {
         if n == len {
             core.count_bytes_out(n);
             conn::linger(&core, &mut stream).await;
-        }
-    }
-}
-
-async fn accept_error(core: &Worker, e: &io::Error) {
-    match e.raw_os_error() {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-            tracing::warn!(core = core.index, error = %e, "accept failed; backing off");
-            monoio::time::sleep(Duration::from_millis(50)).await;
-        }
-        _ => tracing::debug!(core = core.index, error = %e, "accept failed"),
-    }
-}
-
-fn is_cancelled(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ECANCELED)
-}
-
-async fn accept_tcp(core: Rc<Worker>, listener: TcpListener) {
-    while let Some(h) = core.accept_handle() {
-        match listener.cancelable_accept(h).await {
-            Ok((stream, addr)) => {
-                if core.shutting_down.get() || core.draining.get() {
-                    break;
-                }
-                let _ = stream.set_nodelay(true);
-                if core.config().proxy_protocol {
-                    // ops hook: the session starts once the PROXY header is read.
-                    monoio::spawn(proxy_protocol::accept(core.clone(), stream, addr));
-                    continue;
-                }
-                core.admit::<TcpStream>(stream, Transport::Tcp, Peer::Tcp(addr));
-            }
-            Err(e) if core.shutting_down.get() || core.draining.get() || is_cancelled(&e) => break,
-            Err(e) => accept_error(&core, &e).await,
-        }
-    }
-}
-
-async fn accept_unix(core: Rc<Worker>, listener: UnixListener) {
-    while let Some(h) = core.accept_handle() {
-        match listener.cancelable_accept(h).await {
-            Ok((stream, _)) => {
-                if core.shutting_down.get() || core.draining.get() {
-                    break;
-                }
-                let peer = match stream.peer_cred() {
-                    Ok(c) => Peer::Unix {
-                        pid: c.pid(),
-                        uid: c.uid(),
-                        gid: c.gid(),
-                    },
-                    Err(_) => Peer::Unknown,
-                };
-                core.admit::<UnixStream>(stream, Transport::Unix, peer);
-            }
-            Err(e) if core.shutting_down.get() || core.draining.get() || is_cancelled(&e) => break,
-            Err(e) => accept_error(&core, &e).await,
         }
     }
 }

@@ -412,6 +412,19 @@ impl DataRing {
         sys::submit(&mut self.ring, self.config.setup())
     }
 
+    /// True if completions may be ready without the eventfd saying so again: some are
+    /// in the completion queue, the completion queue overflowed, or deferred completion
+    /// work is pending (the kernel runs a bounded amount of it per `io_uring_enter` and
+    /// signals the eventfd only when new work arrives to an empty list). The owner
+    /// should then submit and poll again instead of waiting for the eventfd.
+    pub fn work_pending(&mut self) -> bool {
+        let (taskrun, overflow) = {
+            let sq = self.ring.submission();
+            (sq.taskrun(), sq.cq_overflow())
+        };
+        taskrun || overflow || !self.ring.completion().is_empty()
+    }
+
     /// Appends every ready completion to `out`. ENOBUFS is handled here: the receive is
     /// parked (counted) and re-armed by [`rearm_starved`](Self::rearm_starved).
     pub fn poll(&mut self, out: &mut Vec<Completion>) {
