@@ -8,10 +8,11 @@ use std::sync::Arc;
 use sockchat_proto::{DeliveryTemplate, Event, Message, RoomError, RoomName};
 
 use crate::cluster::payload;
-use crate::conn::{Conn, ConnState, Proto, WAKE_OUTPUT};
+use crate::conn::{Conn, ConnState, Proto};
 use crate::fanout::Broadcast;
 use crate::handler::Delivery;
 use crate::rooms::JoinOutcome;
+use crate::send;
 use crate::stats::CoreStats;
 use crate::worker::Worker;
 
@@ -80,7 +81,7 @@ impl Worker {
                 s.confirm_join(room);
             }
             drop(st);
-            conn.wake(WAKE_OUTPUT);
+            send::flush(self, &conn);
         }
     }
 

@@ -152,6 +152,16 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 
+    /// Provided buffers in each core's data ring (a power of two, at most 32768). Every
+    /// session's receive takes a buffer from it only while data arrives; the ring is
+    /// allocated at start (count × size per core).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub ring_buffers: u16,
+
+    /// Bytes per provided buffer of the data ring (512 B to 1 MiB).
+    #[arg(long, value_name = "BYTES", default_value = "4K", value_parser = parse_bytes)]
+    pub ring_buffer_size: u64,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -336,6 +346,8 @@ impl Cli {
         c.shutdown_grace = self.shutdown_grace;
         c.stats_interval = self.stats_interval.filter(|d| !d.is_zero());
         c.fanout_queue_len = self.fanout_queue_len.max(1);
+        c.ring_buffers = self.ring_buffers;
+        c.ring_buffer_size = u32::try_from(self.ring_buffer_size).unwrap_or(u32::MAX);
         c.fanout_queue_bytes = c.send_queue_limit.saturating_mul(8);
         c.rooms = self.mode() == Mode::Chat;
         c.max_rooms_per_session = self.max_rooms_per_session;

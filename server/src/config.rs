@@ -104,6 +104,10 @@ pub struct ServerConfig {
     pub message_timeout: Duration,
     /// Time over which a drain disconnects the sessions.
     pub drain_period: Duration,
+    /// Provided buffers in each core's data ring.
+    pub ring_buffers: u16,
+    /// Bytes per provided buffer.
+    pub ring_buffer_size: u32,
 }
 
 /// `--max-messages-per-sec` and its burst.
@@ -151,6 +155,8 @@ impl ServerConfig {
             memory_budget: crate::memory_budget::default_budget(),
             message_timeout: Duration::from_secs(60),
             drain_period: Duration::from_secs(30),
+            ring_buffers: 4096,
+            ring_buffer_size: 4096,
         }
     }
 
@@ -191,6 +197,18 @@ impl ServerConfig {
                     "must be at least 1",
                 ));
             }
+        }
+        if !self.ring_buffers.is_power_of_two() || self.ring_buffers > 32768 {
+            return Err(invalid(
+                "--ring-buffers",
+                "must be a power of two between 1 and 32768",
+            ));
+        }
+        if !(512..=1024 * 1024).contains(&self.ring_buffer_size) {
+            return Err(invalid(
+                "--ring-buffer-size",
+                "must be between 512 B and 1 MiB",
+            ));
         }
         if self.memory_budget == 0 {
             return Err(invalid("--memory-budget", "must be at least 1"));

@@ -38,13 +38,16 @@ pub mod timer;
 
 mod chat;
 mod conn;
+mod data_ring;
 mod drain;
 mod fanout;
 mod peer_limits;
 mod proxy_protocol;
 mod rate_limit;
 mod reload;
+mod ring_accept;
 mod rooms;
+mod send;
 mod worker;
 
 pub use cluster::{BrokerState, ClusterConfig, ClusterStats};

@@ -98,6 +98,9 @@ fn run(argv: Vec<OsString>, cli: Cli, filter: FilterHandle) -> anyhow::Result<()
         session_timeout = ?config.session_timeout,
         send_queue_limit = config.send_queue_limit,
         memory_budget = config.memory_budget,
+        ring_buffers = config.ring_buffers,
+        ring_buffer_size = config.ring_buffer_size,
+        ring_bytes_per_core = u64::from(config.ring_buffers) * u64::from(config.ring_buffer_size),
         "starting"
     );
     let handler: Arc<dyn Handler> = match cli.mode() {

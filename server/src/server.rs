@@ -513,6 +513,8 @@ fn stats_loop(shared: &Shared, every: Duration, stop: &mpsc::Receiver<()>) {
             bytes_in_per_s = r.bytes_in_per_s.round() as u64,
             bytes_out_per_s = r.bytes_out_per_s.round() as u64,
             fanout_dropped = t.fanout_dropped,
+            copied_per_byte_in = format_args!("{:.3}", r.copied_per_byte_in),
+            ring_enobufs = r.ring_enobufs,
             closes = %r.closes.closes_text(),
             room_refusals = %t.refusals_text(),
             cluster = %shared.cluster.as_ref().map_or_else(|| "-".to_string(), |c| c.stats.text()),

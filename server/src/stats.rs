@@ -38,6 +38,14 @@ pub struct CoreStats {
     pub send_queue_bytes: AtomicU64,
     /// Bytes charged to this core's share of `--memory-budget` (gauge).
     pub memory_bytes: Arc<AtomicU64>,
+    /// Received bytes copied in user space (from a ring buffer into a session's
+    /// receive buffer).
+    pub bytes_copied: AtomicU64,
+    /// Receives that found the core's buffer ring empty (ENOBUFS), parked until buffers
+    /// came back.
+    pub ring_enobufs: AtomicU64,
+    /// Parked receives re-armed.
+    pub ring_rearmed: AtomicU64,
     /// Bumped by the core each time it is woken; the watchdog checks it moves.
     pub alive: AtomicU64,
     closes: [AtomicU64; REASONS],
@@ -81,6 +89,9 @@ impl CoreStats {
             rate_limited: self.rate_limited.load(Relaxed),
             send_queue_bytes: self.send_queue_bytes.load(Relaxed),
             memory_bytes: self.memory_bytes.load(Relaxed),
+            bytes_copied: self.bytes_copied.load(Relaxed),
+            ring_enobufs: self.ring_enobufs.load(Relaxed),
+            ring_rearmed: self.ring_rearmed.load(Relaxed),
             closes,
         }
     }
@@ -113,6 +124,12 @@ pub struct Snapshot {
     pub send_queue_bytes: u64,
     /// Bytes charged to the memory budget.
     pub memory_bytes: u64,
+    /// Received bytes copied in user space.
+    pub bytes_copied: u64,
+    /// Receives parked on an empty buffer ring.
+    pub ring_enobufs: u64,
+    /// Parked receives re-armed.
+    pub ring_rearmed: u64,
     /// Closes, indexed by [`CloseReason::index`].
     pub closes: [u64; REASONS],
     /// Refused room requests, indexed by [`RoomError::index`].
@@ -136,6 +153,9 @@ impl Snapshot {
             t.rate_limited += s.rate_limited;
             t.send_queue_bytes += s.send_queue_bytes;
             t.memory_bytes += s.memory_bytes;
+            t.bytes_copied += s.bytes_copied;
+            t.ring_enobufs += s.ring_enobufs;
+            t.ring_rearmed += s.ring_rearmed;
             for (a, b) in t.closes.iter_mut().zip(&s.closes) {
                 *a += b;
             }
@@ -188,6 +208,12 @@ impl Snapshot {
             messages_out_per_s: per(self.messages_out, earlier.messages_out),
             bytes_in_per_s: per(self.bytes_in, earlier.bytes_in),
             bytes_out_per_s: per(self.bytes_out, earlier.bytes_out),
+            copied_per_byte_in: {
+                let copied = self.bytes_copied.saturating_sub(earlier.bytes_copied);
+                let bytes_in = self.bytes_in.saturating_sub(earlier.bytes_in);
+                copied as f64 / bytes_in.max(1) as f64
+            },
+            ring_enobufs: self.ring_enobufs.saturating_sub(earlier.ring_enobufs),
             closes: Snapshot {
                 closes,
                 ..Snapshot::default()
@@ -216,7 +242,7 @@ impl fmt::Display for Snapshot {
         write!(
             f,
             "sessions={} accepted={} messages_in={} messages_out={} bytes_in={} bytes_out={} \
-             fanout_dropped={} closes: {}",
+             fanout_dropped={} bytes_copied={} ring_enobufs={} closes: {}",
             self.sessions,
             self.accepted,
             self.messages_in,
@@ -224,6 +250,8 @@ impl fmt::Display for Snapshot {
             self.bytes_in,
             self.bytes_out,
             self.fanout_dropped,
+            self.bytes_copied,
+            self.ring_enobufs,
             self.closes_text()
         )
     }
@@ -242,6 +270,10 @@ pub struct Rates {
     pub bytes_in_per_s: f64,
     /// Bytes written per second.
     pub bytes_out_per_s: f64,
+    /// Bytes copied in user space per byte received, over the interval.
+    pub copied_per_byte_in: f64,
+    /// Receives parked on an empty buffer ring during the interval.
+    pub ring_enobufs: u64,
     /// Closes during the interval (only `closes` is set).
     pub closes: Snapshot,
 }
@@ -251,12 +283,14 @@ impl fmt::Display for Rates {
         write!(
             f,
             "sessions={} msgs_in/s={:.0} msgs_out/s={:.0} bytes_in/s={:.0} bytes_out/s={:.0} \
-             closes: {}",
+             copied/byte_in={:.2} ring_enobufs={} closes: {}",
             self.sessions,
             self.messages_in_per_s,
             self.messages_out_per_s,
             self.bytes_in_per_s,
             self.bytes_out_per_s,
+            self.copied_per_byte_in,
+            self.ring_enobufs,
             self.closes.closes_text()
         )
     }

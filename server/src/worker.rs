@@ -14,8 +14,6 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use monoio::io::Canceller;
-use monoio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use sockchat_proto::header::{ByteStr, Header, OCTET_STREAM};
 use sockchat_proto::{
     encode_into, CloseReason, DeliveryTemplate, Event, FrameType, LineSession, ServerSession,
@@ -26,15 +24,17 @@ use crate::config::ServerConfig;
 use crate::conn::{
     self, Conn, ConnState, ConnStream, Proto, WAKE_ABORT, WAKE_OUTPUT, WAKE_SHUTDOWN,
 };
+use crate::data_ring::{self, CoreRing};
 use crate::drain;
 use crate::fanout::{Broadcast, Inbox, Mailbox};
 use crate::handler::{Delivery, Handler, Peer, SessionCtx, SessionInfo, Transport};
 use crate::memory_budget::CoreBudget;
 use crate::peer_limits::PeerKey;
 use crate::pool::BufPool;
-use crate::proxy_protocol;
 use crate::rate_limit::{self, RateState};
+use crate::ring_accept::{self, Listener, Listeners};
 use crate::rooms::CoreRooms;
+use crate::send;
 use crate::server::Shared;
 use crate::stats::CoreStats;
 use crate::timer::CoreTimers;
@@ -70,7 +70,8 @@ pub(crate) struct Worker {
     pub(crate) stats: Arc<CoreStats>,
     pub(crate) shared: Arc<Shared>,
     shutting_down: Cell<bool>,
-    accept_canceller: RefCell<Option<Canceller>>,
+    /// The listeners this core accepts from (on its data ring).
+    pub(crate) listeners: Listeners,
     drained: Cell<Option<Waker>>,
     server_full: RefCell<Bytes>,
     /// This core's share of `--memory-budget`.
@@ -81,6 +82,8 @@ pub(crate) struct Worker {
     pub(crate) drain_done: Cell<bool>,
     /// Bytes queued to this core's sessions (the `send_queue_bytes` gauge).
     queue_bytes: Cell<u64>,
+    /// The core's data ring: every session's receive runs on it.
+    pub(crate) ring: CoreRing,
 }
 
 impl std::fmt::Debug for Worker {
@@ -137,8 +140,15 @@ pub(crate) fn run_core(
             return Err(e);
         }
     };
+    let ring = match CoreRing::new(config.ring_buffers, config.ring_buffer_size) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send((index, Err(io::Error::new(e.kind(), e.to_string()))));
+            return Err(e);
+        }
+    };
     rt.block_on(async move {
-        let core = Rc::new(Worker::new(index, config, handler, shared));
+        let core = Rc::new(Worker::new(index, config, handler, shared, ring));
         let started = start_accepting(&core, listeners);
         let failed = started
             .as_ref()
@@ -149,20 +159,20 @@ pub(crate) fn run_core(
             return Err(e);
         }
         monoio::spawn(timer_task(core.clone()));
+        monoio::spawn(data_ring::run(core.clone()));
         control(&core, &inbox).await;
         core.shut_down().await;
+        core.ring.shutdown();
         Ok(())
     })
 }
 
 fn start_accepting(core: &Rc<Worker>, listeners: CoreListeners) -> io::Result<()> {
     for l in listeners.tcp {
-        let l = TcpListener::from_std(l)?;
-        monoio::spawn(accept_tcp(core.clone(), l));
+        ring_accept::listen(core, Listener::Tcp(l))?;
     }
     for l in listeners.unix {
-        let l = UnixListener::from_std(l)?;
-        monoio::spawn(accept_unix(core.clone(), l));
+        ring_accept::listen(core, Listener::Unix(l))?;
     }
     Ok(())
 }
@@ -173,6 +183,7 @@ impl Worker {
         config: Arc<ServerConfig>,
         handler: Arc<dyn Handler>,
         shared: Arc<Shared>,
+        ring: CoreRing,
     ) -> Self {
         let budget = CoreBudget::new(
             config.memory_budget,
@@ -193,12 +204,13 @@ impl Worker {
             stats: shared.stats[index].clone(),
             shared,
             shutting_down: Cell::new(false),
-            accept_canceller: RefCell::new(Some(Canceller::new())),
+            listeners: Listeners::default(),
             drained: Cell::new(None),
             budget,
             draining: Cell::new(false),
             drain_done: Cell::new(false),
             queue_bytes: Cell::new(0),
+            ring,
         }
     }
 
@@ -309,6 +321,8 @@ impl Worker {
         };
         let conn = Rc::new(Conn::new(
             id,
+            self.ring.token(),
+            stream.as_raw_fd(),
             ConnState {
                 proto: Proto::Frame(session),
                 info,
@@ -322,6 +336,7 @@ impl Worker {
         }
         tracing::trace!(session = %conn.state.borrow().info.id, ?peer, "accepted");
         self.conns.borrow_mut().insert(id, conn.clone());
+        self.ring.attach(&conn);
         let task = conn::drive(self.clone(), conn, stream);
         if id == 0 {
             tracing::debug!(
@@ -435,7 +450,7 @@ impl Worker {
         self.count_message_out();
         self.charge(conn, &st);
         drop(st);
-        conn.wake(WAKE_OUTPUT);
+        send::flush(self, conn);
         true
     }
 
@@ -514,6 +529,7 @@ impl Worker {
             conns.is_empty()
         };
         self.timers.cancel(conn.id, &conn.timer_at);
+        self.ring.detach(conn);
         self.shared.sessions.fetch_sub(1, Ordering::AcqRel);
         self.stats.sessions.fetch_sub(1, Ordering::Relaxed);
         let st = conn.state.borrow();
@@ -554,31 +570,36 @@ impl Worker {
             return;
         };
         conn.timer_at.set(None);
-        let timeout = self.config().session_timeout;
+        // A send waiting in the kernel for room: the peer must take our bytes within the
+        // session timeout. Input keeps being handled meanwhile (the data ring reads while
+        // a send waits), so the session's own timers run as well.
+        let mut stall = None;
         if let Some(since) = conn.write_since.get() {
-            // A write is in flight, so the driver is not reading: silence means nothing
-            // now. What counts is whether the peer takes our bytes.
-            let stall = since + timeout;
-            if stall <= now {
+            let at = since + self.config().session_timeout;
+            if at <= now {
                 tracing::debug!(session = %conn.state.borrow().info.id, "write made no progress");
                 conn.wake(WAKE_ABORT);
-            } else {
-                self.schedule(&conn, stall);
+                return;
             }
-            return;
+            stall = Some(at);
         }
-        let next = {
-            let Ok(mut st) = conn.state.try_borrow_mut() else {
-                return;
-            };
-            let was_closed = st.proto.is_closed();
-            st.proto.handle_timeout(now);
-            if !was_closed && st.proto.is_closed() {
-                drop(st);
-                conn.wake(WAKE_OUTPUT);
-                return;
+        let next = match conn.state.try_borrow_mut() {
+            Ok(mut st) => {
+                let was_closed = st.proto.is_closed();
+                st.proto.handle_timeout(now);
+                if !was_closed && st.proto.is_closed() {
+                    drop(st);
+                    conn.wake(WAKE_OUTPUT);
+                    None
+                } else {
+                    st.proto.poll_timeout()
+                }
             }
-            st.proto.poll_timeout()
+            Err(_) => None,
+        };
+        let next = match (next, stall) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         if let Some(t) = next {
             self.schedule(&conn, t.max(now));
@@ -589,9 +610,7 @@ impl Worker {
     /// gone or the grace period ends.
     async fn shut_down(&self) {
         self.shutting_down.set(true);
-        if let Some(c) = self.accept_canceller.borrow_mut().take() {
-            c.cancel();
-        }
+        ring_accept::stop(self);
         let conns: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
         tracing::debug!(core = self.index, sessions = conns.len(), "shutting down");
         for c in &conns {
@@ -619,11 +638,9 @@ impl Worker {
         }
     }
 
-    /// Cancels the accept loops: their listeners close when they return.
+    /// Cancels the listeners' accepts: each listener closes with its final completion.
     pub(crate) fn stop_accepting(&self) {
-        if let Some(c) = self.accept_canceller.borrow_mut().take() {
-            c.cancel();
-        }
+        ring_accept::stop(self);
     }
 
     /// The sessions open on this core now.
@@ -647,13 +664,6 @@ impl Worker {
 
     pub(crate) fn wake_control(&self) {
         self.mailbox().notify.notify();
-    }
-
-    fn accept_handle(&self) -> Option<monoio::io::CancelHandle> {
-        self.accept_canceller
-            .borrow()
-            .as_ref()
-            .map(Canceller::handle)
     }
 }
 
@@ -681,64 +691,6 @@ async fn reject<S: ConnStream>(core: Rc<Worker>, mut stream: S, frame: Bytes) {
         if n == len {
             core.count_bytes_out(n);
             conn::linger(&core, &mut stream).await;
-        }
-    }
-}
-
-async fn accept_error(core: &Worker, e: &io::Error) {
-    match e.raw_os_error() {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-            tracing::warn!(core = core.index, error = %e, "accept failed; backing off");
-            monoio::time::sleep(Duration::from_millis(50)).await;
-        }
-        _ => tracing::debug!(core = core.index, error = %e, "accept failed"),
-    }
-}
-
-fn is_cancelled(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::ECANCELED)
-}
-
-async fn accept_tcp(core: Rc<Worker>, listener: TcpListener) {
-    while let Some(h) = core.accept_handle() {
-        match listener.cancelable_accept(h).await {
-            Ok((stream, addr)) => {
-                if core.shutting_down.get() || core.draining.get() {
-                    break;
-                }
-                let _ = stream.set_nodelay(true);
-                if core.config().proxy_protocol {
-                    // ops hook: the session starts once the PROXY header is read.
-                    monoio::spawn(proxy_protocol::accept(core.clone(), stream, addr));
-                    continue;
-                }
-                core.admit::<TcpStream>(stream, Transport::Tcp, Peer::Tcp(addr));
-            }
-            Err(e) if core.shutting_down.get() || core.draining.get() || is_cancelled(&e) => break,
-            Err(e) => accept_error(&core, &e).await,
-        }
-    }
-}
-
-async fn accept_unix(core: Rc<Worker>, listener: UnixListener) {
-    while let Some(h) = core.accept_handle() {
-        match listener.cancelable_accept(h).await {
-            Ok((stream, _)) => {
-                if core.shutting_down.get() || core.draining.get() {
-                    break;
-                }
-                let peer = match stream.peer_cred() {
-                    Ok(c) => Peer::Unix {
-                        pid: c.pid(),
-                        uid: c.uid(),
-                        gid: c.gid(),
-                    },
-                    Err(_) => Peer::Unknown,
-                };
-                core.admit::<UnixStream>(stream, Transport::Unix, peer);
-            }
-            Err(e) if core.shutting_down.get() || core.draining.get() || is_cancelled(&e) => break,
-            Err(e) => accept_error(&core, &e).await,
         }
     }
 }

@@ -278,24 +278,27 @@ impl DataRing {
         self.push(e);
     }
 
-    /// Stops `token`'s receive. Its [`Completion::RecvEnded`] follows (at once if it was
-    /// waiting for buffers); data completions may come before it.
-    pub fn cancel_recv(&mut self, token: Token) {
+    /// Stops `token`'s receive. Returns true if it is over at once (it was waiting for
+    /// buffers, or none was running): no [`Completion::RecvEnded`] follows. Otherwise its
+    /// `RecvEnded` follows, and data completions may come before it.
+    pub fn cancel_recv(&mut self, token: Token) -> bool {
         let s = self.slot(token);
-        if s.recv_cancelled {
-            return;
+        if s.recv_armed {
+            if !s.recv_cancelled {
+                s.recv_cancelled = true;
+                let e = opcode::AsyncCancel::new(RECV | u64::from(token.0))
+                    .build()
+                    .user_data(CANCEL);
+                self.push(e);
+            }
+            return false;
         }
         s.recv_cancelled = true;
-        if s.recv_armed {
-            let e = opcode::AsyncCancel::new(RECV | u64::from(token.0))
-                .build()
-                .user_data(CANCEL);
-            self.push(e);
-        } else if s.starved {
-            s.starved = false;
-            s.recv_fd = None;
+        s.recv_fd = None;
+        if std::mem::take(&mut s.starved) {
             self.starved.retain(|t| *t != token);
         }
+        true
     }
 
     /// Starts a multishot accept on listener `fd` for `token`.
@@ -355,6 +358,17 @@ impl DataRing {
         self.push(e);
     }
 
+    /// Cancels `token`'s send in flight, if any; its [`Completion::Sent`] follows (with
+    /// `ECANCELED`, or with what it sent before the cancellation took).
+    pub fn cancel_send(&mut self, token: Token) {
+        if self.sending(token) {
+            let e = opcode::AsyncCancel::new(SEND | u64::from(token.0))
+                .build()
+                .user_data(CANCEL);
+            self.push(e);
+        }
+    }
+
     /// The bytes of a received buffer.
     pub fn bytes(&self, buf: &RingBuf) -> &[u8] {
         self.bufs.bytes(buf.bid, buf.len as usize)
@@ -396,6 +410,19 @@ impl DataRing {
         self.rearm_starved();
         self.bufs.commit();
         sys::submit(&mut self.ring, self.config.setup())
+    }
+
+    /// True if completions may be ready without the eventfd saying so again: some are
+    /// in the completion queue, the completion queue overflowed, or deferred completion
+    /// work is pending (the kernel runs a bounded amount of it per `io_uring_enter` and
+    /// signals the eventfd only when new work arrives to an empty list). The owner
+    /// should then submit and poll again instead of waiting for the eventfd.
+    pub fn work_pending(&mut self) -> bool {
+        let (taskrun, overflow) = {
+            let sq = self.ring.submission();
+            (sq.taskrun(), sq.cq_overflow())
+        };
+        taskrun || overflow || !self.ring.completion().is_empty()
     }
 
     /// Appends every ready completion to `out`. ENOBUFS is handled here: the receive is

@@ -156,9 +156,24 @@ pub struct BenchArgs {
     /// percent of the CPUs (default: the suite's).
     #[arg(long)]
     pub busy_threshold: Option<f64>,
-    /// Only these cases (full mode: no files written).
+    /// Only these cases (full mode: no files written, unless `--part-out`).
     #[arg(long, value_delimiter = ',', value_name = "CASE,...")]
     pub only: Vec<String>,
+    /// With `--only` in full mode: write the part's run document here, to be combined
+    /// with the other parts by `--merge-parts` (so a full suite can run in windows
+    /// shorter than the whole suite on a shared machine).
+    #[arg(long, value_name = "PART.json", requires = "only")]
+    pub part_out: Option<PathBuf>,
+    /// Combine part documents (written by `--part-out`, together covering the suite)
+    /// into one run document in the results directory and regenerate README.md from it
+    /// (charts left as they are).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "PART.json,...",
+        conflicts_with = "only"
+    )]
+    pub merge_parts: Vec<PathBuf>,
     /// Copy every raw loadgen report here.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
@@ -275,9 +290,58 @@ fn write_readme(
     Ok(())
 }
 
+/// `--merge-parts`: one run document from parts run separately (cases in the suite's
+/// order, each part's settings and load averages kept in its cases' runs; the
+/// document's load average spans the first part's start and the last part's end).
+fn merge_parts(a: &BenchArgs, suite: &Suite) -> Result<bool, BenchError> {
+    let mut parts = a
+        .merge_parts
+        .iter()
+        .map(|p| BenchDoc::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    parts.sort_by(|x, y| x.started_utc.cmp(&y.started_utc));
+    let mut doc = parts[0].clone();
+    let last = parts[parts.len() - 1].clone();
+    doc.load_average.end = last.load_average.end.clone();
+    doc.duration_s = parts.iter().map(|p| p.duration_s).sum();
+    doc.dirty = parts.iter().any(|p| p.dirty);
+    doc.problems = parts.iter().flat_map(|p| p.problems.clone()).collect();
+    doc.cases = parts.iter().flat_map(|p| p.cases.clone()).collect();
+    let order = |name: &str| suite.cases.iter().position(|c| c.name == name);
+    doc.cases.sort_by_key(|c| order(&c.name));
+    for p in &parts[1..] {
+        if p.commit != doc.commit || p.settings != doc.settings {
+            println!(
+                "note: part started {} differs (commit {}, settings {:?})",
+                p.started_utc, p.commit, p.settings
+            );
+        }
+    }
+    let name = format!("{}-{}.json", doc.date, doc.commit);
+    let path = a.results.join(&name);
+    doc::write_json(&path, &doc)?;
+    println!(
+        "wrote {} ({} cases from {} parts)",
+        path.display(),
+        doc.cases.len(),
+        parts.len()
+    );
+    write_readme(
+        &doc,
+        suite,
+        &existing_charts(suite, &a.results),
+        &a.results,
+        &name,
+    )?;
+    Ok(true)
+}
+
 /// Runs the suite as `a` says. `Ok(false)`: the quick check failed.
 pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
     let suite = Suite::load(&a.suite)?;
+    if !a.merge_parts.is_empty() {
+        return merge_parts(a, &suite);
+    }
     if let Some(path) = &a.render_only {
         let doc = BenchDoc::read(path)?;
         let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -446,7 +510,7 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         return Ok(ok);
     }
 
-    if !a.only.is_empty() && mode != Mode::Runtime {
+    if !a.only.is_empty() && mode != Mode::Runtime && a.part_out.is_none() {
         println!("--only: partial run, no files written");
         return Ok(true);
     }
@@ -469,6 +533,11 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         problems: bench.problems.clone(),
         cases: results,
     };
+    if let Some(part) = &a.part_out {
+        doc::write_json(part, &doc)?;
+        println!("wrote part {}", part.display());
+        return Ok(true);
+    }
     let name = format!("{date}-{commit}.json");
     if mode == Mode::Runtime {
         // Its own document (runs of a few cases each, so named to the second): the full
