@@ -270,16 +270,16 @@ pub(crate) async fn run(core: Rc<Worker>) {
     };
     let mut out = Vec::new();
     let mut readable: Option<Pin<Box<dyn Future<Output = io::Result<()>> + '_>>> = None;
-    // Completions are handled (and sessions woken) only after the eventfd said so through
-    // monoio's own ring. A kick from a session only submits. So every round of the core
-    // goes through monoio's park, where its timers fire: waking sessions straight from
-    // here after their own kicks would keep monoio's run queue from ever emptying under
-    // steady load, and its timers (session timeouts, linger, shutdown grace) would starve.
+    // Completions are handled only after the eventfd said so through monoio's own ring; a
+    // kick (a send queued outside this task) only submits. So every round of the core
+    // goes through monoio's park, where its timers and cross-thread wakes run. That is
+    // also why input and output are handled here and do not wake the sessions' tasks
+    // (send.rs): a run queue refilled by every batch would never empty under steady load,
+    // and monoio parks only when it is empty.
     let mut event = true;
     while !core.ring.stopped.get() {
         core.ring.kicked.set(false);
         if event {
-            core.ring.ring.borrow().clear_wake();
             pump(&core, &mut out);
         } else if let Err(e) = core.ring.ring.borrow_mut().submit() {
             tracing::debug!(error = %e, "data ring: submit");
@@ -323,7 +323,17 @@ fn pump(core: &Rc<Worker>, out: &mut Vec<Completion>) {
             ring.poll(out);
         }
         if out.is_empty() {
-            break;
+            // Drained. Clear the eventfd now, not when it woke us: the completions this
+            // pump already handled (sends that completed while being submitted) signalled
+            // it again, and each stale signal costs a round through monoio's park for
+            // nothing. A completion that came after the poll is still seen: it is in the
+            // queue (or pending as deferred work) below, or it signals again after this.
+            let mut ring = core.ring.ring.borrow_mut();
+            ring.clear_wake();
+            if !ring.work_pending() {
+                break;
+            }
+            continue;
         }
         for c in out.drain(..) {
             dispatch(core, c);
