@@ -39,6 +39,9 @@ fn metrics_parse_and_move_with_traffic() {
         ("sockchat_session_closes", "counter"),
         ("sockchat_send_queue_bytes", "gauge"),
         ("sockchat_fanout_dropped", "counter"),
+        ("sockchat_bytes_copied", "counter"),
+        ("sockchat_ring_enobufs", "counter"),
+        ("sockchat_ring_rearmed", "counter"),
         ("sockchat_build", "info"),
         ("sockchat_memory_budget_bytes", "gauge"),
     ] {
@@ -85,6 +88,11 @@ fn metrics_parse_and_move_with_traffic() {
     assert_eq!(sample(&now, "sockchat_sessions_accepted_total{}"), 2.0);
     assert!(sample(&now, "sockchat_bytes_received_total{}") > 6.0 * 64.0);
     assert!(sample(&now, "sockchat_bytes_sent_total{}") > 6.0 * 64.0);
+    // Every received byte went through a ring buffer and was copied into its session once.
+    assert_eq!(
+        sample(&now, "sockchat_bytes_copied_total{}"),
+        sample(&now, "sockchat_bytes_received_total{}")
+    );
 
     // Closes by reason: a client disconnect and an invalid frame.
     let bye = tcp.frame(

@@ -153,6 +153,24 @@ impl Collector for CoreCounters {
         )?;
         counter(
             &mut enc,
+            "bytes_copied",
+            "Bytes copied in user space from the data ring's receive buffers into sessions",
+            t.bytes_copied,
+        )?;
+        counter(
+            &mut enc,
+            "ring_enobufs",
+            "Receives parked because the data ring had no free buffer (re-armed once buffers came back; nothing is lost)",
+            t.ring_enobufs,
+        )?;
+        counter(
+            &mut enc,
+            "ring_rearmed",
+            "Parked receives re-armed",
+            t.ring_rearmed,
+        )?;
+        counter(
+            &mut enc,
             "fanout_dropped",
             "Chat messages dropped because a core's inbound queue was full",
             t.fanout_dropped,
