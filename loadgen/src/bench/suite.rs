@@ -57,6 +57,21 @@ pub struct ModeSettings {
     pub warmup: f64,
     /// Seconds measured.
     pub duration: f64,
+    /// In what order the cases' runs go (default: case by case).
+    #[serde(default)]
+    pub order: Order,
+}
+
+/// The order of a mode's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Every run of a case, then the next case.
+    #[default]
+    Cases,
+    /// Round by round: one run (subject and baseline) of every case per round, so a
+    /// case's runs are spread over the whole suite instead of a few seconds of it.
+    Rounds,
 }
 
 /// `[gate]`: when the quick check fails.
@@ -68,6 +83,11 @@ pub struct GateRule {
     /// Throughput ratios are gated only when other processes used less than this
     /// percent of the machine's CPU during the case.
     pub busy_threshold_pct: f64,
+    /// A case that fails the comparison is run this many more times (after every other
+    /// case, round by round among the failing ones) and judged again on all its runs
+    /// together; 0: judged on the first runs only.
+    #[serde(default)]
+    pub confirm_runs: u32,
 }
 
 /// One `[[chart]]`.
