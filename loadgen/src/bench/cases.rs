@@ -536,7 +536,7 @@ impl Bench {
     /// (S B, B S, ...), so a drift in the machine's load does not always favour one side.
     pub fn run_pair(&mut self, case: &CaseSpec, acc: &mut CaseRuns) -> Result<String, BenchError> {
         let t0 = Instant::now();
-        let subject_first = acc.subj.len() % 2 == 0;
+        let subject_first = acc.subj.len().is_multiple_of(2);
         let mut b = None;
         if !subject_first {
             b = case
@@ -577,10 +577,6 @@ impl Bench {
 
     /// Sums up the runs `acc` holds (they stay there: more can be added and summed again).
     pub fn finish(&self, case: &CaseSpec, acc: &CaseRuns) -> CaseRun {
-        self.sum_up(case, acc)
-    }
-
-    fn sum_up(&self, case: &CaseSpec, acc: &CaseRuns) -> CaseRun {
         let (subj, base, took) = (&acc.subj, &acc.base, acc.took);
         let values = |v: &[SideRun]| v.iter().map(|r| r.value).collect::<Vec<_>>();
         let (sv, bv) = (values(subj), values(base));

@@ -10,7 +10,9 @@
 //! * full (default): every case; writes `bench-results/<date>-<commit>.json`, the charts,
 //!   and `bench-results/README.md`.
 //! * `--quick`: the CI subset; compares its ratios with `bench-results/baseline.json`
-//!   ([`gate`]) and fails on a drop beyond the suite's limit, or on any error.
+//!   ([`gate`]) and fails on a drop beyond the suite's limit, or on any error; a case
+//!   that fails is first run `confirm_runs` more times and judged on all its runs.
+//!   A mode's runs go case by case or round by round ([`schedule`]).
 //! * `--quick --update-baseline`: the same subset; writes `baseline.json` instead.
 //! * `--render-only RUN.json`: regenerates the README from a committed run document.
 
