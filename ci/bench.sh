@@ -6,16 +6,20 @@
 #                                  interleaved with its baseline; writes
 #                                  bench-results/<date>-<commit>.json, charts, and
 #                                  regenerates bench-results/README.md
-#   ci/bench.sh --quick            CI check (~2.5 min after the build): echo 64 B depth 16
+#   ci/bench.sh --quick            CI check (~4 min after the build): echo 64 B depth 16
 #                                  TCP+Unix vs the raw server with 64 B and with
 #                                  frame-length payloads, echo depth 1 50 sessions vs
 #                                  frame-length raw, churn TCP+Unix, a small heartbeat;
-#                                  3 short runs each; ratios compared with
+#                                  5 short runs each, in rounds (one run of every case per
+#                                  round); ratios compared with
 #                                  bench-results/baseline.json (`loadgen compare` on ratio
-#                                  files); fails when a ratio is more than 30% worse (on
-#                                  a quiet machine) or on any error
+#                                  files); a case more than 30% worse (on a quiet machine)
+#                                  is run 4 more times after the others and fails when all
+#                                  its runs together are still more than 30% worse; any
+#                                  error fails (bench-results/quick-check.md: why)
 #   ci/bench.sh --quick --update-baseline
-#                                  re-baseline (5 runs each); commit the JSON with a reason
+#                                  re-baseline (6 rounds of the cases with a baseline side,
+#                                  ~4.5 min); commit the JSON with a reason
 #   BASE_REV=<rev> ci/bench.sh     also builds sockchat-server at <rev> (git archive into a
 #                                  temp dir) and runs it interleaved as a second baseline
 #   ci/bench.sh --runtime --only runtime-compio-defer-d16-tcp,...

@@ -52,10 +52,10 @@ fn run() -> Result<ExitCode> {
             use loadgen::bench::{doc::RatioFile, gate};
             let base = RatioFile::read(&a.base)?;
             let new = RatioFile::read(&a.new)?;
-            let (text, ok) =
+            let (text, failed) =
                 gate::compare_files(&base, &new, a.max_regression, a.busy_threshold, &[]);
             print!("{text}");
-            Ok(if ok {
+            Ok(if failed.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(3)

@@ -38,10 +38,12 @@ runs = 1
 update_baseline_runs = 1
 warmup = 0.2
 duration = 0.5
+order = "rounds"
 
 [gate]
 max_regression_pct = 30.0
 busy_threshold_pct = 5.0
+confirm_runs = 1
 
 [[case]]
 name = "echo-frame"
@@ -63,7 +65,7 @@ group = "latency"
 unit = "µs"
 better = "lower"
 metric = "latency_p99_us"
-suites = ["full"]
+suites = ["full", "quick"]
 subject = { run = "sockchat", transport = "tcp", scenario = "heartbeat", args = ["--sessions", "20", "--interval", "0.2"] }
 target = { kind = "absolute", op = "<=", value = 10000000.0 }
 
@@ -158,25 +160,66 @@ fn a_small_suite_runs_end_to_end_and_a_regression_fails_the_gate() {
         readme
     );
 
-    // Quick: baseline, then the same code against it passes...
+    // Quick: baseline (the heartbeat, with no baseline side, is not run for it), then
+    // the same code against it passes, with nothing to confirm...
     let out = bench(dir, &["--quick", "--update-baseline"]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("== hb"), "{}", text(&out));
     let baseline = results.join("baseline.json");
     let mut ratios = RatioFile::read(&baseline).unwrap();
     assert_eq!(ratios.cases.keys().collect::<Vec<_>>(), ["echo-frame"]);
     let out = bench(dir, &["--quick", "--max-regression", "1000000"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("load check: PASS"));
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    // Round by round: each round runs every case once.
+    assert!(t.contains("-- round 1/1\n  echo-frame run 1: "), "{t}");
+    assert!(t.contains("\n  hb run 1: "), "{t}");
+    assert!(!t.contains("confirming"), "{t}");
+    assert!(t.contains("load check: PASS"));
 
-    // ...and a baseline ten times better makes it a 90% regression: exit 1 (gated even
-    // on a busy machine with --busy-threshold 101).
+    // ...and a baseline ten times better makes it a 90% regression: the case is run
+    // again (confirm_runs) and still fails on all its runs: exit 1 (gated even on a busy
+    // machine with --busy-threshold 101).
     ratios.cases.get_mut("echo-frame").unwrap().ratio *= 10.0;
     loadgen::bench::doc::write_json(&baseline, &ratios).unwrap();
-    let out = bench(dir, &["--quick", "--busy-threshold", "101"]);
+    let keep = dir.join("keep");
+    let out = bench(
+        dir,
+        &[
+            "--quick",
+            "--busy-threshold",
+            "101",
+            "--keep",
+            keep.to_str().unwrap(),
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("FAIL: throughput_ratio regressed"), "{t}");
+    assert!(
+        t.contains("confirming echo-frame: 1 more run(s) each"),
+        "{t}"
+    );
+    assert!(t.contains("  echo-frame run 2: "), "{t}");
+    assert!(!t.contains("  hb run 2: "), "{t}");
+    let (first, all) = t
+        .split_once("== all runs of the confirmed case(s)")
+        .expect(&t);
+    assert!(first.contains("FAIL: throughput_ratio regressed"), "{t}");
+    assert!(all.contains("FAIL: throughput_ratio regressed"), "{t}");
     assert!(t.contains("load check: FAIL"), "{t}");
+    // Both runs of each side are kept, and the ratio file is the one judged last.
+    let kept = |suffix: &str| {
+        std::fs::read_dir(&keep)
+            .unwrap()
+            .filter(|e| {
+                let n = e.as_ref().unwrap().file_name();
+                n.to_string_lossy().ends_with(suffix)
+            })
+            .count()
+    };
+    assert_eq!(kept("-echo-frame.json"), 2);
+    assert_eq!(kept("-echo-frame-raw.json"), 2);
+    assert!(RatioFile::read(&keep.join("ratios.json")).is_ok());
 }
 
 #[test]

@@ -67,6 +67,21 @@ struct SideRun {
     load: Option<LoadRun>,
 }
 
+/// The runs of a case so far (both sides), and the time they took.
+#[derive(Debug, Default)]
+pub struct CaseRuns {
+    subj: Vec<SideRun>,
+    base: Vec<SideRun>,
+    took: Duration,
+}
+
+impl CaseRuns {
+    /// Runs of the subject so far.
+    pub fn runs(&self) -> usize {
+        self.subj.len()
+    }
+}
+
 /// A finished case: the document entry plus the median runs' reports (for the charts
 /// and the ratio check).
 #[derive(Debug)]
@@ -516,61 +531,55 @@ impl Bench {
         })
     }
 
-    /// Runs `case` `runs` times, interleaved with its baseline, and sums it up.
-    pub fn run_case(&mut self, case: &CaseSpec) -> Result<CaseRun, BenchError> {
-        let runs = self.set.runs;
+    /// One more run of `case`'s subject and (if it has one) its baseline, added to `acc`;
+    /// returns the progress line. The order alternates with the runs `acc` already holds
+    /// (S B, B S, ...), so a drift in the machine's load does not always favour one side.
+    pub fn run_pair(&mut self, case: &CaseSpec, acc: &mut CaseRuns) -> Result<String, BenchError> {
         let t0 = Instant::now();
-        let (mut subj, mut base) = (Vec::new(), Vec::new());
-        for i in 0..runs {
-            let subject_first = i % 2 == 0;
-            let mut b = None;
-            if !subject_first {
-                b = case
-                    .baseline
-                    .as_ref()
-                    .map(|s| self.side(case, s))
-                    .transpose()?;
-            }
-            let s = self.side(case, &case.subject)?;
-            if subject_first {
-                b = case
-                    .baseline
-                    .as_ref()
-                    .map(|s| self.side(case, s))
-                    .transpose()?;
-            }
-            let mut line = format!("  run {}/{runs}: {}", i + 1, fmt_value(s.value, case.unit));
-            if let Some(b) = &b {
-                let r = (b.value != 0.0).then(|| s.value / b.value);
-                line += &format!(
-                    "  baseline {}  ratio {}",
-                    fmt_value(b.value, case.unit),
-                    r.map_or_else(|| "–".into(), |r| format!("{r:.3}"))
-                );
-            }
-            if let Detail::Memory(m) = &s.detail {
-                // The fd counts say whether RSS was read with the sessions open.
-                line += &format!(
-                    "  (RSS {} -> {} KiB, fds {} -> {})",
-                    m.rss_before_kib, m.rss_after_kib, m.fds_before, m.fds_after
-                );
-            }
-            println!("{line}");
-            subj.push(s);
-            base.extend(b);
+        let subject_first = acc.subj.len().is_multiple_of(2);
+        let mut b = None;
+        if !subject_first {
+            b = case
+                .baseline
+                .as_ref()
+                .map(|s| self.side(case, s))
+                .transpose()?;
         }
-        Ok(self.sum_up(case, subj, base, t0.elapsed()))
+        let s = self.side(case, &case.subject)?;
+        if subject_first {
+            b = case
+                .baseline
+                .as_ref()
+                .map(|s| self.side(case, s))
+                .transpose()?;
+        }
+        let mut line = fmt_value(s.value, case.unit);
+        if let Some(b) = &b {
+            let r = (b.value != 0.0).then(|| s.value / b.value);
+            line += &format!(
+                "  baseline {}  ratio {}",
+                fmt_value(b.value, case.unit),
+                r.map_or_else(|| "–".into(), |r| format!("{r:.3}"))
+            );
+        }
+        if let Detail::Memory(m) = &s.detail {
+            // The fd counts say whether RSS was read with the sessions open.
+            line += &format!(
+                "  (RSS {} -> {} KiB, fds {} -> {})",
+                m.rss_before_kib, m.rss_after_kib, m.fds_before, m.fds_after
+            );
+        }
+        acc.subj.push(s);
+        acc.base.extend(b);
+        acc.took += t0.elapsed();
+        Ok(line)
     }
 
-    fn sum_up(
-        &self,
-        case: &CaseSpec,
-        mut subj: Vec<SideRun>,
-        mut base: Vec<SideRun>,
-        took: Duration,
-    ) -> CaseRun {
+    /// Sums up the runs `acc` holds (they stay there: more can be added and summed again).
+    pub fn finish(&self, case: &CaseSpec, acc: &CaseRuns) -> CaseRun {
+        let (subj, base, took) = (&acc.subj, &acc.base, acc.took);
         let values = |v: &[SideRun]| v.iter().map(|r| r.value).collect::<Vec<_>>();
-        let (sv, bv) = (values(&subj), values(&base));
+        let (sv, bv) = (values(subj), values(base));
         let s = Stats::of(&sv);
         let command = |v: &[SideRun]| {
             v.first()
@@ -580,7 +589,7 @@ impl Bench {
         let details = |v: &[SideRun]| v.iter().map(|r| r.detail.clone()).collect::<Vec<_>>();
         let frame_len = case.frame_of().map_or(0, echo_frame_len);
         let fill = |t: &str| fill(t, frame_len, &self.set.base_rev);
-        let (sd, bd) = (details(&subj), details(&base));
+        let (sd, bd) = (details(subj), details(base));
         let (baseline, ratio, cpu) = if base.is_empty() {
             (None, None, None)
         } else {
@@ -590,7 +599,7 @@ impl Bench {
             let b = BaselineResult {
                 stats: bs,
                 title: fill(case.baseline_title.as_deref().unwrap_or_default()),
-                command: command(&base),
+                command: command(base),
                 details: bd.clone(),
             };
             (Some(b), Some(ratio), stats::cpu_cost(&sd, &bd))
@@ -611,7 +620,7 @@ impl Bench {
             group: case.group.clone(),
             unit: case.unit,
             better: case.better,
-            subject_command: command(&subj),
+            subject_command: command(subj),
             details: sd.clone(),
             seconds: stats::round_to(took.as_secs_f64(), 1),
             other_cpu_pct: stats::other_cpu(sd.iter().chain(&bd)),
@@ -622,17 +631,19 @@ impl Bench {
             target: case.target,
             standing,
         };
-        let take_median = |runs: &mut Vec<SideRun>| {
-            let with: Vec<usize> = (0..runs.len())
-                .filter(|i| runs[*i].load.is_some())
+        let median_run = |runs: &[SideRun]| {
+            let with: Vec<&LoadRun> = runs.iter().filter_map(|r| r.load.as_ref()).collect();
+            let vals: Vec<f64> = runs
+                .iter()
+                .filter(|r| r.load.is_some())
+                .map(|r| r.value)
                 .collect();
-            let vals: Vec<f64> = with.iter().map(|i| runs[*i].value).collect();
-            stats::median_index(&vals).and_then(|m| runs[with[m]].load.take())
+            stats::median_index(&vals).map(|m| with[m].clone())
         };
         CaseRun {
             result,
-            median: take_median(&mut subj),
-            baseline_median: take_median(&mut base),
+            median: median_run(subj),
+            baseline_median: median_run(base),
         }
     }
 }

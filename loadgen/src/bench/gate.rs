@@ -41,8 +41,8 @@ pub fn case_ratios(
         .collect()
 }
 
-/// Compares every case of `new` that `base` has; returns the printed text and whether
-/// all passed. A throughput ratio is gated only when other processes used less than
+/// Compares every case of `new` that `base` has; returns the printed text and the
+/// names of the cases that failed. A throughput ratio is gated only when other processes used less than
 /// `busy_threshold_pct` of the CPUs during the case (on a busy shared machine,
 /// scheduling delays cut sockchat's multi-round-trip cycles far more than the raw
 /// server's, so the ratio then measures the neighbours, not the code).
@@ -52,9 +52,9 @@ pub fn compare_files(
     max_regression_pct: f64,
     busy_threshold_pct: f64,
     order: &[String],
-) -> (String, bool) {
+) -> (String, Vec<String>) {
     let mut s = String::new();
-    let mut ok = true;
+    let mut failed = Vec::new();
     let names = order.iter().filter(|n| new.cases.contains_key(*n));
     let rest = new.cases.keys().filter(|n| !order.contains(n));
     for name in names.chain(rest) {
@@ -94,9 +94,11 @@ pub fn compare_files(
         let _ = writeln!(s);
         let cmp = compare_ratios(b, n, max_regression_pct, quiet);
         s.push_str(&cmp.render_ratios(b, n));
-        ok &= cmp.passed();
+        if !cmp.passed() {
+            failed.push(name.clone());
+        }
     }
-    (s, ok)
+    (s, failed)
 }
 
 /// Header of the check's output.
@@ -184,14 +186,14 @@ mod tests {
     fn a_regressed_ratio_fails_on_a_quiet_machine_only() {
         let base = file(vec![("e", ratios(0.6, 0.0, 0))]);
         let same = file(vec![("e", ratios(0.55, 1.0, 0))]);
-        assert!(compare_files(&base, &same, 30.0, 5.0, &[]).1);
+        assert!(compare_files(&base, &same, 30.0, 5.0, &[]).1.is_empty());
         let worse = file(vec![("e", ratios(0.3, 1.0, 0))]);
-        let (text, ok) = compare_files(&base, &worse, 30.0, 5.0, &[]);
-        assert!(!ok, "{text}");
+        let (text, failed) = compare_files(&base, &worse, 30.0, 5.0, &[]);
+        assert_eq!(failed, ["e"], "{text}");
         assert!(text.contains("throughput_ratio regressed 50.0%"), "{text}");
         let busy = file(vec![("e", ratios(0.3, 12.0, 0))]);
-        let (text, ok) = compare_files(&base, &busy, 30.0, 5.0, &[]);
-        assert!(ok, "{text}");
+        let (text, failed) = compare_files(&base, &busy, 30.0, 5.0, &[]);
+        assert!(failed.is_empty(), "{text}");
         assert!(
             text.contains("not gated: other processes used 12%"),
             "{text}"
@@ -202,12 +204,18 @@ mod tests {
     fn errors_and_missing_sessions_always_fail() {
         let base = file(vec![("e", ratios(0.6, 0.0, 0))]);
         let errors = file(vec![("e", ratios(0.9, 50.0, 3))]);
-        let (text, ok) = compare_files(&base, &errors, 30.0, 5.0, &[]);
-        assert!(!ok && text.contains("errors rose from 0 to 3"), "{text}");
+        let (text, failed) = compare_files(&base, &errors, 30.0, 5.0, &[]);
+        assert!(
+            !failed.is_empty() && text.contains("errors rose from 0 to 3"),
+            "{text}"
+        );
         let mut short = ratios(0.9, 0.0, 0);
         short.sessions_established = 99;
-        let (text, ok) = compare_files(&base, &file(vec![("e", short)]), 30.0, 5.0, &[]);
-        assert!(!ok && text.contains("established 99 of 100"), "{text}");
+        let (text, failed) = compare_files(&base, &file(vec![("e", short)]), 30.0, 5.0, &[]);
+        assert!(
+            !failed.is_empty() && text.contains("established 99 of 100"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -225,24 +233,30 @@ mod tests {
         let mut n = ratios(0.6, 0.0, 0);
         n.cpu_cost_ratio = cost(2.4);
         let base = file(vec![("e", b)]);
-        assert!(compare_files(&base, &file(vec![("e", n.clone())]), 30.0, 5.0, &[]).1);
+        assert!(
+            compare_files(&base, &file(vec![("e", n.clone())]), 30.0, 5.0, &[])
+                .1
+                .is_empty()
+        );
         n.gated.push(Gated::CpuCostRatio);
-        let (text, ok) = compare_files(&base, &file(vec![("e", n.clone())]), 30.0, 5.0, &[]);
-        assert!(!ok, "{text}");
+        let (text, failed) = compare_files(&base, &file(vec![("e", n.clone())]), 30.0, 5.0, &[]);
+        assert_eq!(failed, ["e"], "{text}");
         assert!(text.contains("cpu_cost_ratio regressed 100.0%"), "{text}");
         n.other_cpu_pct = Some(OtherCpu {
             median: 20.0,
             max: 20.0,
         });
-        assert!(compare_files(&base, &file(vec![("e", n)]), 30.0, 5.0, &[]).1);
+        assert!(compare_files(&base, &file(vec![("e", n)]), 30.0, 5.0, &[])
+            .1
+            .is_empty());
     }
 
     #[test]
     fn new_cases_are_listed_not_compared() {
         let base = file(vec![]);
         let new = file(vec![("e", ratios(0.1, 0.0, 0))]);
-        let (text, ok) = compare_files(&base, &new, 30.0, 5.0, &[]);
-        assert!(ok);
+        let (text, failed) = compare_files(&base, &new, 30.0, 5.0, &[]);
+        assert!(failed.is_empty());
         assert!(text.contains("-- e: not in the baseline, not compared"));
     }
 }

@@ -10,7 +10,9 @@
 //! * full (default): every case; writes `bench-results/<date>-<commit>.json`, the charts,
 //!   and `bench-results/README.md`.
 //! * `--quick`: the CI subset; compares its ratios with `bench-results/baseline.json`
-//!   ([`gate`]) and fails on a drop beyond the suite's limit, or on any error.
+//!   ([`gate`]) and fails on a drop beyond the suite's limit, or on any error; a case
+//!   that fails is first run `confirm_runs` more times and judged on all its runs.
+//!   A mode's runs go case by case or round by round ([`schedule`]).
 //! * `--quick --update-baseline`: the same subset; writes `baseline.json` instead.
 //! * `--render-only RUN.json`: regenerates the README from a committed run document.
 
@@ -20,6 +22,7 @@ pub mod gate;
 pub mod markdown;
 pub mod meter;
 pub mod process;
+pub mod schedule;
 pub mod stats;
 pub mod suite;
 
@@ -336,6 +339,19 @@ fn merge_parts(a: &BenchArgs, suite: &Suite) -> Result<bool, BenchError> {
     Ok(true)
 }
 
+/// Copies every loadgen report of the run (`tmp`) to `keep`.
+fn keep_reports(tmp: &Path, keep: &Path) -> Result<(), BenchError> {
+    std::fs::create_dir_all(keep).map_err(|e| BenchError::io(keep, e))?;
+    for e in std::fs::read_dir(tmp).map_err(|e| BenchError::io(tmp, e))? {
+        let p = e.map_err(|e| BenchError::io(tmp, e))?.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let to = keep.join(p.file_name().unwrap_or_default());
+            std::fs::copy(&p, &to).map_err(|e| BenchError::io(&to, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the suite as `a` says. `Ok(false)`: the quick check failed.
 pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
     let suite = Suite::load(&a.suite)?;
@@ -385,6 +401,10 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
     if !a.only.is_empty() {
         selected.retain(|c| a.only.contains(&c.name));
     }
+    if a.update_baseline {
+        // baseline.json holds ratios only: a case without a baseline side adds nothing.
+        selected.retain(|c| c.baseline.is_some());
+    }
 
     let started = SystemTime::now();
     let t0 = Instant::now();
@@ -416,16 +436,16 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         .tempdir()
         .map_err(|e| BenchError::io(Path::new("/tmp"), e))?;
     let mut bench = Bench::new(bins, set, tmp.path());
-    let mut runs = Vec::new();
-    for c in &selected {
-        let frame_len = c.frame_of().map_or(0, suite::echo_frame_len);
-        println!(
-            "== {}: {}",
-            c.name,
-            suite::fill(&c.title, frame_len, &base_rev)
-        );
-        runs.push(bench.run_case(c)?);
-    }
+    let first_runs = bench.settings().runs;
+    let mut accs = schedule::run_all(&mut bench, &selected, first_runs, ms.order, &base_rev)?;
+    let finish = |bench: &Bench, accs: &[cases::CaseRuns]| -> Vec<CaseRun> {
+        selected
+            .iter()
+            .zip(accs)
+            .map(|(c, acc)| bench.finish(c, acc))
+            .collect()
+    };
+    let mut runs = finish(&bench, &accs);
     let load_end = load_average();
     let duration = t0.elapsed().as_secs_f64();
     let results: Vec<_> = runs.iter().map(|r| r.result.clone()).collect();
@@ -438,15 +458,9 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
     for p in &bench.problems {
         println!("problem: {p}");
     }
+    let problems_shown = bench.problems.len();
     if let Some(keep) = &a.keep {
-        std::fs::create_dir_all(keep).map_err(|e| BenchError::io(keep, e))?;
-        for e in std::fs::read_dir(tmp.path()).map_err(|e| BenchError::io(tmp.path(), e))? {
-            let p = e.map_err(|e| BenchError::io(tmp.path(), e))?.path();
-            if p.extension().is_some_and(|x| x == "json") {
-                let to = keep.join(p.file_name().unwrap_or_default());
-                std::fs::copy(&p, &to).map_err(|e| BenchError::io(&to, e))?;
-            }
-        }
+        keep_reports(tmp.path(), keep)?;
     }
 
     let started_utc = humantime::format_rfc3339_seconds(started).to_string();
@@ -466,26 +480,27 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
 
     if a.quick {
         let baseline = a.results.join("baseline.json");
-        let ratios = gate::ratio_file(
-            gate::case_ratios(&runs, &|name| {
-                selected
-                    .iter()
-                    .find(|c| c.name == name)
-                    .map_or_else(suite::default_gate, |c| c.gate.clone())
-            }),
-            commit.clone(),
-            date,
-            machine(),
-            load_average,
-            settings,
-        );
+        let ratio_file = |runs: &[CaseRun]| {
+            gate::ratio_file(
+                gate::case_ratios(runs, &|name| {
+                    selected
+                        .iter()
+                        .find(|c| c.name == name)
+                        .map_or_else(suite::default_gate, |c| c.gate.clone())
+                }),
+                commit.clone(),
+                date.clone(),
+                machine(),
+                load_average.clone(),
+                settings.clone(),
+            )
+        };
+        let mut ratios = ratio_file(&runs);
         if a.update_baseline {
             doc::write_json(&baseline, &ratios)?;
             println!("wrote {}", baseline.display());
             return Ok(true);
         }
-        let new_path = a.keep.as_deref().unwrap_or(tmp.path()).join("ratios.json");
-        doc::write_json(&new_path, &ratios)?;
         let mut ok = true;
         if baseline.exists() {
             let base = RatioFile::read(&baseline)?;
@@ -493,14 +508,52 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
             let busy = a.busy_threshold.unwrap_or(suite.gate.busy_threshold_pct);
             print!("{}", gate::header(&baseline, &base, max));
             let order: Vec<String> = selected.iter().map(|c| c.name.clone()).collect();
-            let (text, passed) = gate::compare_files(&base, &ratios, max, busy, &order);
+            let (text, mut failed) = gate::compare_files(&base, &ratios, max, busy, &order);
             print!("{text}");
-            ok = passed;
+            let confirm = suite.gate.confirm_runs;
+            if !failed.is_empty() && confirm > 0 {
+                // A failure is confirmed on more runs taken minutes later: a real
+                // regression stays in every run, a spell of a slow shared host does not.
+                // The verdict is on all of the case's runs together, at the same limit.
+                println!(
+                    "== confirming {}: {confirm} more run(s) each (round by round, after the other cases); verdict on all runs",
+                    failed.join(", ")
+                );
+                let which: Vec<usize> = (0..selected.len())
+                    .filter(|i| failed.contains(&selected[*i].name))
+                    .collect();
+                schedule::rounds(
+                    &mut bench,
+                    &selected,
+                    &mut accs,
+                    &which,
+                    confirm,
+                    "confirmation round",
+                )?;
+                runs = finish(&bench, &accs);
+                ratios = ratio_file(&runs);
+                let names: Vec<String> = which.iter().map(|i| selected[*i].name.clone()).collect();
+                let mut confirmed = ratios.clone();
+                confirmed.cases.retain(|n, _| names.contains(n));
+                println!("== all runs of the confirmed case(s)");
+                let (text, still) = gate::compare_files(&base, &confirmed, max, busy, &names);
+                print!("{text}");
+                failed = still;
+            }
+            ok = failed.is_empty();
         } else {
             println!(
                 "no {}: nothing to compare (create it with `ci/bench.sh --quick --update-baseline`)",
                 baseline.display()
             );
+        }
+        let new_path = a.keep.as_deref().unwrap_or(tmp.path()).join("ratios.json");
+        doc::write_json(&new_path, &ratios)?;
+        if let Some(keep) = &a.keep {
+            keep_reports(tmp.path(), keep)?;
+        }
+        for p in &bench.problems[problems_shown..] {
+            println!("problem: {p}");
         }
         if !bench.problems.is_empty() {
             println!("FAIL: loadgen reported errors (see problems above)");

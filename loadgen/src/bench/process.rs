@@ -211,7 +211,7 @@ impl Drop for Server {
 }
 
 /// One loadgen run as the bench saw it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LoadRun {
     /// The run's JSON report, read with loadgen's own type.
     pub report: Report,

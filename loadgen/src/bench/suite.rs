@@ -57,6 +57,21 @@ pub struct ModeSettings {
     pub warmup: f64,
     /// Seconds measured.
     pub duration: f64,
+    /// In what order the cases' runs go (default: case by case).
+    #[serde(default)]
+    pub order: Order,
+}
+
+/// The order of a mode's runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Every run of a case, then the next case.
+    #[default]
+    Cases,
+    /// Round by round: one run (subject and baseline) of every case per round, so a
+    /// case's runs are spread over the whole suite instead of a few seconds of it.
+    Rounds,
 }
 
 /// `[gate]`: when the quick check fails.
@@ -68,6 +83,11 @@ pub struct GateRule {
     /// Throughput ratios are gated only when other processes used less than this
     /// percent of the machine's CPU during the case.
     pub busy_threshold_pct: f64,
+    /// A case that fails the comparison is run this many more times (after every other
+    /// case, round by round among the failing ones) and judged again on all its runs
+    /// together; 0: judged on the first runs only.
+    #[serde(default)]
+    pub confirm_runs: u32,
 }
 
 /// One `[[chart]]`.
@@ -506,6 +526,24 @@ target = { kind = "cpu_ratio", op = "<=", value = 1.3 }
 "#;
 
     #[test]
+    fn order_and_confirm_runs_default_and_parse() {
+        let s = Suite::parse(&minimal(ECHO)).unwrap();
+        assert_eq!(s.modes.quick.order, Order::Cases);
+        assert_eq!(s.gate.confirm_runs, 0);
+        let text = minimal(ECHO)
+            .replace("duration = 2.0\n", "duration = 2.0\norder = \"rounds\"\n")
+            .replace(
+                "busy_threshold_pct = 5.0\n",
+                "busy_threshold_pct = 5.0\nconfirm_runs = 4\n",
+            );
+        let s = Suite::parse(&text).unwrap();
+        assert_eq!(s.modes.quick.order, Order::Rounds);
+        assert_eq!(s.gate.confirm_runs, 4);
+        let bad = minimal(ECHO).replace("duration = 2.0\n", "duration = 2.0\norder = \"random\"\n");
+        assert!(Suite::parse(&bad).is_err());
+    }
+
+    #[test]
     fn the_committed_suite_parses_and_keeps_the_cases() {
         let s = Suite::parse(REPO_SUITE).unwrap();
         let names =
@@ -549,7 +587,12 @@ target = { kind = "cpu_ratio", op = "<=", value = 1.3 }
         assert_eq!(names(Mode::Full, true).len(), full.len() + 4);
         assert_eq!(s.gate.max_regression_pct, 30.0);
         assert_eq!(s.gate.busy_threshold_pct, 5.0);
-        assert_eq!(s.modes.quick.update_baseline_runs, Some(5));
+        // The quick check's runs in rounds, its baseline on more runs than the check,
+        // and a failing case confirmed at the same limit.
+        assert_eq!(s.modes.quick.order, Order::Rounds);
+        assert_eq!(s.modes.full.order, Order::Cases);
+        assert!(s.modes.quick.update_baseline_runs > Some(s.modes.quick.runs));
+        assert!(s.gate.confirm_runs > 0);
         // Issue 10's echo depth 1 target is a CPU ratio: the check gates it there only.
         for c in s.select(Mode::Quick, false) {
             let cpu = c.gate.contains(&Gated::CpuCostRatio);
