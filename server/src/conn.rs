@@ -102,6 +102,8 @@ pub(crate) struct Conn {
     /// Output taken from the session but not yet sent (what a partial send left, or
     /// parts beyond one sendmsg's iovec limit), sent before anything queued later.
     pub(crate) unsent: RefCell<Vec<Bytes>>,
+    /// A send is in flight: from its submission until its completion was handled.
+    pub(crate) send_pending: Cell<bool>,
     /// No more is sent: the socket failed, or the session is ending (`send.rs`).
     pub(crate) send_over: Cell<bool>,
     pub(crate) state: RefCell<ConnState>,
@@ -135,6 +137,7 @@ impl Conn {
             recv: Cell::new(RecvState::Off),
             discarded: Cell::new(0),
             unsent: RefCell::new(Vec::new()),
+            send_pending: Cell::new(false),
             send_over: Cell::new(false),
             state: RefCell::new(state),
             flags: Cell::new(0),

@@ -149,6 +149,7 @@ impl CoreRing {
     /// one `sendmsg`; the ring holds them until the send's final completion, which
     /// `send::on_sent` handles.
     pub(crate) fn send(&self, conn: &Conn, parts: Vec<Bytes>) {
+        conn.send_pending.set(true);
         self.ring
             .borrow_mut()
             .send(Token(conn.token), conn.fd, parts);
@@ -161,9 +162,12 @@ impl CoreRing {
         self.kick();
     }
 
-    /// True while a send of `conn` is in the kernel.
+    /// True from a send of `conn` until its completion has been handled
+    /// (`send::on_sent`). Not the kernel's view: a completion drained from the ring but
+    /// not yet dispatched still holds the parts that send did not send, and nothing
+    /// queued later may go out before them.
     pub(crate) fn sending(&self, conn: &Conn) -> bool {
-        self.ring.borrow().sending(Token(conn.token))
+        conn.send_pending.get()
     }
 
     /// Arms a multishot accept on listener `fd` for `token`.
@@ -395,6 +399,7 @@ fn dispatch(core: &Rc<Worker>, c: Completion) {
             let Some(conn) = conn_of(core, token) else {
                 return;
             };
+            conn.send_pending.set(false);
             send::on_sent(core, &conn, result, unsent);
         }
         Completion::Accepted {
