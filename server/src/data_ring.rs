@@ -2,15 +2,17 @@
 //! multishot buffer-select receive armed on it, so an idle session holds no buffer and
 //! no poll; one task per core ([`run`]) waits on the ring's eventfd, drains the
 //! completions, feeds each received buffer to its session and gives the buffer back at
-//! once, then submits everything the batch queued (re-arms, cancels, recycled buffers)
-//! in one `io_uring_enter`.
+//! once, sends what the session queued (`send.rs`), then submits everything the batch
+//! queued (sends, re-arms, cancels, recycled buffers) in one `io_uring_enter`.
 //!
-//! Listeners accept on it too (multishot, `ring_accept.rs`). Sends go through the ring too: everything ready for a session in one `sendmsg`
-//! whose parts the ring owns until the final completion ([`CoreRing::send`]).
+//! Listeners accept on it too (multishot, `ring_accept.rs`). Sends go through it too:
+//! everything ready for a session in one `sendmsg` whose parts the ring owns until the
+//! final completion ([`CoreRing::send`]).
 //!
 //! A session's receive and send are cancelled, and their final completions awaited,
-//! before its socket is closed or its token reused ([`end_io`]); at core shutdown every operation is
-//! cancelled and awaited before the ring's buffers are freed ([`CoreRing::shutdown`]).
+//! before its socket is closed or its token reused ([`end_io`]); at core shutdown every
+//! operation is cancelled and awaited before the ring's buffers are freed
+//! ([`CoreRing::shutdown`]).
 
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
