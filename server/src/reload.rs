@@ -4,8 +4,9 @@
 //! accept-time limits (`--max-sessions`, `--max-sessions-per-peer`) and the memory
 //! budget apply from the next connection, and established sessions go on with the
 //! settings they started with (and keep answering with their key). What is bound or
-//! sized at start (listeners, cores, the admin endpoint, queues, the broker link) needs a restart: the
-//! old value stays and the caller logs the names returned.
+//! sized at start (listeners, cores, the admin endpoint, queues, the data rings, the
+//! broker link) needs a restart: the old value stays and the caller logs the names
+//! returned.
 
 use crate::config::ServerConfig;
 
@@ -36,6 +37,8 @@ pub(crate) fn merge(
         fanout_queue_len => "fanout_queue_len",
         fanout_queue_bytes => "fanout_queue_bytes",
         cluster => "cluster",
+        ring_buffers => "ring_buffers",
+        ring_buffer_size => "ring_buffer_size",
     );
     // Follows `mode` (the caller names a changed mode): the handler and the room routing
     // are chosen at start.
