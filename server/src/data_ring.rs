@@ -147,10 +147,10 @@ impl CoreRing {
         }
     }
 
-    /// Sends `parts` (at most [`MAX_IOV`](sockchat_uring::MAX_IOV)) on `conn`'s socket in
-    /// one `sendmsg`; the ring holds them until the send's final completion, which
-    /// `send::on_sent` handles.
-    pub(crate) fn send(&self, conn: &Conn, parts: Vec<Bytes>) {
+    /// Sends `parts` (at most [`MAX_IOV`](sockchat_uring::MAX_IOV); taken, the vector is
+    /// left empty) on `conn`'s socket in one send; the ring holds them until the send's
+    /// final completion, which `send::on_sent` handles.
+    pub(crate) fn send(&self, conn: &Conn, parts: &mut Vec<Bytes>) {
         conn.send_pending.set(true);
         self.ring
             .borrow_mut()

@@ -30,16 +30,20 @@ pub(crate) fn flush(core: &Worker, conn: &Conn) {
     if conn.send_over.get() || core.ring.sending(conn) {
         return;
     }
-    let mut pending = conn.unsent.take();
-    if pending.is_empty() {
+    let mut held = conn.unsent.borrow_mut();
+    // The core's scratch vector when nothing was held back: a send then allocates no
+    // vector (the ring takes the parts into a pooled one).
+    let mut scratch = core.send_scratch.borrow_mut();
+    let pending: &mut Vec<Bytes> = if held.is_empty() {
         // Output appears while the session's state is borrowed only inside `process`,
         // whose caller flushes afterwards.
         let Ok(mut st) = conn.state.try_borrow_mut() else {
             return;
         };
-        st.proto.poll_transmit(&mut pending);
-        pending.retain(|p| !p.is_empty());
-        if pending.is_empty() {
+        scratch.clear();
+        st.proto.poll_transmit(&mut scratch);
+        scratch.retain(|p| !p.is_empty());
+        if scratch.is_empty() {
             conn.inflight.set(0);
             conn.write_since.set(None);
             // An idle session keeps no output buffers (what an idle session costs).
@@ -48,19 +52,23 @@ pub(crate) fn flush(core: &Worker, conn: &Conn) {
             core.charge(conn, &st);
             return;
         }
-    }
+        &mut scratch
+    } else {
+        &mut held
+    };
+    let total = pending.iter().map(Bytes::len).sum();
     let rest = if pending.len() > MAX_IOV {
         pending.split_off(MAX_IOV)
     } else {
         Vec::new()
     };
-    conn.inflight
-        .set(pending.iter().chain(&rest).map(Bytes::len).sum());
-    *conn.unsent.borrow_mut() = rest;
+    conn.inflight.set(total);
     if conn.write_since.get().is_none() {
         conn.write_since.set(Some(Instant::now()));
     }
     core.ring.send(conn, pending);
+    drop(scratch);
+    *held = rest;
 }
 
 /// True when nothing of `conn`'s output waits: none queued in the session, none held

@@ -195,6 +195,55 @@ fn multishot_accept_takes_every_connection() {
     drop(clients);
 }
 
+/// One part goes out as a plain `send` (no msghdr); a partial one hands back the rest of
+/// that part, and the send contexts are reused, so many sends leave the ring idle.
+#[test]
+fn single_part_sends_continue_after_a_partial_send() {
+    let mut ring = DataRing::new(small(true)).unwrap();
+    let (a, mut b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let big: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut expect = big.clone();
+    let mut smalls = Vec::new();
+    for i in 0..200u32 {
+        smalls.push(Bytes::from(i.to_le_bytes().to_vec()));
+        expect.extend_from_slice(&i.to_le_bytes());
+    }
+    let total = expect.len();
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut got = vec![0u8; total];
+        b.read_exact(&mut got).unwrap();
+        got
+    });
+    let fd = a.as_raw_fd();
+    ring.send(Token(3), fd, &mut vec![Bytes::from(big)]);
+    // (sent, partial sends seen, the small parts still to send one by one)
+    let mut st = (0usize, 0usize, smalls.into_iter());
+    pump(
+        &mut ring,
+        &mut st,
+        |r, (sent, partial, rest), c| match c {
+            Completion::Sent {
+                result, mut unsent, ..
+            } => {
+                *sent += result.unwrap();
+                if !unsent.is_empty() {
+                    *partial += 1;
+                    assert_eq!(unsent.len(), 1, "one part, its rest");
+                    r.send(Token(3), fd, &mut unsent);
+                } else if let Some(next) = rest.next() {
+                    r.send(Token(3), fd, &mut vec![next]);
+                }
+            }
+            other => panic!("{other:?}"),
+        },
+        |r, (sent, ..)| *sent == total && !r.sending(Token(3)),
+    );
+    assert!(reader.join().unwrap() == expect, "bytes in order");
+    assert!(ring.is_idle(Token(3)));
+}
+
 #[test]
 fn vectored_send_waits_on_a_full_socket_and_reports_what_is_left() {
     let mut ring = DataRing::new(small(true)).unwrap();
@@ -209,7 +258,7 @@ fn vectored_send_waits_on_a_full_socket_and_reports_what_is_left() {
         b.read_exact(&mut got).unwrap();
         got
     });
-    ring.send(Token(1), a.as_raw_fd(), parts);
+    ring.send(Token(1), a.as_raw_fd(), &mut parts.clone());
     assert!(ring.sending(Token(1)));
     let fd = a.as_raw_fd();
     let mut st = (0usize, false);
@@ -217,12 +266,14 @@ fn vectored_send_waits_on_a_full_socket_and_reports_what_is_left() {
         &mut ring,
         &mut st,
         |r, (sent, done), c| match c {
-            Completion::Sent { result, unsent, .. } => {
+            Completion::Sent {
+                result, mut unsent, ..
+            } => {
                 *sent += result.unwrap();
                 if unsent.is_empty() {
                     *done = true;
                 } else {
-                    r.send(Token(1), fd, unsent);
+                    r.send(Token(1), fd, &mut unsent);
                 }
             }
             other => panic!("{other:?}"),

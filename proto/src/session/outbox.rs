@@ -45,9 +45,22 @@ impl Outbox {
 
     fn flush_tail(&mut self) {
         if !self.tail.is_empty() {
-            let b = self.tail.split().freeze();
+            let b = self.take_tail();
             self.queued += b.len();
             self.parts.push_back(b);
+        }
+    }
+
+    /// The coalescing buffer's bytes as one part. A buffer filled to its capacity (what
+    /// a frame encoded into a fresh buffer sized for it is: a chat delivery) is handed
+    /// over whole, which allocates nothing; otherwise it is split, and the rest of its
+    /// capacity stays for the next frames (its allocation is reused once the part is
+    /// sent and dropped).
+    fn take_tail(&mut self) -> Bytes {
+        if self.tail.len() == self.tail.capacity() {
+            std::mem::take(&mut self.tail).freeze()
+        } else {
+            self.tail.split().freeze()
         }
     }
 
@@ -72,8 +85,16 @@ impl Outbox {
 
     /// Moves everything queued, in order, to `out` (for one vectored write).
     pub fn drain_into(&mut self, out: &mut Vec<Bytes>) {
-        self.flush_tail();
-        out.extend(self.parts.drain(..));
+        if self.parts.is_empty() {
+            // Only small frames queued (the common case): straight out, the queue of
+            // parts untouched (an idle session's has no allocation to grow).
+            if !self.tail.is_empty() {
+                out.push(self.take_tail());
+            }
+        } else {
+            self.flush_tail();
+            out.extend(self.parts.drain(..));
+        }
         self.queued = 0;
         // An idle session should not keep a large coalescing buffer alive.
         if self.tail.capacity() > 64 * 1024 {

@@ -79,6 +79,8 @@ pub(crate) struct Worker {
     queue_bytes: Cell<u64>,
     /// The core's data ring: every session's receive runs on it.
     pub(crate) ring: CoreRing,
+    /// Where `send::flush` collects a session's output before the ring takes it.
+    pub(crate) send_scratch: RefCell<Vec<Bytes>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -124,6 +126,7 @@ impl Worker {
             drain_done: Cell::new(false),
             queue_bytes: Cell::new(0),
             ring,
+            send_scratch: RefCell::new(Vec::new()),
         }
     }
 
