@@ -296,6 +296,17 @@ pub struct FanoutArgs {
     /// j % (1 + count), node 0 being --tcp/--unix, so each room spans every node.
     #[arg(long, value_delimiter = ',', value_name = "unix:PATH|tcp:ADDR,...")]
     pub targets: Vec<Target>,
+    /// No protocol, against `loadgen raw-server --fanout`: connection 0 sends --size
+    /// byte payloads (sequence number, send time, a fixed pattern), every other
+    /// connection reads them; the raw floor of the framed fan-out (no --rooms,
+    /// --targets or --shard).
+    #[arg(long)]
+    pub raw: bool,
+    /// With --raw: payloads as long as the frame sockchat-server delivers to a rooms
+    /// member for N bytes of content (computed with sockchat-proto's encoder), instead
+    /// of --size.
+    #[arg(long, value_name = "N", requires = "raw")]
+    pub size_as_delivery_of: Option<usize>,
 }
 
 /// `raw-echo` options.
@@ -342,6 +353,11 @@ pub struct RawServerArgs {
     /// io_uring data ring with provided buffers and multishot operations).
     #[arg(long, value_enum, default_value_t = crate::raw_server::Engine::Monoio)]
     pub engine: crate::raw_server::Engine,
+    /// Forward every byte a connection sends to every other connection instead of
+    /// echoing it (the raw fan-out floor that `fanout --raw` measures). Needs
+    /// `--engine ring` and one worker (--threads 1, the default with --fanout).
+    #[arg(long)]
+    pub fanout: bool,
 }
 
 /// `report` options.

@@ -25,15 +25,27 @@ fn run() -> Result<ExitCode> {
             let target = a.target.target();
             // Before any thread starts, so every thread inherits the blocked mask and
             // the signals reach only the waiting thread.
+            if a.fanout
+                && (a.engine != raw_server::Engine::Ring
+                    || a.threads.is_some_and(|t| t != 1)
+                    || a.cpus.len() > 1)
+            {
+                anyhow::bail!("--fanout needs --engine ring, one thread and at most one CPU");
+            }
             let signals = block_signals();
-            let server = raw_server::RawServer::start_engine(
-                &target,
-                a.threads.unwrap_or(cores),
-                &a.cpus,
-                a.ring,
-                a.engine,
-            )
-            .context("starting the raw echo server")?;
+            let server = if a.fanout {
+                raw_server::RawServer::start_fanout(&target, a.cpus.first().copied(), a.ring)
+                    .context("starting the raw fan-out server")?
+            } else {
+                raw_server::RawServer::start_engine(
+                    &target,
+                    a.threads.unwrap_or(cores),
+                    &a.cpus,
+                    a.ring,
+                    a.engine,
+                )
+                .context("starting the raw echo server")?
+            };
             stop_on_signal(signals, server.stopper());
             eprintln!("raw-server listening on {}", server.target);
             // Returns once a signal stopped the workers; removes the socket file.

@@ -2,6 +2,10 @@
 //! per-thread data ring of our own on the `io-uring` crate: multishot accept, multishot
 //! buffer-select receive from a provided-buffer ring, and each received buffer sent back
 //! straight from the ring (no copy), one `sendmsg` per connection for all that is queued.
+//! With `fanout`, a received buffer is queued to every *other* connection instead (the
+//! raw floor of a chat room's fan-out: the same bytes to each member, one `sendmsg` per
+//! member); a buffer goes back to the ring once every connection it was queued to has
+//! sent it (or closed).
 //! The data ring signals a registered eventfd; one monoio task waits on it (a poll on
 //! monoio's ring) and then drains the data ring's completions and submits, so a batch of
 //! completions costs one wake-up however many sessions it serves.
@@ -74,6 +78,10 @@ pub struct Driver {
     accept_armed: Vec<bool>,
     /// Connections whose receive ended with ENOBUFS, re-armed once buffers return.
     starved: Vec<u32>,
+    /// Per buffer id: the send queues holding it (recycled when it drops to 0).
+    refs: Vec<u32>,
+    /// Forward what a connection sends to every other connection instead of echoing it.
+    fanout: bool,
     // Boxed: a context's address must not change while a send points into it.
     #[allow(clippy::vec_box)]
     spare_sends: Vec<Box<SendCtx>>,
@@ -95,12 +103,14 @@ impl std::fmt::Debug for Driver {
 }
 
 /// Sets up a data ring for `listeners` (non-blocking listening sockets) whose
-/// completions signal `eventfd`.
+/// completions signal `eventfd`; `fanout` forwards every connection's bytes to all the
+/// others instead of echoing them.
 pub fn driver(
     mode: RingMode,
     listeners: Vec<RawFd>,
     tcp: bool,
     eventfd: RawFd,
+    fanout: bool,
 ) -> io::Result<Driver> {
     let setup = match mode {
         RingMode::Plain => Setup::Plain,
@@ -119,6 +129,8 @@ pub fn driver(
         listeners,
         accept_armed: vec![false; n],
         starved: Vec::new(),
+        refs: vec![0; usize::from(BUF_COUNT)],
+        fanout,
         spare_sends: Vec::new(),
         enobufs: 0,
         in_flight: 0,
@@ -217,6 +229,35 @@ impl Driver {
         self.arm_recv(idx);
     }
 
+    /// Queues `len` received bytes of buffer `bid` from connection `from`: back to it
+    /// (echo), or to every other open connection (fan-out).
+    fn forward(&mut self, from: u32, bid: u16, len: u32) {
+        let queued = if self.fanout {
+            let mut queued = 0;
+            for idx in (0..self.slots.len() as u32).filter(|&i| i != from) {
+                queued += u32::from(self.enqueue(idx, bid, len));
+            }
+            queued
+        } else {
+            u32::from(self.enqueue(from, bid, len))
+        };
+        self.refs[usize::from(bid)] = queued;
+        if queued == 0 {
+            self.bufs.recycle(bid);
+        }
+    }
+
+    /// Queues a buffer's bytes to connection `idx` and starts its send; false if it is
+    /// not open.
+    fn enqueue(&mut self, idx: u32, bid: u16, len: u32) -> bool {
+        let Some(s) = self.slots[idx as usize].as_mut().filter(|s| !s.done) else {
+            return false;
+        };
+        s.queue.push_back((bid, 0, len));
+        self.start_send(idx);
+        true
+    }
+
     /// Frees the slot if nothing of it is in flight any more.
     fn maybe_free(&mut self, idx: u32) {
         let Some(s) = self.slots[idx as usize].as_ref() else {
@@ -225,7 +266,7 @@ impl Driver {
         if s.done && !s.recv_armed && s.sending == 0 {
             let s = self.slots[idx as usize].take().expect("checked");
             for (bid, _, _) in s.queue {
-                self.bufs.recycle(bid);
+                release(&mut self.refs, &mut self.bufs, bid);
             }
             self.free.push(idx);
         }
@@ -296,8 +337,7 @@ impl Driver {
                         if s.done {
                             self.bufs.recycle(b);
                         } else {
-                            s.queue.push_back((b, 0, n as u32));
-                            self.start_send(idx);
+                            self.forward(idx, b, n as u32);
                         }
                     }
                     (n, _) if n == -libc::ENOBUFS => {
@@ -346,7 +386,7 @@ impl Driver {
                     if sent >= front.2 {
                         sent -= front.2;
                         let (b, _, _) = s.queue.pop_front().expect("front");
-                        self.bufs.recycle(b);
+                        release(&mut self.refs, &mut self.bufs, b);
                     } else {
                         front.1 += sent;
                         front.2 -= sent;
@@ -420,6 +460,15 @@ impl Driver {
         } else {
             false
         }
+    }
+}
+
+/// One send queue is done with buffer `bid`: the last one gives it back to the ring.
+fn release(refs: &mut [u32], bufs: &mut BufRing, bid: u16) {
+    let r = &mut refs[usize::from(bid)];
+    *r = r.saturating_sub(1);
+    if *r == 0 {
+        bufs.recycle(bid);
     }
 }
 

@@ -1,6 +1,8 @@
 //! `loadgen raw-server`: the smallest thread-per-core monoio echo server (bytes in, the
 //! same bytes out), so `raw-echo` / `raw-churn` can measure what the machine and runtime
-//! cost without any protocol, next to sockchat-server.
+//! cost without any protocol, next to sockchat-server. With `--fanout` (ring engine, one
+//! worker) it forwards each connection's bytes to every other connection instead: the
+//! raw floor of a chat room's fan-out, which `fanout --raw` measures.
 //!
 //! TCP: one listener per thread with SO_REUSEPORT (the kernel balances connections).
 //! Unix: AF_UNIX rejects SO_REUSEPORT on current kernels, so one std listener is bound
@@ -77,7 +79,7 @@ impl RawServer {
         let threads = threads.max(1);
         let stop = Arc::new(AtomicBool::new(false));
         if engine != Engine::Monoio {
-            return start_uring(target, threads, cpus, ring, engine, stop);
+            return start_uring(target, threads, cpus, ring, engine, false, stop);
         }
         let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
         let mut handles = Vec::new();
@@ -134,6 +136,19 @@ impl RawServer {
             threads: handles,
             stop,
         })
+    }
+
+    /// The raw fan-out server: one worker on the `ring` engine that forwards every byte a
+    /// connection sends, unchanged, to every other connection (one worker, so every
+    /// connection sees every other; pinned to `cpu` if given).
+    pub fn start_fanout(
+        target: &Target,
+        cpu: Option<usize>,
+        ring: RingMode,
+    ) -> Result<Self, ServerError> {
+        let cpus: Vec<usize> = cpu.into_iter().collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        start_uring(target, 1, &cpus, ring, Engine::Ring, true, stop)
     }
 
     /// Blocks until every worker has ended (after the flag from
@@ -208,13 +223,15 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
-/// Starts the compio or ring workers.
+/// Starts the compio or ring workers (`fanout`: ring workers that forward instead of
+/// echoing).
 fn start_uring(
     target: &Target,
     threads: usize,
     cpus: &[usize],
     ring: RingMode,
     engine: Engine,
+    fanout: bool,
     stop: Arc<AtomicBool>,
 ) -> Result<RawServer, ServerError> {
     let mut listeners = Vec::new();
@@ -251,7 +268,7 @@ fn start_uring(
             .name(format!("raw-server-{idx}"))
             .spawn(move || match engine {
                 Engine::Compio => crate::raw_compio::run_worker(l, ring, cpu, stop),
-                _ => run_ring_worker(l, ring, cpu, stop),
+                _ => run_ring_worker(l, ring, cpu, fanout, stop),
             })
             .map_err(|e| ServerError::Worker(e.to_string()))?;
         handles.push(h);
@@ -267,6 +284,7 @@ fn run_ring_worker(
     l: crate::raw_compio::StdListener,
     ring: RingMode,
     cpu: Option<usize>,
+    fanout: bool,
     stop: Arc<AtomicBool>,
 ) {
     use std::os::fd::AsRawFd;
@@ -278,7 +296,7 @@ fn run_ring_worker(
         crate::raw_compio::StdListener::Unix(u) => (u.as_raw_fd(), false),
     };
     let setup = crate::raw_ring::eventfd().and_then(|efd| {
-        crate::raw_ring::driver(ring, vec![fd], tcp, efd.as_raw_fd()).map(|d| (d, efd))
+        crate::raw_ring::driver(ring, vec![fd], tcp, efd.as_raw_fd(), fanout).map(|d| (d, efd))
     });
     let (driver, efd) = match setup {
         Ok(x) => x,
