@@ -185,20 +185,25 @@ pub async fn write<W: AsyncWriteRent>(w: &mut W, b: Bytes) -> Result<(), Session
 /// Checks a frame belongs to `sid` and is not an `error` or `disconnect` from the
 /// server; returns it for the caller's type-specific checks.
 pub fn check_session(frame: &Frame, sid: &ByteStr) -> Result<(), SessionError> {
-    match frame.header.kind {
+    check_header(&frame.header, &frame.content, sid)
+}
+
+/// [`check_session`] of a frame given as its header and content.
+pub fn check_header(header: &Header, content: &[u8], sid: &ByteStr) -> Result<(), SessionError> {
+    match header.kind {
         FrameType::Error => {
             return Err(SessionError::ServerError(
-                String::from_utf8_lossy(&frame.content).into_owned(),
+                String::from_utf8_lossy(content).into_owned(),
             ))
         }
         FrameType::Disconnect => {
             return Err(SessionError::ServerDisconnect(
-                String::from_utf8_lossy(&frame.content).into_owned(),
+                String::from_utf8_lossy(content).into_owned(),
             ))
         }
         _ => {}
     }
-    if frame.header.session_id.as_ref() != Some(sid) {
+    if header.session_id.as_ref() != Some(sid) {
         return Err(SessionError::SessionIdMismatch);
     }
     Ok(())

@@ -7,6 +7,7 @@
 //! * [`client`]: the protocol side of a session, on `sockchat-proto`'s codec.
 //! * [`conn`]: TCP / Unix stream abstraction over monoio.
 //! * [`echo_wire`]: echo replies verified by byte comparison with the frame sent.
+//! * [`fanout_wire`]: fan-out deliveries verified without re-parsing a repeated header.
 //! * [`stats`], [`histogram`]: recording and HdrHistogram encoding.
 //! * [`report`], [`machine`], [`cpu`]: the versioned JSON report.
 //! * [`render`], [`compare`]: Markdown/SVG rendering and regression checks.
@@ -21,6 +22,7 @@ pub mod compare;
 pub mod conn;
 pub mod cpu;
 pub mod echo_wire;
+pub mod fanout_wire;
 pub mod histogram;
 pub mod interval_log;
 pub mod machine;

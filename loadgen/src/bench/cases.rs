@@ -10,7 +10,7 @@ use super::doc::{BaselineResult, CaseResult, Detail, LoadDetail, MemoryDetail, S
 use super::markdown::fmt_value;
 use super::process::{self, LoadRun, LoadSpec, Server, Stream};
 use super::stats;
-use super::suite::{echo_frame_len, fill, Build, CaseSpec, Metric, Side, TargetKind, Transport};
+use super::suite::{fill, Build, CaseSpec, Metric, Side, TargetKind, Transport};
 use super::BenchError;
 use crate::report::Report;
 
@@ -295,13 +295,13 @@ impl Bench {
                 transport,
                 scenario,
                 args,
-                size_as_frame_of,
                 server_args,
                 label_suffix,
+                ..
             } => {
                 let mut args = args.clone();
-                if let Some(n) = size_as_frame_of {
-                    args.extend(["--size".into(), echo_frame_len(*n).to_string()]);
+                if let Some(n) = side.raw_size() {
+                    args.extend(["--size".into(), n.to_string()]);
                 }
                 let srv = self.raw_server(*transport, server_args)?;
                 let label = label(label_suffix);
@@ -587,7 +587,7 @@ impl Bench {
                 .map(|l| l.command.clone())
         };
         let details = |v: &[SideRun]| v.iter().map(|r| r.detail.clone()).collect::<Vec<_>>();
-        let frame_len = case.frame_of().map_or(0, echo_frame_len);
+        let frame_len = case.frame_len().unwrap_or(0);
         let fill = |t: &str| fill(t, frame_len, &self.set.base_rev);
         let (sd, bd) = (details(subj), details(base));
         let (baseline, ratio, cpu) = if base.is_empty() {

@@ -15,7 +15,7 @@ pub fn run_all(
     base_rev: &str,
 ) -> Result<Vec<CaseRuns>, BenchError> {
     let title = |c: &CaseSpec| {
-        let frame_len = c.frame_of().map_or(0, super::suite::echo_frame_len);
+        let frame_len = c.frame_len().unwrap_or(0);
         format!("== {}: {}", c.name, fill(&c.title, frame_len, base_rev))
     };
     let mut accs: Vec<CaseRuns> = cases.iter().map(|_| CaseRuns::default()).collect();

@@ -273,12 +273,15 @@ pub enum Side {
     RawServer {
         /// Listener.
         transport: Transport,
-        /// loadgen scenario (`raw-echo`, `raw-churn`).
+        /// loadgen scenario (`raw-echo`, `raw-churn`, `fanout` with `--raw`).
         scenario: String,
         /// Scenario options.
         args: Vec<String>,
         /// Add `--size` = sockchat's frame length for this many bytes of content.
         size_as_frame_of: Option<usize>,
+        /// Add `--size` = the length of the frame sockchat delivers to a rooms member
+        /// (`fanout --rooms`) for this many bytes of content.
+        size_as_delivery_of: Option<usize>,
         /// Further raw-server flags (e.g. `--ring coop`).
         #[serde(default)]
         server_args: Vec<String>,
@@ -413,13 +416,17 @@ impl Suite {
             for side in std::iter::once(&c.subject).chain(&c.baseline) {
                 if let Side::RawServer {
                     args,
-                    size_as_frame_of: Some(_),
+                    size_as_frame_of,
+                    size_as_delivery_of,
                     ..
                 } = side
                 {
-                    if args.iter().any(|a| a == "--size") {
+                    let sizes = usize::from(size_as_frame_of.is_some())
+                        + usize::from(size_as_delivery_of.is_some())
+                        + usize::from(args.iter().any(|a| a == "--size"));
+                    if sizes > 1 {
                         return bad(format!(
-                            "case {}: size_as_frame_of and --size both set the size",
+                            "case {}: size_as_frame_of, size_as_delivery_of and --size each set the size: give one",
                             c.name
                         ));
                     }
@@ -464,17 +471,30 @@ pub fn echo_frame_len(content_len: usize) -> usize {
     out.len()
 }
 
+pub use crate::scenarios::rooms::delivery_frame_len;
+
+impl Side {
+    /// The `--size` a raw side adds (its like-for-like payload length), if it has one.
+    pub fn raw_size(&self) -> Option<usize> {
+        match self {
+            Side::RawServer {
+                size_as_frame_of,
+                size_as_delivery_of,
+                ..
+            } => size_as_frame_of
+                .map(echo_frame_len)
+                .or(size_as_delivery_of.map(delivery_frame_len)),
+            _ => None,
+        }
+    }
+}
+
 impl CaseSpec {
-    /// The content length whose frame length sizes this case's like-for-like raw side.
-    pub fn frame_of(&self) -> Option<usize> {
+    /// The like-for-like payload length of this case's raw side (`{frame_len}`).
+    pub fn frame_len(&self) -> Option<usize> {
         std::iter::once(&self.subject)
             .chain(&self.baseline)
-            .find_map(|s| match s {
-                Side::RawServer {
-                    size_as_frame_of, ..
-                } => *size_as_frame_of,
-                _ => None,
-            })
+            .find_map(Side::raw_size)
     }
 }
 
@@ -482,10 +502,7 @@ impl Suite {
     /// The like-for-like payload length the notes refer to: the first case's that has
     /// one (0 when none does).
     pub fn notes_frame_len(&self) -> usize {
-        self.cases
-            .iter()
-            .find_map(CaseSpec::frame_of)
-            .map_or(0, echo_frame_len)
+        self.cases.iter().find_map(CaseSpec::frame_len).unwrap_or(0)
     }
 }
 
@@ -651,9 +668,22 @@ target = { kind = "cpu_ratio", op = "<=", value = 1.3 }
         let e = Suite::parse(&minimal(&double_size))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("both set the size"), "{e}");
+        assert!(e.contains("each set the size"), "{e}");
         let bad_op = ECHO.replace("op = \"<=\"", "op = \"<\"");
         assert!(Suite::parse(&minimal(&bad_op)).is_err());
+    }
+
+    #[test]
+    fn delivery_len_comes_from_the_encoder_and_carries_room_and_from() {
+        let small = delivery_frame_len(64);
+        assert_eq!(delivery_frame_len(1064) - small, 1000);
+        // `, "room": "r0", "from": "<36-character id>"` on top of the echoed frame.
+        let extra = ", \"room\": \"r0\", \"from\": \"\"".len() + 36;
+        assert_eq!(small, echo_frame_len(64) + extra);
+        let case = ECHO.replace("size_as_frame_of", "size_as_delivery_of");
+        let s = Suite::parse(&minimal(&case)).unwrap();
+        assert_eq!(s.cases[0].frame_len(), Some(small));
+        assert_eq!(s.notes_frame_len(), small);
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! is computed after the run from each thread's (count, latest arrival) per sequence
 //! number. A message not delivered to every receiver is an `incomplete_fanout` error.
 //!
+//! With `--raw` there is no protocol ([`raw`]): against `loadgen raw-server --fanout`,
+//! which forwards each connection's bytes to every other connection, connection 0 sends
+//! fixed-size `--size` byte payloads carrying the same sequence number and send time,
+//! and the others read them; latencies, completeness and the report are this module's.
+//!
 //! Split over workers (`--shard`), worker 0 holds the sender and the receivers are dealt
 //! out; the workers must share a window (`--start-at-ms`). Send times are then wall-clock
 //! nanoseconds, so latencies across hosts assume synchronised clocks. Each worker checks
@@ -23,22 +28,27 @@
 //! latest arrival, deliveries) to `extra.deliveries_by_seq`, from which `loadgen merge`
 //! computes the run's last-delivery latency over all workers.
 
+mod raw;
+
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use monoio::io::Splitable;
 use serde_json::{json, Value};
 use sockchat_proto::frame::{FrameType, MAX_CONTENT_LEN};
-use sockchat_proto::header::OCTET_STREAM;
+use sockchat_proto::header::{ByteStr, Header, OCTET_STREAM};
 
 use super::rooms::{self, room_name};
 use super::{establish_with, finish, load_key, pattern, run_config_for, say_goodbye};
 use super::{Finished, ScenarioError};
 use crate::cli::FanoutArgs;
-use crate::client::{self, check_session, FrameReader, SessionError};
+use crate::client::{self, check_header, FrameReader, SessionError};
 use crate::conn::Target;
+use crate::fanout_wire::FanoutReader;
 use crate::runner::{self, ThreadCtx};
 use crate::stats::{ns_between, Window};
 use sockchat_proto::rooms::FEATURE_ROOMS;
@@ -72,6 +82,11 @@ struct Params {
     rooms: Vec<RoomName>,
     /// Server nodes; member j of a room connects to node j % len.
     nodes: Vec<Target>,
+    /// No protocol: fixed-size payloads through `raw-server --fanout`.
+    raw: bool,
+    /// The content every message carries past its stamp (`pattern(0, size)`): one copy
+    /// for all receivers, so checking it does not touch a cold copy per receiver.
+    pad: Bytes,
     log: Log,
 }
 
@@ -122,6 +137,11 @@ fn expected(rate: f64, w: &Window) -> u64 {
 
 /// Runs the scenario.
 pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
+    let mut a = a.clone();
+    if let Some(n) = a.size_as_delivery_of {
+        a.size = rooms::delivery_frame_len(n);
+    }
+    let a = &a;
     if a.common.sessions < 2 {
         return Err(ScenarioError::Config("fanout needs --sessions >= 2".into()));
     }
@@ -133,6 +153,11 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
         return Err(ScenarioError::Config(format!(
             "--size must be {min_size}..=10 MiB"
         )));
+    }
+    if a.raw && (a.rooms > 0 || !a.targets.is_empty() || a.common.shard.is_some()) {
+        return Err(ScenarioError::Config(
+            "fanout --raw has no rooms, one server and one process: --rooms, --targets and --shard do not apply".into(),
+        ));
     }
     if a.rooms > 0 && a.common.sessions < 2 * a.rooms {
         return Err(ScenarioError::Config(
@@ -161,6 +186,8 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
         size: a.size,
         rooms: (0..a.rooms).map(room_name).collect(),
         nodes,
+        raw: a.raw,
+        pad: pattern(0, a.size),
         log: Log {
             receivers: Mutex::new(vec![0; a.rooms.max(1)]),
             ..Log::default()
@@ -228,6 +255,7 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
     );
     extra.insert("rate".into(), json!(a.rate));
     extra.insert("size".into(), json!(a.size));
+    extra.insert("raw".into(), json!(a.raw));
     extra.insert("receivers".into(), json!(receivers));
     extra.insert("sent".into(), json!(sent.len()));
     extra.insert("complete_fanouts".into(), json!(complete));
@@ -238,16 +266,17 @@ pub fn run(a: &FanoutArgs) -> Result<Finished, ScenarioError> {
 }
 
 async fn thread(ctx: Rc<ThreadCtx>, p: Arc<Params>) {
-    let local: Rc<std::cell::RefCell<Deliveries>> = Rc::default();
+    let local: Rc<RefCell<Deliveries>> = Rc::default();
     let handles: Vec<_> = ctx
         .my_sessions()
         .map(|i| {
             let (ctx, p, local) = (ctx.clone(), p.clone(), local.clone());
             monoio::spawn(async move {
-                if p.is_sender(&ctx, i) {
-                    sender(ctx, p, i).await
-                } else {
-                    receiver(ctx, p, local, i).await
+                match (p.raw, p.is_sender(&ctx, i)) {
+                    (false, true) => sender(ctx, p, i).await,
+                    (false, false) => receiver(ctx, p, local, i).await,
+                    (true, true) => raw::sender(ctx, p, i).await,
+                    (true, false) => raw::receiver(ctx, p, local, i).await,
                 }
             })
         })
@@ -275,13 +304,52 @@ fn since_epoch(ctx: &ThreadCtx, t: Instant) -> u64 {
     unix_ns(ctx.shared.epoch_unix) + ns_between(ctx.shared.epoch, t)
 }
 
+/// Waits for message `seq`'s send time, writes its sequence number and the send time into
+/// `content` and logs it as sent.
+async fn stamp(ctx: &ThreadCtx, p: &Params, w: &Window, room: usize, seq: u64, content: &mut [u8]) {
+    let at = w.go + Duration::from_secs_f64(1.0 / p.rate).mul_f64(seq as f64);
+    monoio::time::sleep_until(at.into()).await;
+    let send_ns = since_epoch(ctx, Instant::now());
+    content[..8].copy_from_slice(&seq.to_le_bytes());
+    content[8..16].copy_from_slice(&send_ns.to_le_bytes());
+    p.log
+        .sent
+        .lock()
+        .expect("not poisoned")
+        .push((key(room, seq), send_ns));
+}
+
+/// Records a delivery of `content` (sequence number and send time first) in `room`,
+/// arrived at `now`.
+fn delivered(
+    ctx: &ThreadCtx,
+    local: &RefCell<Deliveries>,
+    room: usize,
+    content: &[u8],
+    now: Instant,
+) {
+    let seq = key(
+        room,
+        u64::from_le_bytes(content[..8].try_into().expect("8 bytes")),
+    );
+    let send_ns = u64::from_le_bytes(content[8..16].try_into().expect("8 bytes"));
+    let now_ns = since_epoch(ctx, now);
+    ctx.rec
+        .borrow_mut()
+        .sample_to(1, now, now_ns.saturating_sub(send_ns), content.len() as u64);
+    let mut l = local.borrow_mut();
+    let e = l.entry(seq).or_insert((0, 0, send_ns));
+    e.0 += 1;
+    e.1 = e.1.max(now_ns);
+}
+
 async fn sender(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     let Some(est) = p.establish(&ctx, i).await else {
         return;
     };
     let sid = est.session_id.clone();
     let room = p.room_of(i);
-    let mut content = pattern(0, p.size).to_vec();
+    let mut content = p.pad.to_vec();
     if !p.rooms.is_empty() {
         content[16..24].copy_from_slice(&(room as u64).to_le_bytes());
     }
@@ -299,18 +367,8 @@ async fn sender(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
             }
         }
     });
-    let period = Duration::from_secs_f64(1.0 / p.rate);
     for seq in 0..expected(p.rate, &w) {
-        let at = w.go + period.mul_f64(seq as f64);
-        monoio::time::sleep_until(at.into()).await;
-        let send_ns = since_epoch(&ctx, Instant::now());
-        content[..8].copy_from_slice(&seq.to_le_bytes());
-        content[8..16].copy_from_slice(&send_ns.to_le_bytes());
-        p.log
-            .sent
-            .lock()
-            .expect("not poisoned")
-            .push((key(room, seq), send_ns));
+        stamp(&ctx, &p, &w, room, seq, &mut content).await;
         let f = match p.rooms.get(room) {
             Some(r) => rooms::message(&ctx.key, &sid, r, &content),
             None => client::frame(&ctx.key, FrameType::Message, OCTET_STREAM, &sid, &content),
@@ -323,72 +381,108 @@ async fn sender(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     say_goodbye(&mut wr, &ctx.key, &sid).await;
 }
 
-async fn receiver(
-    ctx: Rc<ThreadCtx>,
-    p: Arc<Params>,
-    local: Rc<std::cell::RefCell<Deliveries>>,
-    i: usize,
-) {
-    let Some(mut est) = p.establish(&ctx, i).await else {
+/// What a delivery's header says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// A `message` of this session (in its room, from someone).
+    Ok,
+    /// The session cannot go on (an `error`, a `disconnect`, another session's frame).
+    End(&'static str),
+    /// Not a delivery of this run: counted, the next frame is read.
+    Skip(&'static str),
+}
+
+/// Judges a frame's header (`content` only names a server's `error`): this session's, a
+/// `message`, and with rooms tagged with the receiver's `room` and a sender.
+fn judge(header: &Header, content: &[u8], sid: &ByteStr, room: Option<&RoomName>) -> Verdict {
+    if let Err(e) = check_header(header, content, sid) {
+        return Verdict::End(e.kind());
+    }
+    if header.kind != FrameType::Message {
+        return Verdict::Skip(SessionError::Unexpected(header.kind).kind());
+    }
+    match room {
+        Some(r) if header.room.as_deref() != Some(r.as_str()) || header.from.is_none() => {
+            Verdict::Skip("fanout_wrong_room")
+        }
+        _ => Verdict::Ok,
+    }
+}
+
+async fn receiver(ctx: Rc<ThreadCtx>, p: Arc<Params>, local: Rc<RefCell<Deliveries>>, i: usize) {
+    let Some(est) = p.establish(&ctx, i).await else {
         return;
     };
     let room = p.room_of(i);
     p.log.receivers.lock().expect("not poisoned")[room] += 1;
     let sid = est.session_id.clone();
-    let pad = pattern(0, p.size);
+    let (conn, deframer) = est.reader.into_parts();
+    let mut rd = FanoutReader::new(conn, deframer, ctx.key.clone());
+    let pad = &p.pad;
     // Content past the sequence number, send time (and room): the same for every message.
     let fixed = if p.rooms.is_empty() { 16 } else { 24 };
     let w = ctx.wait_go().await;
     let want = expected(p.rate, &w);
     let deadline = w.end + ctx.cfg().drain;
-    let mut got = 0u64;
-    while got < want {
-        let frame = match monoio::time::timeout_at(deadline.into(), est.reader.next()).await {
-            Err(_) => break, // missing deliveries are counted as incomplete fan-outs
-            Ok(Err(e)) => {
-                ctx.error(e.kind());
-                break;
+    // One deadline for the whole loop (one timer entry per receiver, not one per frame);
+    // missing deliveries are counted as incomplete fan-outs.
+    let _ = monoio::time::timeout_at(deadline.into(), async {
+        let mut got = 0u64;
+        // The verdict on the known header (the last decoded `message`'s), which a
+        // repeated header shares: judged once, not per frame.
+        let mut known: Option<Verdict> = None;
+        while got < want {
+            let (header, c, repeat) = match rd.next().await {
+                Ok(f) => f,
+                Err(e) => {
+                    ctx.error(e.kind());
+                    return;
+                }
+            };
+            let now = Instant::now();
+            let verdict = match known {
+                Some(v) if repeat => v,
+                _ => {
+                    let v = judge(header, c, &sid, p.rooms.get(room));
+                    if header.kind == FrameType::Message {
+                        known = Some(v);
+                    }
+                    v
+                }
+            };
+            match verdict {
+                Verdict::Ok => {}
+                Verdict::End(kind) => {
+                    ctx.error(kind);
+                    return;
+                }
+                Verdict::Skip(kind) => {
+                    ctx.error(kind);
+                    continue;
+                }
             }
-            Ok(Ok(f)) => f,
-        };
-        let now = Instant::now();
-        if let Err(e) = check_session(&frame, &sid) {
-            ctx.error(e.kind());
-            break;
-        }
-        if frame.header.kind != FrameType::Message {
-            ctx.error(SessionError::Unexpected(frame.header.kind).kind());
-            continue;
-        }
-        let c = &frame.content;
-        if c.len() != p.size || c[fixed..] != pad[fixed..] {
-            ctx.error("fanout_bad_content");
-            continue;
-        }
-        if let Some(r) = p.rooms.get(room) {
-            let in_room = u64::from_le_bytes(c[16..24].try_into().expect("8 bytes"));
-            if frame.header.room.as_deref() != Some(r.as_str())
-                || frame.header.from.is_none()
-                || in_room != room as u64
-            {
-                ctx.error("fanout_wrong_room");
+            if c.len() != p.size || c[fixed..] != pad[fixed..] {
+                ctx.error("fanout_bad_content");
                 continue;
             }
+            if !p.rooms.is_empty() {
+                let in_room = u64::from_le_bytes(c[16..24].try_into().expect("8 bytes"));
+                if in_room != room as u64 {
+                    ctx.error("fanout_wrong_room");
+                    continue;
+                }
+            }
+            got += 1;
+            delivered(&ctx, &local, room, c, now);
         }
-        let seq = key(
-            room,
-            u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
-        );
-        let send_ns = u64::from_le_bytes(c[8..16].try_into().expect("8 bytes"));
-        let now_ns = since_epoch(&ctx, now);
-        got += 1;
-        ctx.rec
-            .borrow_mut()
-            .sample_to(1, now, now_ns.saturating_sub(send_ns), c.len() as u64);
-        let mut l = local.borrow_mut();
-        let e = l.entry(seq).or_insert((0, 0, send_ns));
-        e.0 += 1;
-        e.1 = e.1.max(now_ns);
+    })
+    .await;
+    // How many frames were verified without a header parse (see `fanout_wire`).
+    let (fast, decoded) = rd.paths();
+    {
+        let mut rec = ctx.rec.borrow_mut();
+        rec.count("fanout_fast_path", fast);
+        rec.count("fanout_decoded", decoded);
     }
-    say_goodbye(est.reader.get_mut(), &ctx.key, &sid).await;
+    say_goodbye(rd.get_mut(), &ctx.key, &sid).await;
 }

@@ -46,14 +46,17 @@ async fn echo_thread(ctx: Rc<ThreadCtx>, p: Arc<(usize, usize)>) {
     for_each_session(&ctx, move |i| echo_session(c.clone(), p.0, p.1, i)).await;
 }
 
-async fn connect(ctx: &ThreadCtx, i: usize) -> Option<Conn> {
+/// Session `i`'s setup without a protocol: waits for its connect slot, connects within
+/// the connect timeout, records the connect time into histogram `hist` and tells the
+/// harness. `None` when it failed (already counted).
+pub(super) async fn connect(ctx: &ThreadCtx, i: usize, hist: usize) -> Option<Conn> {
     monoio::time::sleep_until(ctx.slot(i).into()).await;
     let t0 = Instant::now();
     let cfg = ctx.cfg();
     match monoio::time::timeout(cfg.connect_timeout, Conn::connect(&cfg.target)).await {
         Ok(Ok(c)) => {
             let ns = ns_between(t0, Instant::now());
-            ctx.rec.borrow_mut().record_always(1, ns);
+            ctx.rec.borrow_mut().record_always(hist, ns);
             ctx.session_ready();
             Some(c)
         }
@@ -69,7 +72,7 @@ async fn connect(ctx: &ThreadCtx, i: usize) -> Option<Conn> {
 }
 
 async fn echo_session(ctx: Rc<ThreadCtx>, depth: usize, size: usize, i: usize) {
-    let Some(conn) = connect(&ctx, i).await else {
+    let Some(conn) = connect(&ctx, i, 1).await else {
         return;
     };
     let payload: Bytes = pattern(i, size);

@@ -3,10 +3,10 @@
 //! membership is in effect everywhere, broker subscription included), and messages
 //! addressed to a room.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sockchat_proto::frame::FrameType;
 use sockchat_proto::header::{Header, OCTET_STREAM, TEXT_UTF8};
-use sockchat_proto::{ByteStr, Key, RoomName};
+use sockchat_proto::{encode_into, ByteStr, Key, RoomName};
 
 use crate::client::{self, check_session, encode, Established, SessionError};
 
@@ -46,4 +46,29 @@ pub fn message(key: &Key, sid: &ByteStr, room: &RoomName, content: &[u8]) -> Byt
     let mut h = Header::new(FrameType::Message, Some(OCTET_STREAM), Some(sid.clone()));
     h.room = Some(room.as_byte_str().clone());
     encode(key, &h, content)
+}
+
+/// Length of the `message` frame sockchat-server delivers to a member of room `r0` granted
+/// `rooms` (what `fanout --rooms 1` receives) for `content_len` bytes of content: the
+/// sender's content type (octet-stream, as [`message`] sends), the member's session id,
+/// `room` and `from` (the sender's id; ids are hyphenated UUIDs), encoded by
+/// sockchat-proto's encoder. The like-for-like payload of `fanout --raw`.
+pub fn delivery_frame_len(content_len: usize) -> usize {
+    let sid = |s: &str| Some(ByteStr::from(s));
+    let mut header = Header::new(
+        FrameType::Message,
+        Some(OCTET_STREAM),
+        sid("00000000-0000-4000-8000-000000000000"),
+    );
+    header.room = Some(room_name(0).as_byte_str().clone());
+    header.from = sid("00000000-0000-4000-8000-000000000001");
+    let mut out = BytesMut::new();
+    encode_into(
+        &Key::reference_default(),
+        &header,
+        &vec![0u8; content_len],
+        &mut out,
+    )
+    .expect("a small message frame encodes");
+    out.len()
 }
