@@ -1,7 +1,8 @@
 //! `raw-server --engine ring`: monoio for the thread, its timers and its wake-ups, plus a
 //! per-thread data ring of our own on the `io-uring` crate: multishot accept, multishot
 //! buffer-select receive from a provided-buffer ring, and each received buffer sent back
-//! straight from the ring (no copy), one `sendmsg` per connection for all that is queued.
+//! straight from the ring (no copy), one `sendmsg` per connection for all that is queued
+//! (a plain `send` when that is one buffer).
 //! With `fanout`, a received buffer is queued to every *other* connection instead (the
 //! raw floor of a chat room's fan-out: the same bytes to each member, one `sendmsg` per
 //! member); a buffer goes back to the ring once every connection it was queued to has
@@ -199,10 +200,21 @@ impl Driver {
         ctx.msg.msg_iov = ctx.iov.as_mut_ptr();
         ctx.msg.msg_iovlen = n as _;
         s.sending = n;
-        let e = opcode::SendMsg::new(types::Fd(s.fd.as_raw_fd()), &ctx.msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
-            .user_data(SEND | idx as u64);
+        let fd = types::Fd(s.fd.as_raw_fd());
+        // One part (a fan-out member's usual case): a plain send, no msghdr for the
+        // kernel to copy in, as sockchat-server's data ring sends one part.
+        let flags = libc::MSG_NOSIGNAL;
+        let e = if n == 1 {
+            let one = ctx.iov[0];
+            opcode::Send::new(fd, one.iov_base as *const u8, one.iov_len as u32)
+                .flags(flags)
+                .build()
+        } else {
+            opcode::SendMsg::new(fd, &ctx.msg)
+                .flags(flags as u32)
+                .build()
+        }
+        .user_data(SEND | idx as u64);
         s.send = Some(ctx);
         self.push(e);
     }
