@@ -22,6 +22,7 @@
 //! ```
 
 pub mod admin;
+pub mod alloc;
 pub mod cli;
 pub mod cluster;
 pub mod config;

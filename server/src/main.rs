@@ -134,6 +134,10 @@ fn main() {
         eprintln!("error: cannot block signals: {e}");
         std::process::exit(1);
     }
+    // Also before any thread exists: large buffers go back to the kernel when freed.
+    if !sockchat_server::alloc::release_large_buffers() {
+        eprintln!("warning: the allocator refused a fixed mmap threshold");
+    }
     let argv: Vec<OsString> = std::env::args_os().collect();
     let cli = match cli::load(&argv) {
         Ok(c) => c,
