@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use io_uring7::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::bufring::BufRing;
@@ -20,6 +20,7 @@ const ACCEPT: u64 = 2 << 32;
 const SEND: u64 = 3 << 32;
 /// Completions of cancel requests themselves: nothing to report.
 const CANCEL: u64 = 4 << 32;
+const RECV_INTO: u64 = 5 << 32;
 const KIND: u64 = 0xff << 32;
 const BGID: u16 = 0;
 /// Most iovecs in one sendmsg (Linux's IOV_MAX is 1024).
@@ -101,6 +102,23 @@ pub enum Completion {
         /// Why.
         result: io::Result<()>,
     },
+    /// `token`'s receive ([`DataRing::recv_limited`]) ended after its last data, having
+    /// received its byte limit. Nothing of it is in flight any more: arm the next.
+    RecvLimit {
+        /// Whose.
+        token: Token,
+    },
+    /// `token`'s receive into its own buffer ([`DataRing::recv_into`]) finished:
+    /// `result` bytes were appended to `buf` (0: the peer closed), or the error
+    /// (`ECANCELED` when cancelled). Nothing of it is in flight any more.
+    Received {
+        /// Whose.
+        token: Token,
+        /// Bytes received, or the error.
+        result: io::Result<usize>,
+        /// The caller's buffer, with what was received appended.
+        buf: BytesMut,
+    },
     /// A connection accepted on `token`'s listener, or an accept error.
     Accepted {
         /// Which listener.
@@ -166,8 +184,15 @@ struct Slot {
     starved: bool,
     /// The receive was cancelled: do not re-arm.
     recv_cancelled: bool,
+    /// The receive's byte limit (0: none), see [`DataRing::recv_limited`].
+    recv_limit: u32,
+    /// Batch ([`DataRing::poll`]) in which the receive's end completion was reported.
+    recv_ended: u64,
     /// The send in the kernel, if any.
     send: Option<Box<SendCtx>>,
+    /// The buffer a [`DataRing::recv_into`] receives into (the kernel writes its spare
+    /// capacity until the final completion).
+    direct: Option<BytesMut>,
     accept_armed: bool,
 }
 
@@ -183,6 +208,13 @@ pub struct DataRing {
     /// change while the kernel may read it.
     #[allow(clippy::vec_box)]
     send_pool: Vec<Box<SendCtx>>,
+    /// Completions reported at the next [`poll`](DataRing::poll) (the ends of parked
+    /// receives that were cancelled).
+    pending: Vec<Completion>,
+    /// Batches polled so far.
+    batch: u64,
+    /// The kernel refused a receive's byte limit (before 6.16?): receives run unlimited.
+    no_limit: bool,
     in_flight: usize,
     config: RingConfig,
     stats: RingStats,
@@ -217,6 +249,9 @@ impl DataRing {
             slots: Vec::new(),
             starved: Vec::new(),
             send_pool: Vec::new(),
+            pending: Vec::new(),
+            batch: 0,
+            no_limit: false,
             in_flight: 0,
             config,
             stats: RingStats::default(),
@@ -252,9 +287,9 @@ impl DataRing {
     /// True when nothing of `token` is in the kernel: its fd may be closed and its
     /// slot reused.
     pub fn is_idle(&self, token: Token) -> bool {
-        self.slots
-            .get(token.0 as usize)
-            .is_none_or(|s| !s.recv_armed && s.send.is_none() && !s.accept_armed && !s.starved)
+        self.slots.get(token.0 as usize).is_none_or(|s| {
+            !s.recv_armed && s.send.is_none() && s.direct.is_none() && !s.accept_armed && !s.starved
+        })
     }
 
     fn slot(&mut self, token: Token) -> &mut Slot {
@@ -282,28 +317,45 @@ impl DataRing {
     /// Starts a multishot buffer-select receive on `fd` for `token`. Data arrives as
     /// [`Completion::Data`] until [`Completion::RecvEnded`].
     pub fn recv(&mut self, token: Token, fd: RawFd) {
+        self.recv_limited(token, fd, 0);
+    }
+
+    /// Like [`recv`](Self::recv), but the receive ends by itself once it has received
+    /// `limit` bytes or more (0: never), with [`Completion::RecvLimit`] after its last
+    /// data (kernel 6.16+; where the kernel refuses the limit, receives run unlimited).
+    /// Each completion holds at most one buffer, so a limit of 1 receives exactly one
+    /// buffer: the caller sees what came before the kernel receives more.
+    pub fn recv_limited(&mut self, token: Token, fd: RawFd, limit: u32) {
         let s = self.slot(token);
-        debug_assert!(!s.recv_armed && !s.starved, "one receive per token");
+        debug_assert!(
+            !s.recv_armed && !s.starved && s.direct.is_none(),
+            "one receive per token"
+        );
         s.recv_fd = Some(fd);
         s.recv_cancelled = false;
+        s.recv_limit = limit;
         self.arm_recv(token);
     }
 
     fn arm_recv(&mut self, token: Token) {
+        let no_limit = self.no_limit;
         let s = self.slot(token);
         let Some(fd) = s.recv_fd else { return };
         s.recv_armed = true;
         s.starved = false;
+        let limit = if no_limit { 0 } else { s.recv_limit };
         let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
             .build()
             .user_data(RECV | u64::from(token.0));
-        self.push(e);
+        self.push(with_total_limit(e, limit));
     }
 
-    /// Stops `token`'s receive. Returns true if it is over at once (it was waiting for
-    /// buffers, or none was running): no [`Completion::RecvEnded`] follows. Otherwise its
-    /// `RecvEnded` follows, and data completions may come before it.
+    /// Stops `token`'s receive. Returns true if it is over at once (none was running, and
+    /// none ended in the batch being handled): no completion of it follows. Otherwise
+    /// its end ([`Completion::RecvEnded`], or [`Completion::RecvLimit`] if it reached its
+    /// limit first) follows, after any data completions of it.
     pub fn cancel_recv(&mut self, token: Token) -> bool {
+        let batch = self.batch;
         let s = self.slot(token);
         if s.recv_armed {
             if !s.recv_cancelled {
@@ -318,9 +370,17 @@ impl DataRing {
         s.recv_cancelled = true;
         s.recv_fd = None;
         if std::mem::take(&mut s.starved) {
+            // Parked, not in the kernel: it ends now, reported like a cancellation (its
+            // data completions of this batch, if any, come first).
+            s.recv_ended = batch;
             self.starved.retain(|t| *t != token);
+            self.pending.push(Completion::RecvEnded {
+                token,
+                result: Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+            });
+            return false;
         }
-        true
+        s.recv_ended != batch
     }
 
     /// Starts a multishot accept on listener `fd` for `token`.
@@ -455,6 +515,8 @@ impl DataRing {
     /// Appends every ready completion to `out`. ENOBUFS is handled here: the receive is
     /// parked (counted) and re-armed by [`rearm_starved`](Self::rearm_starved).
     pub fn poll(&mut self, out: &mut Vec<Completion>) {
+        self.batch += 1;
+        out.append(&mut self.pending);
         let cqes: Vec<(u64, i32, u32)> = self
             .ring
             .completion()
@@ -489,6 +551,7 @@ impl DataRing {
                 if more {
                     return;
                 }
+                let (batch, no_limit) = (self.batch, self.no_limit);
                 let s = self.slot(token);
                 s.recv_armed = false;
                 if res == -libc::ENOBUFS && !s.recv_cancelled {
@@ -496,10 +559,20 @@ impl DataRing {
                     s.starved = true;
                     self.starved.push(token);
                     self.stats.enobufs += 1;
+                } else if res == -libc::EINVAL && s.recv_limit > 0 && !s.recv_cancelled {
+                    // A kernel without receive limits: unlimited from now on (the
+                    // caller still gets every byte, only later than it could).
+                    self.no_limit = true;
+                    self.arm_recv(token);
+                } else if res > 0 && !s.recv_cancelled && s.recv_limit > 0 && !no_limit {
+                    s.recv_fd = None;
+                    s.recv_ended = batch;
+                    out.push(Completion::RecvLimit { token });
                 } else if res > 0 && !s.recv_cancelled {
                     // The kernel ended the multishot after data (e.g. a full CQ): re-arm.
                     self.arm_recv(token);
                 } else {
+                    s.recv_ended = batch;
                     s.recv_fd = None;
                     let result = match res {
                         r if r >= 0 => Ok(()),
@@ -524,6 +597,7 @@ impl DataRing {
                     more,
                 });
             }
+            RECV_INTO => self.on_received(token, res, out),
             SEND => {
                 let Some(mut ctx) = self.slot(token).send.take() else {
                     return;
@@ -588,12 +662,36 @@ impl DataRing {
 
 impl Drop for DataRing {
     fn drop(&mut self) {
-        if !self.shut && self.in_flight == 0 {
+        if self.in_flight > 0 {
+            // Operations may still use the send contexts and receive buffers the slots
+            // own (and `BufRing`'s drop leaks its memory for the same reason): leak them
+            // rather than free memory the kernel may still read or write.
+            std::mem::forget(std::mem::take(&mut self.slots));
+        } else if !self.shut {
             self.bufs.unregister(&self.ring.submitter());
         }
-        // Otherwise `BufRing`'s drop leaks its memory: operations may still use it.
     }
 }
+
+/// Sets a multishot receive's total byte limit: `sqe->optlen` (offset 44 of the 64-byte
+/// SQE, shared with `file_index`), which the `io-uring` crate's `RecvMulti` does not set.
+fn with_total_limit(e: squeue::Entry, limit: u32) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    if limit == 0 {
+        return e;
+    }
+    // SAFETY: `squeue::Entry` is `repr(C)` around the kernel's 64-byte `io_uring_sqe`
+    // (checked above); every byte pattern is a valid SQE for Rust's purposes, and bytes
+    // 44..48 are the `optlen` the kernel reads as a multishot receive's total limit.
+    unsafe {
+        let mut raw: [u8; 64] = std::mem::transmute(e);
+        raw[44..48].copy_from_slice(&limit.to_ne_bytes());
+        std::mem::transmute::<[u8; 64], squeue::Entry>(raw)
+    }
+}
+
+#[path = "recv_into.rs"]
+mod recv_into;
 
 #[cfg(test)]
 #[path = "tests.rs"]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::*;
 
-fn small(defer: bool) -> RingConfig {
+pub(super) fn small(defer: bool) -> RingConfig {
     RingConfig {
         buf_count: 8,
         buf_size: 256,
@@ -20,7 +20,7 @@ fn small(defer: bool) -> RingConfig {
 }
 
 /// Submits, waits (bounded) for the eventfd, drains; until `done` says so.
-fn pump<S>(
+pub(super) fn pump<S>(
     ring: &mut DataRing,
     state: &mut S,
     mut on: impl FnMut(&mut DataRing, &mut S, Completion),
