@@ -106,6 +106,15 @@ pub(crate) struct Conn {
     pub(crate) send_pending: Cell<bool>,
     /// No more is sent: the socket failed, or the session is ending (`send.rs`).
     pub(crate) send_over: Cell<bool>,
+    /// Receive into the large frame's own buffer once the receive being stopped has
+    /// ended (`direct_recv.rs`).
+    pub(crate) direct_next: Cell<bool>,
+    /// The next receive takes one ring buffer only: a large frame was just received in
+    /// place, and the next frame may be large too (`direct_recv.rs`).
+    pub(crate) recv_one: Cell<bool>,
+    /// The session's receive buffer while the ring holds it for a receive into it, as
+    /// charged to the memory budget (`direct_recv.rs`).
+    pub(crate) lent_input: Cell<u64>,
     pub(crate) state: RefCell<ConnState>,
     flags: Cell<u8>,
     waker: Cell<Option<Waker>>,
@@ -139,6 +148,9 @@ impl Conn {
             unsent: RefCell::new(Vec::new()),
             send_pending: Cell::new(false),
             send_over: Cell::new(false),
+            direct_next: Cell::new(false),
+            recv_one: Cell::new(false),
+            lent_input: Cell::new(0),
             state: RefCell::new(state),
             flags: Cell::new(0),
             waker: Cell::new(None),

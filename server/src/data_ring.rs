@@ -14,7 +14,7 @@
 //! operation is cancelled and awaited before the ring's buffers are freed
 //! ([`CoreRing::shutdown`]).
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::{FromRawFd, RawFd};
@@ -28,7 +28,8 @@ use sockchat_proto::frame::MAGIC;
 use sockchat_proto::CloseReason;
 use sockchat_uring::{Completion, DataRing, RingConfig, Token};
 
-use crate::conn::{Conn, WAKE_ABORT, WAKE_INPUT};
+use crate::conn::{Conn, ConnState, WAKE_ABORT, WAKE_INPUT};
+use crate::direct_recv;
 use crate::rate_limit;
 use crate::ring_accept;
 use crate::send;
@@ -39,6 +40,11 @@ use crate::worker::Worker;
 pub(crate) const LINGER_BYTES: usize = 256 * 1024;
 /// Rounds of drain-and-dispatch per wake-up before yielding to the other tasks.
 const ROUNDS: usize = 16;
+/// A session's receive ends after this many bytes and is armed again: it bounds what a
+/// large frame can put into ring buffers (to be copied) before the session has seen its
+/// header and switched to receiving it in place (`direct_recv.rs`); without a limit one
+/// `io_uring_enter` filled 33 ring buffers. Re-arming once per 16 KiB costs little.
+const RECV_LIMIT: u32 = 16 * 1024;
 
 /// Where a session's receive is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +57,9 @@ pub(crate) enum RecvState {
     Cancelling,
     /// The peer closed its side: never armed again.
     Eof,
+    /// A single receive straight into the large frame's own buffer is in the kernel
+    /// (`direct_recv.rs`).
+    Direct,
 }
 
 /// One core's data ring and the sessions its tokens name.
@@ -129,13 +138,24 @@ impl CoreRing {
         if conn.recv.get() != RecvState::Off {
             return;
         }
-        self.ring.borrow_mut().recv(Token(conn.token), fd);
+        // One buffer right after a large frame (the next may be large too), else up to
+        // `RECV_LIMIT`.
+        let limit = if conn.recv_one.get() { 1 } else { RECV_LIMIT };
+        self.ring
+            .borrow_mut()
+            .recv_limited(Token(conn.token), fd, limit);
         conn.recv.set(RecvState::Armed);
         self.kick();
     }
 
-    /// Cancels `conn`'s receive if one is armed.
+    /// Cancels `conn`'s receive if one is armed (or its receive into its own buffer).
     pub(crate) fn stop_recv(&self, conn: &Conn) {
+        if conn.recv.get() == RecvState::Direct {
+            self.ring.borrow_mut().cancel_recv_into(Token(conn.token));
+            conn.recv.set(RecvState::Cancelling);
+            self.kick();
+            return;
+        }
         if conn.recv.get() != RecvState::Armed {
             return;
         }
@@ -155,6 +175,16 @@ impl CoreRing {
         self.ring
             .borrow_mut()
             .send(Token(conn.token), conn.fd, parts);
+        self.kick();
+    }
+
+    /// Receives once on `conn`'s socket into the spare capacity of `buf` (at most `max`
+    /// bytes); the ring holds `buf` until the final completion, which
+    /// `direct_recv::on_received` handles.
+    pub(crate) fn recv_into(&self, conn: &Conn, buf: bytes::BytesMut, max: usize) {
+        self.ring
+            .borrow_mut()
+            .recv_into(Token(conn.token), conn.fd, buf, max);
         self.kick();
     }
 
@@ -243,7 +273,7 @@ pub(crate) async fn linger(core: &Worker, conn: &Conn, fd: RawFd, linger: Durati
     let mut sleep = std::pin::pin!(sleep);
     poll_fn(|cx| match conn.recv.get() {
         RecvState::Off | RecvState::Eof => Poll::Ready(()),
-        RecvState::Armed | RecvState::Cancelling => {
+        RecvState::Armed | RecvState::Cancelling | RecvState::Direct => {
             conn.register_waker(cx.waker());
             sleep.as_mut().poll(cx)
         }
@@ -380,6 +410,13 @@ fn dispatch(core: &Rc<Worker>, c: Completion) {
                 return;
             };
             let was = conn.recv.replace(RecvState::Off);
+            if was == RecvState::Cancelling
+                && conn.direct_next.take()
+                && direct_recv::start(core, &conn)
+            {
+                // Stopped to receive the rest of a large frame into its own buffer.
+                return;
+            }
             if was == RecvState::Armed {
                 let mut st = conn.state.borrow_mut();
                 match result {
@@ -392,6 +429,34 @@ fn dispatch(core: &Rc<Worker>, c: Completion) {
                 core.process(&conn, &mut st);
             }
             conn.wake(WAKE_INPUT);
+        }
+        Completion::RecvLimit { token } => {
+            let Some(conn) = conn_of(core, token) else {
+                return;
+            };
+            match conn.recv.get() {
+                RecvState::Armed => {
+                    // Nothing to switch to: the next receive, not limited to one buffer.
+                    conn.recv.set(RecvState::Off);
+                    conn.recv_one.set(false);
+                    core.ring.start_recv(&conn, conn.fd);
+                }
+                RecvState::Cancelling => {
+                    conn.recv.set(RecvState::Off);
+                    if conn.direct_next.take() && direct_recv::start(core, &conn) {
+                        return;
+                    }
+                    conn.wake(WAKE_INPUT);
+                }
+                // Not this receive's state (its end was handled already).
+                RecvState::Off | RecvState::Eof | RecvState::Direct => {}
+            }
+        }
+        Completion::Received { token, result, buf } => {
+            let Some(conn) = conn_of(core, token) else {
+                return;
+            };
+            direct_recv::on_received(core, &conn, result, buf);
         }
         Completion::Sent {
             token,
@@ -451,6 +516,15 @@ fn feed(core: &Worker, conn: &Conn, buf: sockchat_uring::RingBuf) {
         core.switch_to_line(&mut st, now);
     }
     st.proto.put_buffer(b);
+    after_input(core, conn, st, now);
+}
+
+/// Handles the input the session now holds (every complete frame, event by event so
+/// replies keep the order of the requests), sends the replies, and picks the next
+/// receive: none while a rate limit pauses the session, straight into the frame's own
+/// buffer when the rest of a large frame is due (`direct_recv.rs`), the ring's
+/// otherwise.
+pub(crate) fn after_input(core: &Worker, conn: &Conn, mut st: RefMut<'_, ConnState>, now: Instant) {
     // A rate limit that runs out leaves the rest buffered (ops hook) and stops reading.
     while rate_limit::paused_until(&st).is_none() && st.proto.handle_input_until_event(now) {
         core.process(conn, &mut st);
@@ -465,9 +539,15 @@ fn feed(core: &Worker, conn: &Conn, buf: sockchat_uring::RingBuf) {
     let paused = rate_limit::paused_until(&st).is_some();
     let closed = st.proto.is_closed();
     let slow = st.close_reason == Some(CloseReason::SlowConsumer);
+    let direct = !paused && !closed && direct_recv::wanted(&mut st);
     drop(st);
     if paused {
         core.ring.stop_recv(conn);
+    } else if direct {
+        direct_recv::switch(core, conn);
+    } else if conn.recv.get() == RecvState::Off && !closed && !conn.send_over.get() {
+        // After a receive into a frame's buffer: back to the ring's receive.
+        core.ring.start_recv(conn, conn.fd);
     }
     // The replies go out now, from here: the session's task is woken only when there is
     // something for it to do (`send.rs` says why).

@@ -40,6 +40,7 @@ pub mod timer;
 mod chat;
 mod conn;
 mod data_ring;
+mod direct_recv;
 mod drain;
 mod fanout;
 mod peer_limits;

@@ -41,6 +41,9 @@ pub struct CoreStats {
     /// Received bytes copied in user space (from a ring buffer into a session's
     /// receive buffer).
     pub bytes_copied: AtomicU64,
+    /// Received bytes the kernel wrote straight into a large frame's own buffer (none of
+    /// them copied in user space).
+    pub bytes_in_place: AtomicU64,
     /// Receives that found the core's buffer ring empty (ENOBUFS), parked until buffers
     /// came back.
     pub ring_enobufs: AtomicU64,
@@ -90,6 +93,7 @@ impl CoreStats {
             send_queue_bytes: self.send_queue_bytes.load(Relaxed),
             memory_bytes: self.memory_bytes.load(Relaxed),
             bytes_copied: self.bytes_copied.load(Relaxed),
+            bytes_in_place: self.bytes_in_place.load(Relaxed),
             ring_enobufs: self.ring_enobufs.load(Relaxed),
             ring_rearmed: self.ring_rearmed.load(Relaxed),
             closes,
@@ -126,6 +130,8 @@ pub struct Snapshot {
     pub memory_bytes: u64,
     /// Received bytes copied in user space.
     pub bytes_copied: u64,
+    /// Received bytes written by the kernel straight into a frame's buffer.
+    pub bytes_in_place: u64,
     /// Receives parked on an empty buffer ring.
     pub ring_enobufs: u64,
     /// Parked receives re-armed.
@@ -154,6 +160,7 @@ impl Snapshot {
             t.send_queue_bytes += s.send_queue_bytes;
             t.memory_bytes += s.memory_bytes;
             t.bytes_copied += s.bytes_copied;
+            t.bytes_in_place += s.bytes_in_place;
             t.ring_enobufs += s.ring_enobufs;
             t.ring_rearmed += s.ring_rearmed;
             for (a, b) in t.closes.iter_mut().zip(&s.closes) {
@@ -242,7 +249,7 @@ impl fmt::Display for Snapshot {
         write!(
             f,
             "sessions={} accepted={} messages_in={} messages_out={} bytes_in={} bytes_out={} \
-             fanout_dropped={} bytes_copied={} ring_enobufs={} closes: {}",
+             fanout_dropped={} bytes_copied={} bytes_in_place={} ring_enobufs={} closes: {}",
             self.sessions,
             self.accepted,
             self.messages_in,
@@ -251,6 +258,7 @@ impl fmt::Display for Snapshot {
             self.bytes_out,
             self.fanout_dropped,
             self.bytes_copied,
+            self.bytes_in_place,
             self.ring_enobufs,
             self.closes_text()
         )

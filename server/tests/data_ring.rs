@@ -1,5 +1,6 @@
-//! The data ring: every session's input arrives through its core's provided-buffer ring
-//! (multishot buffer-select receives), and an empty ring is backed off from, never lost.
+//! The data ring: a session's input arrives through its core's provided-buffer ring
+//! (multishot buffer-select receives), and an empty ring is backed off from, never lost;
+//! the rest of a large frame is received straight into the frame's buffer.
 
 use sockchat_proto::FrameType;
 use sockchat_testkit::*;
@@ -52,9 +53,64 @@ fn tiny_ring_backs_off_and_loses_nothing(t: Transport) {
         "[{t:?}] a two-buffer ring must have run empty: {totals:?}"
     );
     assert_eq!(
-        totals.get("bytes_copied"),
+        totals.get("bytes_copied") + totals.get("bytes_in_place"),
         totals.get("bytes_in"),
-        "[{t:?}] every received byte is copied once out of the ring"
+        "[{t:?}] every received byte is copied once out of the ring, or received in place"
+    );
+}
+
+per_transport!(large_frames_are_received_in_place);
+
+/// Once a large frame's header is in, the rest of it is received straight into the
+/// frame's own buffer. Eight 1 MiB frames echoed back to back, then eight more each
+/// after a small frame: a frame right after a large one copies at most one ring buffer
+/// (4 KiB); one after a small frame at most the ring receive's limit (16 KiB) and a
+/// buffer more. The small frames, handshake and ping are copied whole.
+fn large_frames_are_received_in_place(t: Transport) {
+    const RING_BUFFER: u64 = 4096;
+    const RECV_LIMIT: u64 = 16 * 1024;
+    let mut server = Server::builder()
+        .cores(1)
+        .args(["--log-format", "json"])
+        .start();
+    let mut c = server.handshake(t);
+    let mut frames = Vec::new();
+    for k in 0..8u64 {
+        frames.push(c.frame(FrameType::Message, Some(OCTET), &pattern(1 << 20, k)));
+    }
+    let mut small = 0;
+    for k in 0..8u64 {
+        let s = c.frame(FrameType::Message, Some(OCTET), &pattern(100, k));
+        small += s.len() as u64;
+        frames.push(s);
+        frames.push(c.frame(FrameType::Message, Some(OCTET), &pattern(1 << 20, k + 8)));
+    }
+    let writer = c.spawn_writer(frames.concat());
+    for f in &frames {
+        let back = c.expect_kind(FrameType::Message, SHORT);
+        assert!(back.raw[..] == f[..], "[{t:?}] echo differs");
+    }
+    writer.join().unwrap().unwrap();
+    c.ping();
+    drop(c);
+    server.stop_clean();
+    let totals = hostile::parse_totals(&server.stderr()).expect("server stopped line");
+    let (copied, in_place, received) = (
+        totals.get("bytes_copied"),
+        totals.get("bytes_in_place"),
+        totals.get("bytes_in"),
+    );
+    assert!(received > 16 << 20, "[{t:?}] {totals:?}");
+    assert_eq!(copied + in_place, received, "[{t:?}] {totals:?}");
+    // The handshake's and the ping's frames: well under 4 KiB together.
+    let bound = 8 * RING_BUFFER + 8 * (RECV_LIMIT + RING_BUFFER) + small + 4096;
+    eprintln!(
+        "[{t:?}] {copied} of {received} received bytes copied out of the ring (bound {bound})"
+    );
+    assert!(
+        copied <= bound,
+        "[{t:?}] {copied} of {received} received bytes were copied out of the ring \
+         (bound {bound}): {totals:?}"
     );
 }
 

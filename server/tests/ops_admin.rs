@@ -40,6 +40,7 @@ fn metrics_parse_and_move_with_traffic() {
         ("sockchat_send_queue_bytes", "gauge"),
         ("sockchat_fanout_dropped", "counter"),
         ("sockchat_bytes_copied", "counter"),
+        ("sockchat_bytes_in_place", "counter"),
         ("sockchat_ring_enobufs", "counter"),
         ("sockchat_ring_rearmed", "counter"),
         ("sockchat_build", "info"),

@@ -159,6 +159,12 @@ impl Collector for CoreCounters {
         )?;
         counter(
             &mut enc,
+            "bytes_in_place",
+            "Bytes received by the kernel straight into a large frame's own buffer (not copied in user space)",
+            t.bytes_in_place,
+        )?;
+        counter(
+            &mut enc,
             "ring_enobufs",
             "Receives parked because the data ring had no free buffer (re-armed once buffers came back; nothing is lost)",
             t.ring_enobufs,

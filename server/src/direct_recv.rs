@@ -1,0 +1,140 @@
+//! Large frames received in place (issue 10, point 4). Small frames arrive through the
+//! core's provided-buffer ring and are copied once into the session's receive buffer.
+//! Once a frame's fixed header is in, the deframer has reserved the whole frame's buffer
+//! (limits and the memory budget checked first); if at least [`MIN_DIRECT`] bytes of it
+//! are still due, the session's ring receive is stopped and the rest is received with
+//! single receives straight into that buffer's spare capacity, each bounded by what the
+//! frame still needs, so the next frame's bytes go back through the ring.
+//!
+//! What is copied is only what reached ring buffers before the session saw the header.
+//! The ring receive is limited so that this stays small: right after a large frame it
+//! takes one buffer (so a run of large frames copies at most one ring buffer each),
+//! otherwise `data_ring::RECV_LIMIT` bytes.
+//!
+//! The buffer belongs to the ring while a receive is in the kernel
+//! ([`sockchat_uring::DataRing::recv_into`]); cancelling it (the session ending) hands it
+//! back with whatever it received. Meanwhile its capacity stays charged to the memory
+//! budget (`Conn::lent_input`).
+
+use std::io;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use sockchat_proto::deframer::SMALL_FRAME;
+use sockchat_proto::CloseReason;
+
+use crate::conn::{Conn, ConnState, WAKE_INPUT};
+use crate::data_ring::{self, RecvState};
+use crate::stats::CoreStats;
+use crate::worker::Worker;
+
+/// Least rest of a frame worth a receive of its own (four default ring buffers): below
+/// it, stopping and re-arming the ring receive costs more than the copies saved.
+const MIN_DIRECT: usize = 16 * 1024;
+
+/// True when the session holds the start of a frame whose rest (at least
+/// [`MIN_DIRECT`] bytes) fits its buffer's reserved capacity: receive it in place.
+pub(crate) fn wanted(st: &mut ConnState) -> bool {
+    let Some(len) = st.proto.pending_frame_len() else {
+        return false;
+    };
+    let b = st.proto.take_buffer();
+    let fits = len.saturating_sub(b.len()) >= MIN_DIRECT && b.capacity() >= len;
+    st.proto.put_buffer(b);
+    fits
+}
+
+/// Moves `conn` from its ring receive to receiving in place: at once if no receive is
+/// running, else once the stopped receive has ended (its data, already in this batch,
+/// is fed first; the ring task then calls [`start`]).
+pub(crate) fn switch(core: &Worker, conn: &Conn) {
+    match conn.recv.get() {
+        RecvState::Off => {}
+        RecvState::Armed => {
+            core.ring.stop_recv(conn);
+            if conn.recv.get() != RecvState::Off {
+                conn.direct_next.set(true);
+                return;
+            }
+        }
+        RecvState::Cancelling => {
+            conn.direct_next.set(true);
+            return;
+        }
+        RecvState::Eof | RecvState::Direct => return,
+    }
+    if !start(core, conn) {
+        core.ring.start_recv(conn, conn.fd);
+    }
+}
+
+/// Starts a receive into the session's buffer for the rest of its pending frame. False
+/// (nothing started) when the session is ending or closed, or no longer needs one.
+pub(crate) fn start(core: &Worker, conn: &Conn) -> bool {
+    if conn.send_over.get() || conn.recv.get() != RecvState::Off {
+        return false;
+    }
+    let mut st = conn.state.borrow_mut();
+    if st.proto.is_closed() {
+        return false;
+    }
+    let Some(len) = st.proto.pending_frame_len() else {
+        return false;
+    };
+    let b = st.proto.take_buffer();
+    let need = len.saturating_sub(b.len());
+    if need == 0 || b.capacity() < len {
+        st.proto.put_buffer(b);
+        return false;
+    }
+    drop(st);
+    // Charged like the session's own large-frame buffer (`Worker::charge`).
+    let cap = b.capacity();
+    conn.lent_input
+        .set(if cap > SMALL_FRAME { cap as u64 } else { 0 });
+    core.ring.recv_into(conn, b, need);
+    conn.recv.set(RecvState::Direct);
+    conn.recv_one.set(true);
+    true
+}
+
+/// The final completion of `conn`'s receive into its buffer: `buf` (the session's
+/// buffer, with what was received appended) goes back to the session and is handled
+/// like any input; then the next receive is picked (`data_ring::after_input`).
+pub(crate) fn on_received(core: &Worker, conn: &Conn, result: io::Result<usize>, buf: BytesMut) {
+    let was = conn.recv.replace(RecvState::Off);
+    conn.lent_input.set(0);
+    let mut st = conn.state.borrow_mut();
+    st.proto.put_buffer(buf);
+    if conn.send_over.get() {
+        // The session is ending (`data_ring::end_io` waits for this).
+        drop(st);
+        conn.wake(0);
+        return;
+    }
+    match result {
+        Ok(0) => {
+            conn.recv.set(RecvState::Eof);
+            st.proto.handle_eof();
+            core.process(conn, &mut st);
+            drop(st);
+            conn.wake(WAKE_INPUT);
+        }
+        Ok(n) => {
+            st.info.bytes_in += n as u64;
+            core.count_bytes_in(n);
+            CoreStats::add(&core.stats().bytes_in_place, n as u64);
+            data_ring::after_input(core, conn, st, Instant::now());
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) && was == RecvState::Cancelling => {
+            drop(st);
+            conn.wake(WAKE_INPUT);
+        }
+        Err(e) => {
+            st.proto.close(CloseReason::Io(e.kind()));
+            core.process(conn, &mut st);
+            drop(st);
+            conn.wake(WAKE_INPUT);
+        }
+    }
+}
