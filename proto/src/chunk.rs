@@ -157,6 +157,13 @@ pub struct Reassembled {
     pub content_type: Option<ByteStr>,
     /// The whole message.
     pub content: Bytes,
+    /// The chunk frames exactly as received, in the order they arrived: each one's head
+    /// (fixed header and header JSON, copied when it arrived) and its content, a slice of
+    /// [`content`](Self::content). Sending them back sends the very bytes received, with
+    /// no re-encoding and no HMAC. Kept only for chunks pushed with
+    /// [`push_frame`](Reassembler::push_frame), and only while the heads are small
+    /// beside the message (see [`Reassembler::push_frame`]).
+    pub frames: Option<Vec<EncodedFrame>>,
 }
 
 /// The layout of one message, validated.
@@ -228,9 +235,33 @@ struct Partial {
     /// Bit `i` set once chunk `i` has been placed.
     filled: Vec<u64>,
     received: u32,
+    /// The heads of the chunks received so far, with their index (see
+    /// [`Reassembled::frames`]); `None` once given up.
+    heads: Option<Vec<(u32, Bytes)>>,
+    /// Bytes of `heads`.
+    heads_len: u64,
 }
 
 impl Partial {
+    /// Keeps chunk `index`'s head for [`Reassembled::frames`] while the heads stay small
+    /// beside the message; gives them all up otherwise (or when `head` is `None`).
+    fn keep_head(&mut self, index: u32, head: Option<&[u8]>) {
+        let Some(heads) = self.heads.as_mut() else {
+            return;
+        };
+        let limit = (self.layout.total_len / 32).max(4096);
+        match head {
+            Some(h) if self.heads_len + h.len() as u64 <= limit => {
+                heads.push((index, Bytes::copy_from_slice(h)));
+                self.heads_len += h.len() as u64;
+            }
+            _ => {
+                self.heads = None;
+                self.heads_len = 0;
+            }
+        }
+    }
+
     fn is_filled(&self, index: u32) -> bool {
         let (word, bit) = (index as usize / 64, index % 64);
         self.filled[word] & (1 << bit) != 0
@@ -252,6 +283,8 @@ pub struct Reassembler {
     limits: ChunkLimits,
     partial: HashMap<ByteStr, Partial>,
     reserved: u64,
+    /// Bytes of the chunk heads kept by the open messages ([`Reassembled::frames`]).
+    heads: u64,
 }
 
 impl Reassembler {
@@ -261,6 +294,7 @@ impl Reassembler {
             limits,
             partial: HashMap::new(),
             reserved: 0,
+            heads: 0,
         }
     }
 
@@ -294,6 +328,37 @@ impl Reassembler {
         content: &[u8],
         now: Option<Instant>,
     ) -> Result<Option<Reassembled>, ChunkError> {
+        self.push_inner(info, content_type, content, None, now)
+    }
+
+    /// Like [`push_at`](Self::push_at) for a chunk frame that can be sent back as it
+    /// came (it carries the receiver's own session id): `head` is the frame's fixed
+    /// header and header JSON, kept (copied, so the frame's buffer is not held) until the
+    /// message is complete, for [`Reassembled::frames`].
+    ///
+    /// Heads are kept only while they add at most a 32nd of the message (or 4 KiB) to
+    /// what it holds: a peer sending tiny chunks with large headers would otherwise make
+    /// a message hold many times its size. Past that they are dropped, and the message
+    /// comes without its frames. Their bytes are [`heads_bytes`](Self::heads_bytes).
+    pub fn push_frame(
+        &mut self,
+        info: &ChunkInfo,
+        content_type: Option<&ByteStr>,
+        head: &[u8],
+        content: &[u8],
+        now: Option<Instant>,
+    ) -> Result<Option<Reassembled>, ChunkError> {
+        self.push_inner(info, content_type, content, Some(head), now)
+    }
+
+    fn push_inner(
+        &mut self,
+        info: &ChunkInfo,
+        content_type: Option<&ByteStr>,
+        content: &[u8],
+        head: Option<&[u8]>,
+        now: Option<Instant>,
+    ) -> Result<Option<Reassembled>, ChunkError> {
         let index = info.index;
         if let Some(p) = self.partial.get_mut(&info.message_id) {
             if p.layout.count != info.count
@@ -310,6 +375,9 @@ impl Reassembler {
             p.buf[slot.start as usize..slot.end as usize].copy_from_slice(content);
             p.mark_filled(index);
             p.received += 1;
+            let before = p.heads_len;
+            p.keep_head(index, head);
+            self.heads = (self.heads + p.heads_len).saturating_sub(before);
             if p.received < p.layout.count {
                 return Ok(None);
             }
@@ -318,10 +386,25 @@ impl Reassembler {
                 .remove_entry(&info.message_id)
                 .expect("entry was just found");
             self.reserved = self.reserved.saturating_sub(p.layout.total_len);
+            self.heads = self.heads.saturating_sub(p.heads_len);
+            let content = p.buf.freeze();
+            let frames = p.heads.map(|heads| {
+                heads
+                    .into_iter()
+                    .map(|(i, head)| {
+                        let slot = p.layout.slot(i);
+                        EncodedFrame {
+                            head,
+                            content: content.slice(slot.start as usize..slot.end as usize),
+                        }
+                    })
+                    .collect()
+            });
             return Ok(Some(Reassembled {
                 message_id,
                 content_type: p.content_type,
-                content: p.buf.freeze(),
+                content,
+                frames,
             }));
         }
 
@@ -339,10 +422,17 @@ impl Reassembler {
         let slot = layout.check(index, content.len())?;
         if layout.count == 1 {
             // Nothing to wait for: hand the content over without holding any state.
+            let content = Bytes::copy_from_slice(content);
             return Ok(Some(Reassembled {
                 message_id: detach(&info.message_id),
                 content_type: content_type.map(detach),
-                content: Bytes::copy_from_slice(content),
+                frames: head.map(|h| {
+                    vec![EncodedFrame {
+                        head: Bytes::copy_from_slice(h),
+                        content: content.clone(),
+                    }]
+                }),
+                content,
             }));
         }
         if self.partial.len() >= self.limits.max_partial {
@@ -360,10 +450,14 @@ impl Reassembler {
             buf,
             filled: vec![0; layout.count.div_ceil(64) as usize],
             received: 1,
+            heads: head.map(|_| Vec::new()),
+            heads_len: 0,
         };
         p.mark_filled(index);
-        self.partial.insert(detach(&info.message_id), p);
+        p.keep_head(index, head);
         self.reserved = self.reserved.saturating_add(layout.total_len);
+        self.heads += p.heads_len;
+        self.partial.insert(detach(&info.message_id), p);
         Ok(None)
     }
 
@@ -388,11 +482,18 @@ impl Reassembler {
         self.reserved
     }
 
+    /// Bytes of the chunk heads the open messages keep (see
+    /// [`push_frame`](Self::push_frame)); held beside [`reserved_bytes`](Self::reserved_bytes).
+    pub fn heads_bytes(&self) -> u64 {
+        self.heads
+    }
+
     /// Drops every partial message, releasing its memory.
     pub fn clear(&mut self) {
         // Replace rather than `clear()`: the map's own table is released too.
         self.partial = HashMap::new();
         self.reserved = 0;
+        self.heads = 0;
     }
 }
 
@@ -523,6 +624,9 @@ impl FusedIterator for ChunkFrames {}
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod frames_tests;
 
 #[cfg(test)]
 mod timing_tests;

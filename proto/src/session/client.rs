@@ -201,6 +201,7 @@ impl ClientSession {
                     content_type: frame.header.content_type,
                     content: frame.content,
                     frame: Some(frame.raw),
+                    chunks: None,
                     room,
                     from,
                 };
@@ -216,7 +217,7 @@ impl ClientSession {
                 }
             }
             FrameType::Chunk => {
-                if let Some(mut m) = self.core.on_chunk(&frame, now) {
+                if let Some(mut m) = self.core.on_chunk(&frame, now, false) {
                     (m.room, m.from) = super::rooms::delivered_tags(&frame.header);
                     self.core.events.push_back(Event::Message(m));
                 }

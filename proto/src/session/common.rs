@@ -73,7 +73,8 @@ impl FramedCommon {
     pub(crate) fn held_input_bytes(&self) -> u64 {
         let buf = self.deframer.capacity();
         let buf = if buf > SMALL_FRAME { buf as u64 } else { 0 };
-        self.reassembly_bytes() + buf
+        let heads = self.reassembler.as_ref().map_or(0, |r| r.heads_bytes());
+        self.reassembly_bytes() + heads + buf
     }
 
     /// When the oldest partial chunked message runs out of time.
@@ -184,7 +185,14 @@ impl FramedCommon {
 
     /// Handles a `chunk` frame received at `now`; returns the message when it is complete
     /// (its `room` and `from` are left for the caller, from the completing chunk's header).
-    pub(crate) fn on_chunk(&mut self, frame: &Frame, now: Instant) -> Option<Message> {
+    /// With `keep_frames` (a server: every chunk it accepts carries the session's own id)
+    /// the message also carries its chunk frames as received, for an echo.
+    pub(crate) fn on_chunk(
+        &mut self,
+        frame: &Frame,
+        now: Instant,
+        keep_frames: bool,
+    ) -> Option<Message> {
         if !self.features.chunk {
             self.close(CloseReason::ProtocolViolation(
                 Violation::ChunkWithoutFeature,
@@ -216,12 +224,20 @@ impl FramedCommon {
             .reassembler
             .get_or_insert_with(|| Box::new(Reassembler::new(limits)));
         let opened = self.config.message_timeout.map(|_| now);
-        match r.push_at(
-            info,
-            frame.header.content_type.as_ref(),
-            &frame.content,
-            opened,
-        ) {
+        let pushed = if keep_frames {
+            // The content is the frame's tail: what precedes it is the head.
+            let head = &frame.raw[..frame.raw.len() - frame.content.len()];
+            let ct = frame.header.content_type.as_ref();
+            r.push_frame(info, ct, head, &frame.content, opened)
+        } else {
+            r.push_at(
+                info,
+                frame.header.content_type.as_ref(),
+                &frame.content,
+                opened,
+            )
+        };
+        match pushed {
             Ok(Some(m)) => {
                 if r.partial_count() == 0 {
                     // Release the bookkeeping of an idle session.
@@ -231,6 +247,7 @@ impl FramedCommon {
                     content_type: m.content_type,
                     content: m.content,
                     frame: None,
+                    chunks: m.frames,
                     room: None,
                     from: None,
                 })

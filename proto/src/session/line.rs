@@ -109,6 +109,7 @@ impl Session for LineSession {
                             content_type: Some(TEXT_UTF8),
                             content: text.as_bytes().clone(),
                             frame: None,
+                            chunks: None,
                             room: None,
                             from: None,
                         })),

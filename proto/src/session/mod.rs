@@ -31,7 +31,7 @@ pub use reason::{CloseReason, Notice, Side, Violation};
 pub use server::ServerSession;
 
 use crate::chunk::ChunkLimits;
-use crate::codec::EncodeError;
+use crate::codec::{EncodeError, EncodedFrame};
 use crate::frame::Limits;
 use crate::header::{self, ByteStr};
 use crate::rooms::{RoomError, RoomName, DEFAULT_MAX_ROOMS, FEATURE_ROOMS};
@@ -145,6 +145,13 @@ pub struct Message {
     /// frame. It carries this session's id, so it can be sent back to the same peer
     /// as is ([`Session::echo`] on a [`ServerSession`]), without re-encoding or re-signing.
     pub frame: Option<Bytes>,
+    /// The verified chunk frames exactly as received, when the message came in chunks
+    /// on a server session (each chunk carries this session's id): like
+    /// [`frame`](Self::frame), sent back to the same peer as they are by
+    /// [`Session::echo`], without re-encoding or re-signing. Their contents are slices
+    /// of [`content`](Self::content). `None` when the chunks' headers were too large to
+    /// keep beside the message ([`Reassembler::push_frame`](crate::chunk::Reassembler::push_frame)).
+    pub chunks: Option<Vec<EncodedFrame>>,
     /// Rooms extension. Server side: the room the message goes to (the lobby when the
     /// sender named none or did not ask for rooms); the sender is known to be a member.
     /// Client side: the `room` of a delivered message, if it carried a valid one.

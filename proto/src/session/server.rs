@@ -124,6 +124,7 @@ impl ServerSession {
                         content_type: frame.header.content_type,
                         content: frame.content,
                         frame: Some(frame.raw),
+                        chunks: None,
                         room: None,
                         from: None,
                     };
@@ -136,7 +137,7 @@ impl ServerSession {
                     }
                 }
                 FrameType::Chunk => {
-                    if let Some(m) = self.core.on_chunk(&frame, now) {
+                    if let Some(m) = self.core.on_chunk(&frame, now, true) {
                         self.on_message(m, frame.header.room.as_ref());
                     }
                 }
@@ -223,15 +224,18 @@ impl Session for ServerSession {
         if !self.is_established() {
             return Err(SendError::NotOpen);
         }
-        match message.frame {
-            Some(frame) => {
-                self.core.outbox.push(frame);
-                Ok(())
-            }
-            None => self
-                .core
-                .send_message(message.content_type, message.content),
+        if let Some(frame) = message.frame {
+            self.core.outbox.push(frame);
+            return Ok(());
         }
+        if let Some(chunks) = message.chunks {
+            for c in chunks {
+                self.core.outbox.push_frame(c);
+            }
+            return Ok(());
+        }
+        self.core
+            .send_message(message.content_type, message.content)
     }
 }
 
