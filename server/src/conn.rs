@@ -115,6 +115,10 @@ pub(crate) struct Conn {
     /// The session's receive buffer while the ring holds it for a receive into it, as
     /// charged to the memory budget (`direct_recv.rs`).
     pub(crate) lent_input: Cell<u64>,
+    /// The session's receive buffer is a large one a frame was received into in place,
+    /// of this many bytes: kept for the next large frame once its input is idle
+    /// (`BufPool::put_large`); 0 otherwise.
+    pub(crate) large_input: Cell<usize>,
     pub(crate) state: RefCell<ConnState>,
     flags: Cell<u8>,
     waker: Cell<Option<Waker>>,
@@ -151,6 +155,7 @@ impl Conn {
             direct_next: Cell::new(false),
             recv_one: Cell::new(false),
             lent_input: Cell::new(0),
+            large_input: Cell::new(0),
             state: RefCell::new(state),
             flags: Cell::new(0),
             waker: Cell::new(None),

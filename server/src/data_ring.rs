@@ -532,7 +532,10 @@ pub(crate) fn after_input(core: &Worker, conn: &Conn, mut st: RefMut<'_, ConnSta
     core.process(conn, &mut st);
     if st.proto.is_input_idle() {
         let b = st.proto.take_buffer();
-        core.pool.put(b);
+        match conn.large_input.take() {
+            0 => core.pool.put(b),
+            size => core.pool.put_large(b, size),
+        }
     }
     // ops hook: charge what the session now holds to the core's memory budget.
     core.charge(conn, &st);

@@ -81,13 +81,22 @@ pub(crate) fn start(core: &Worker, conn: &Conn) -> bool {
     let Some(len) = st.proto.pending_frame_len() else {
         return false;
     };
-    let b = st.proto.take_buffer();
+    let mut b = st.proto.take_buffer();
     let need = len.saturating_sub(b.len());
     if need == 0 || b.capacity() < len {
         st.proto.put_buffer(b);
         return false;
     }
     drop(st);
+    if conn.large_input.get() == 0 {
+        // The deframer's fresh reservation is untouched past what was copied into it:
+        // use a large buffer the core kept instead, whose pages are already in (pool.rs).
+        if let Some(mut kept) = core.pool.take_large(len) {
+            kept.extend_from_slice(&b);
+            b = kept;
+        }
+        conn.large_input.set(b.capacity());
+    }
     // Charged like the session's own large-frame buffer (`Worker::charge`).
     let cap = b.capacity();
     conn.lent_input

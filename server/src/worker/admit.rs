@@ -169,6 +169,9 @@ impl Worker {
             "session closed"
         );
         self.handler.on_session_end(&st.info, &reason);
+        // The large receive buffers kept for the next large frame (pool.rs) go back to
+        // the kernel when a session ends: the large frames may have been its own.
+        self.pool.release_large();
         if now_empty && (self.shutting_down.get() || self.draining.get()) {
             if let Some(w) = self.drained.take() {
                 w.wake();
