@@ -114,11 +114,11 @@ pub(crate) struct Conn {
     pub(crate) recv_one: Cell<bool>,
     /// The session's receive buffer while the ring holds it for a receive into it, as
     /// charged to the memory budget (`direct_recv.rs`).
-    pub(crate) lent_input: Cell<u64>,
+    pub(crate) lent_input: Cell<u32>,
     /// The session's receive buffer is a large one a frame was received into in place,
     /// of this many bytes: kept for the next large frame once its input is idle
     /// (`BufPool::put_large`); 0 otherwise.
-    pub(crate) large_input: Cell<usize>,
+    pub(crate) large_input: Cell<u32>,
     pub(crate) state: RefCell<ConnState>,
     flags: Cell<u8>,
     waker: Cell<Option<Waker>>,

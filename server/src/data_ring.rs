@@ -534,7 +534,7 @@ pub(crate) fn after_input(core: &Worker, conn: &Conn, mut st: RefMut<'_, ConnSta
         let b = st.proto.take_buffer();
         match conn.large_input.take() {
             0 => core.pool.put(b),
-            size => core.pool.put_large(b, size),
+            size => core.pool.put_large(b, size as usize),
         }
     }
     // ops hook: charge what the session now holds to the core's memory budget.

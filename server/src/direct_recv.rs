@@ -95,12 +95,15 @@ pub(crate) fn start(core: &Worker, conn: &Conn) -> bool {
             kept.extend_from_slice(&b);
             b = kept;
         }
-        conn.large_input.set(b.capacity());
+        // u32 keeps an idle session's `Conn` small; a frame buffer is far below 4 GiB
+        // (saturated otherwise: too large to keep).
+        conn.large_input
+            .set(u32::try_from(b.capacity()).unwrap_or(u32::MAX));
     }
     // Charged like the session's own large-frame buffer (`Worker::charge`).
     let cap = b.capacity();
-    conn.lent_input
-        .set(if cap > SMALL_FRAME { cap as u64 } else { 0 });
+    let lent = if cap > SMALL_FRAME { cap } else { 0 };
+    conn.lent_input.set(u32::try_from(lent).unwrap_or(u32::MAX));
     core.ring.recv_into(conn, b, need);
     conn.recv.set(RecvState::Direct);
     conn.recv_one.set(true);

@@ -123,7 +123,7 @@ impl Worker {
         let input = match &st.proto {
             Proto::Frame(s) => s.held_input_bytes(),
             Proto::Line(_) => 0,
-        } + conn.lent_input.get();
+        } + u64::from(conn.lent_input.get());
         let (before_queue, before_input) = conn.charged.replace((queue, input));
         self.budget
             .recharge(before_queue + before_input, queue + input);
