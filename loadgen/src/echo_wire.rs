@@ -170,30 +170,7 @@ mod tests {
     use crate::client::frame;
     use sockchat_proto::header::OCTET_STREAM;
 
-    struct Script(Vec<Vec<u8>>);
-
-    impl AsyncReadRent for Script {
-        async fn read<T: IoBufMut>(&mut self, mut buf: T) -> monoio::BufResult<usize, T> {
-            if self.0.is_empty() {
-                return (Ok(0), buf);
-            }
-            let chunk = self.0.remove(0);
-            let n = chunk.len().min(buf.bytes_total());
-            // SAFETY: `n` bytes fit in the buffer's writable region.
-            unsafe {
-                std::ptr::copy_nonoverlapping(chunk.as_ptr(), buf.write_ptr(), n);
-                buf.set_init(n);
-            }
-            (Ok(n), buf)
-        }
-
-        async fn readv<T: monoio::buf::IoVecBufMut>(
-            &mut self,
-            buf: T,
-        ) -> monoio::BufResult<usize, T> {
-            (Ok(0), buf)
-        }
-    }
+    use crate::script_reader::Script;
 
     fn reader(chunks: Vec<Vec<u8>>) -> EchoReader<Script> {
         let key = Arc::new(Key::reference_default());

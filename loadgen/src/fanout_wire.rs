@@ -182,36 +182,9 @@ pub fn rewind(buf: &mut bytes::BytesMut) {
 mod tests {
     use super::*;
     use crate::client::encode;
-    use monoio::buf::IoBufMut;
     use sockchat_proto::header::{ByteStr, OCTET_STREAM};
 
-    struct Script(Vec<Vec<u8>>);
-
-    impl AsyncReadRent for Script {
-        async fn read<T: IoBufMut>(&mut self, mut buf: T) -> monoio::BufResult<usize, T> {
-            if self.0.is_empty() {
-                return (Ok(0), buf);
-            }
-            let chunk = self.0.remove(0);
-            let n = chunk.len().min(buf.bytes_total());
-            // SAFETY: `n` bytes fit in the buffer's writable region.
-            unsafe {
-                std::ptr::copy_nonoverlapping(chunk.as_ptr(), buf.write_ptr(), n);
-                buf.set_init(n);
-            }
-            if n < chunk.len() {
-                self.0.insert(0, chunk[n..].to_vec());
-            }
-            (Ok(n), buf)
-        }
-
-        async fn readv<T: monoio::buf::IoVecBufMut>(
-            &mut self,
-            buf: T,
-        ) -> monoio::BufResult<usize, T> {
-            (Ok(0), buf)
-        }
-    }
+    use crate::script_reader::Script;
 
     fn delivery(key: &Key, room: &str, content: &[u8]) -> Vec<u8> {
         let mut h = Header::new(

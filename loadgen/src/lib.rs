@@ -36,6 +36,8 @@ pub mod render;
 pub mod report;
 pub mod runner;
 pub mod scenarios;
+#[cfg(test)]
+mod script_reader;
 pub mod shard;
 pub mod stages;
 pub mod stats;
