@@ -15,18 +15,19 @@ impl DataRing {
     /// bytes). The ring owns `buf` until [`Completion::Received`] hands it back. One
     /// receive per token: not while a multishot [`recv`](Self::recv) is running.
     pub fn recv_into(&mut self, token: Token, fd: RawFd, mut buf: BytesMut, max: usize) {
-        let s = self.slot(token);
         debug_assert!(
-            !s.recv_armed && !s.starved && s.direct.is_none(),
+            !self.direct.contains_key(&token.0)
+                && !self.slot(token).recv_armed
+                && !self.slot(token).starved,
             "one receive per token"
         );
         let spare = buf.spare_capacity_mut();
         let len = spare.len().min(max).min(u32::MAX as usize) as u32;
         let ptr = spare.as_mut_ptr().cast::<u8>();
-        // The pointer stays valid: `buf` moves into the slot (a BytesMut's heap storage
-        // does not move with it) and is neither grown nor dropped until the final
-        // completion (or leaked with the slots if that never comes, see `Drop`).
-        s.direct = Some(buf);
+        // The pointer stays valid: `buf` moves into the ring's map (a BytesMut's heap
+        // storage does not move with it) and is neither grown nor dropped until the final
+        // completion (or leaked with the map if that never comes, see `Drop`).
+        self.direct.insert(token.0, buf);
         let e = opcode::Recv::new(types::Fd(fd), ptr, len)
             .build()
             .user_data(RECV_INTO | u64::from(token.0));
@@ -35,9 +36,7 @@ impl DataRing {
 
     /// True while a [`recv_into`](Self::recv_into) of `token` is in the kernel.
     pub fn receiving_into(&self, token: Token) -> bool {
-        self.slots
-            .get(token.0 as usize)
-            .is_some_and(|s| s.direct.is_some())
+        self.direct.contains_key(&token.0)
     }
 
     /// Cancels `token`'s [`recv_into`](Self::recv_into), if one is in flight; its
@@ -53,7 +52,7 @@ impl DataRing {
     }
 
     pub(super) fn on_received(&mut self, token: Token, res: i32, out: &mut Vec<Completion>) {
-        let Some(mut buf) = self.slot(token).direct.take() else {
+        let Some(mut buf) = self.direct.remove(&token.0) else {
             return;
         };
         let result = if res >= 0 {

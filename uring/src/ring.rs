@@ -1,6 +1,7 @@
 //! The data ring: operations keyed by a caller's [`Token`] (a session or listener slot),
 //! completions drained in batches.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -190,9 +191,6 @@ struct Slot {
     recv_ended: u64,
     /// The send in the kernel, if any.
     send: Option<Box<SendCtx>>,
-    /// The buffer a [`DataRing::recv_into`] receives into (the kernel writes its spare
-    /// capacity until the final completion).
-    direct: Option<BytesMut>,
     accept_armed: bool,
 }
 
@@ -203,6 +201,11 @@ pub struct DataRing {
     eventfd: OwnedFd,
     slots: Vec<Slot>,
     starved: Vec<Token>,
+    /// The buffers [`DataRing::recv_into`] receives into, by token (the kernel writes
+    /// their spare capacity until the final completion). Beside the slots rather than in
+    /// them: few sessions have one at a time, and every session has a slot (what an idle
+    /// session costs).
+    direct: HashMap<u32, BytesMut>,
     /// Send contexts not in use (at most one per submission queue entry). Boxed: a
     /// context moves between the pool and a slot, and its msghdr's address must not
     /// change while the kernel may read it.
@@ -248,6 +251,7 @@ impl DataRing {
             eventfd,
             slots: Vec::new(),
             starved: Vec::new(),
+            direct: HashMap::new(),
             send_pool: Vec::new(),
             pending: Vec::new(),
             batch: 0,
@@ -287,9 +291,11 @@ impl DataRing {
     /// True when nothing of `token` is in the kernel: its fd may be closed and its
     /// slot reused.
     pub fn is_idle(&self, token: Token) -> bool {
-        self.slots.get(token.0 as usize).is_none_or(|s| {
-            !s.recv_armed && s.send.is_none() && s.direct.is_none() && !s.accept_armed && !s.starved
-        })
+        !self.direct.contains_key(&token.0)
+            && self
+                .slots
+                .get(token.0 as usize)
+                .is_none_or(|s| !s.recv_armed && s.send.is_none() && !s.accept_armed && !s.starved)
     }
 
     fn slot(&mut self, token: Token) -> &mut Slot {
@@ -326,11 +332,9 @@ impl DataRing {
     /// Each completion holds at most one buffer, so a limit of 1 receives exactly one
     /// buffer: the caller sees what came before the kernel receives more.
     pub fn recv_limited(&mut self, token: Token, fd: RawFd, limit: u32) {
+        debug_assert!(!self.direct.contains_key(&token.0), "one receive per token");
         let s = self.slot(token);
-        debug_assert!(
-            !s.recv_armed && !s.starved && s.direct.is_none(),
-            "one receive per token"
-        );
+        debug_assert!(!s.recv_armed && !s.starved, "one receive per token");
         s.recv_fd = Some(fd);
         s.recv_cancelled = false;
         s.recv_limit = limit;
@@ -663,10 +667,11 @@ impl DataRing {
 impl Drop for DataRing {
     fn drop(&mut self) {
         if self.in_flight > 0 {
-            // Operations may still use the send contexts and receive buffers the slots
-            // own (and `BufRing`'s drop leaks its memory for the same reason): leak them
-            // rather than free memory the kernel may still read or write.
+            // Operations may still use the send contexts the slots own and the receive
+            // buffers (and `BufRing`'s drop leaks its memory for the same reason): leak
+            // them rather than free memory the kernel may still read or write.
             std::mem::forget(std::mem::take(&mut self.slots));
+            std::mem::forget(std::mem::take(&mut self.direct));
         } else if !self.shut {
             self.bufs.unregister(&self.ring.submitter());
         }
