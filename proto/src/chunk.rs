@@ -44,8 +44,10 @@
 //! the bitset is at most 1/8 of the buffer it describes.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::iter::FusedIterator;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -146,6 +148,17 @@ impl ChunkError {
             Self::WrongLength { .. } => "wrong_length",
         }
     }
+}
+
+/// Where a [`Reassembler`] gets the buffer of a new chunked message (by default a
+/// fresh zeroed allocation). A driver that receives many large messages supplies one
+/// that reuses buffers: a fresh buffer of a megabyte or more is a new mapping on most
+/// allocators, faulted in page by page as the chunks are copied into it.
+pub trait MessageBuffers: fmt::Debug + Send + Sync {
+    /// A buffer of exactly `len` bytes (initialised, any content: every byte is
+    /// overwritten by a chunk before the message is handed out). One of another length
+    /// is not used (a fresh one is allocated instead).
+    fn take(&self, len: usize) -> BytesMut;
 }
 
 /// A message whose chunks have all arrived.
@@ -281,6 +294,7 @@ impl Partial {
 #[derive(Debug)]
 pub struct Reassembler {
     limits: ChunkLimits,
+    buffers: Option<Arc<dyn MessageBuffers>>,
     partial: HashMap<ByteStr, Partial>,
     reserved: u64,
     /// Bytes of the chunk heads kept by the open messages ([`Reassembled::frames`]).
@@ -290,8 +304,15 @@ pub struct Reassembler {
 impl Reassembler {
     /// An empty reassembler enforcing `limits`.
     pub fn new(limits: ChunkLimits) -> Self {
+        Self::with_buffers(limits, None)
+    }
+
+    /// An empty reassembler enforcing `limits` that takes each new message's buffer from
+    /// `buffers` (a fresh zeroed allocation when `None`).
+    pub fn with_buffers(limits: ChunkLimits, buffers: Option<Arc<dyn MessageBuffers>>) -> Self {
         Self {
             limits,
+            buffers,
             partial: HashMap::new(),
             reserved: 0,
             heads: 0,
@@ -441,7 +462,11 @@ impl Reassembler {
             });
         }
 
-        let mut buf = BytesMut::zeroed(len);
+        let mut buf = match &self.buffers {
+            Some(b) => Some(b.take(len)).filter(|b| b.len() == len),
+            None => None,
+        }
+        .unwrap_or_else(|| BytesMut::zeroed(len));
         buf[slot.start as usize..slot.end as usize].copy_from_slice(content);
         let mut p = Partial {
             opened: now,

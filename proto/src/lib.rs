@@ -37,7 +37,9 @@ pub mod rate;
 pub mod rooms;
 pub mod session;
 
-pub use chunk::{split, ChunkError, ChunkFrames, ChunkLimits, Reassembled, Reassembler};
+pub use chunk::{
+    split, ChunkError, ChunkFrames, ChunkLimits, MessageBuffers, Reassembled, Reassembler,
+};
 pub use codec::{
     decode_frame, encode_into, encode_parts, encode_unchecked, EncodeError, EncodedFrame, Frame,
     Key,

@@ -220,9 +220,12 @@ impl FramedCommon {
             }
             self.deframer.spend_allowance(info.total_len);
         }
-        let r = self
-            .reassembler
-            .get_or_insert_with(|| Box::new(Reassembler::new(limits)));
+        let r = self.reassembler.get_or_insert_with(|| {
+            Box::new(Reassembler::with_buffers(
+                limits,
+                self.config.message_buffers.clone(),
+            ))
+        });
         let opened = self.config.message_timeout.map(|_| now);
         let pushed = if keep_frames {
             // The content is the frame's tail: what precedes it is the head.

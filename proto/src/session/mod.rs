@@ -17,6 +17,7 @@ mod reason;
 mod rooms;
 mod server;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -30,7 +31,7 @@ pub use outbox::Outbox;
 pub use reason::{CloseReason, Notice, Side, Violation};
 pub use server::ServerSession;
 
-use crate::chunk::ChunkLimits;
+use crate::chunk::{ChunkLimits, MessageBuffers};
 use crate::codec::{EncodeError, EncodedFrame};
 use crate::frame::Limits;
 use crate::header::{self, ByteStr};
@@ -116,6 +117,9 @@ pub struct SessionConfig {
     /// after it the session is closed with [`CloseReason::MessageTimeout`]. `None`: no
     /// limit (only `chunk.max_partial` bounds partial messages).
     pub message_timeout: Option<Duration>,
+    /// Server: where the buffers of chunked messages come from (a fresh allocation each
+    /// when `None`; see [`MessageBuffers`](crate::chunk::MessageBuffers)).
+    pub message_buffers: Option<Arc<dyn MessageBuffers>>,
 }
 
 impl Default for SessionConfig {
@@ -130,6 +134,7 @@ impl Default for SessionConfig {
             features: Features::ALL,
             max_rooms: DEFAULT_MAX_ROOMS,
             message_timeout: None,
+            message_buffers: None,
         }
     }
 }

@@ -123,7 +123,7 @@ impl Worker {
     fn apply_reload(&self) {
         let config = self.shared.config.load_full();
         self.budget.set_budget(config.memory_budget, config.cores);
-        *self.session_config.borrow_mut() = Arc::new(config.session_config());
+        *self.session_config.borrow_mut() = Arc::new(super::session_config(&config, &self.pool));
         *self.server_full.borrow_mut() = reject_frame(&config, &CloseReason::ServerFull);
         *self.config.borrow_mut() = config;
     }

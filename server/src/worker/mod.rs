@@ -50,6 +50,14 @@ const POOL_PREALLOC: usize = 64;
 /// Most spare pooled buffers kept per core.
 const POOL_MAX_FREE: usize = 256;
 
+/// The sessions' configuration on a core: the server's, with the core's large buffers
+/// as the source of chunked messages' buffers (pool.rs).
+fn session_config(config: &ServerConfig, pool: &BufPool) -> SessionConfig {
+    let mut c = config.session_config();
+    c.message_buffers = Some(pool.large().clone());
+    c
+}
+
 /// A core's state, shared by its tasks (single-threaded).
 pub(crate) struct Worker {
     pub(crate) index: usize,
@@ -100,6 +108,7 @@ impl Worker {
         shared: Arc<Shared>,
         ring: CoreRing,
     ) -> Self {
+        let pool = BufPool::new(READ_BUF, POOL_PREALLOC, POOL_MAX_FREE);
         let budget = CoreBudget::new(
             config.memory_budget,
             config.cores,
@@ -107,7 +116,7 @@ impl Worker {
         );
         Self {
             index,
-            session_config: RefCell::new(Arc::new(config.session_config())),
+            session_config: RefCell::new(Arc::new(session_config(&config, &pool))),
             server_full: RefCell::new(reject_frame(&config, &CloseReason::ServerFull)),
             config: RefCell::new(config),
             handler,
@@ -115,7 +124,7 @@ impl Worker {
             rooms: CoreRooms::default(),
             next_id: Cell::new(0),
             timers: CoreTimers::default(),
-            pool: BufPool::new(READ_BUF, POOL_PREALLOC, POOL_MAX_FREE),
+            pool,
             stats: shared.stats[index].clone(),
             shared,
             shutting_down: Cell::new(false),
