@@ -286,6 +286,17 @@ impl Partial {
     }
 }
 
+/// Where a checked chunk goes.
+#[derive(Debug)]
+enum Place {
+    /// Into an open message, at `slot`.
+    Open { slot: Range<u64> },
+    /// It opens a new message; it goes at `slot`.
+    New { layout: Layout, slot: Range<u64> },
+    /// It is a whole message by itself.
+    Single,
+}
+
 /// Reassembles chunked messages for one session.
 ///
 /// A chunk that is refused leaves the reassembler unchanged; a refused chunk means the
@@ -299,6 +310,8 @@ pub struct Reassembler {
     reserved: u64,
     /// Bytes of the chunk heads kept by the open messages ([`Reassembled::frames`]).
     heads: u64,
+    /// The slot lent out for a chunk's content to be received into it (`lend.rs`).
+    lent: Option<lend::Lent>,
 }
 
 impl Reassembler {
@@ -313,6 +326,7 @@ impl Reassembler {
         Self {
             limits,
             buffers,
+            lent: None,
             partial: HashMap::new(),
             reserved: 0,
             heads: 0,
@@ -380,56 +394,59 @@ impl Reassembler {
         head: Option<&[u8]>,
         now: Option<Instant>,
     ) -> Result<Option<Reassembled>, ChunkError> {
+        let slot = match self.check(info, content_type, content.len())? {
+            Place::Single => {
+                // Nothing to wait for: hand the content over without holding any state.
+                let content = Bytes::copy_from_slice(content);
+                return Ok(Some(Reassembled {
+                    message_id: detach(&info.message_id),
+                    content_type: content_type.map(detach),
+                    frames: head.map(|h| {
+                        vec![EncodedFrame {
+                            head: Bytes::copy_from_slice(h),
+                            content: content.clone(),
+                        }]
+                    }),
+                    content,
+                }));
+            }
+            Place::New { layout, slot } => {
+                self.open(info, content_type, layout, head.is_some(), now);
+                slot
+            }
+            Place::Open { slot } => slot,
+        };
+        let p = self
+            .partial
+            .get_mut(&info.message_id)
+            .expect("checked or opened above");
+        // Lossless: slot.end ≤ total_len = buf.len().
+        p.buf[slot.start as usize..slot.end as usize].copy_from_slice(content);
+        Ok(self.placed(&info.message_id, info.index, head))
+    }
+
+    /// Every check of a chunk before its content is placed; for a new message, in the
+    /// order [`push`](Self::push) documents, all before any allocation.
+    fn check(
+        &self,
+        info: &ChunkInfo,
+        content_type: Option<&ByteStr>,
+        len: usize,
+    ) -> Result<Place, ChunkError> {
         let index = info.index;
-        if let Some(p) = self.partial.get_mut(&info.message_id) {
+        if let Some(p) = self.partial.get(&info.message_id) {
             if p.layout.count != info.count
                 || p.layout.total_len != info.total_len
                 || p.content_type.as_ref() != content_type
             {
                 return Err(ChunkError::Inconsistent);
             }
-            let slot = p.layout.check(index, content.len())?;
+            let slot = p.layout.check(index, len)?;
             if p.is_filled(index) {
                 return Err(ChunkError::Duplicate { index });
             }
-            // Lossless: slot.end ≤ total_len = buf.len().
-            p.buf[slot.start as usize..slot.end as usize].copy_from_slice(content);
-            p.mark_filled(index);
-            p.received += 1;
-            let before = p.heads_len;
-            p.keep_head(index, head);
-            self.heads = (self.heads + p.heads_len).saturating_sub(before);
-            if p.received < p.layout.count {
-                return Ok(None);
-            }
-            let (message_id, p) = self
-                .partial
-                .remove_entry(&info.message_id)
-                .expect("entry was just found");
-            self.reserved = self.reserved.saturating_sub(p.layout.total_len);
-            self.heads = self.heads.saturating_sub(p.heads_len);
-            let content = p.buf.freeze();
-            let frames = p.heads.map(|heads| {
-                heads
-                    .into_iter()
-                    .map(|(i, head)| {
-                        let slot = p.layout.slot(i);
-                        EncodedFrame {
-                            head,
-                            content: content.slice(slot.start as usize..slot.end as usize),
-                        }
-                    })
-                    .collect()
-            });
-            return Ok(Some(Reassembled {
-                message_id,
-                content_type: p.content_type,
-                content,
-                frames,
-            }));
+            return Ok(Place::Open { slot });
         }
-
-        // A new message: every check comes before any allocation.
         let limit = self.limits.max_message_len;
         let too_large = ChunkError::TooLarge {
             total_len: info.total_len,
@@ -438,52 +455,89 @@ impl Reassembler {
         if info.total_len > limit {
             return Err(too_large);
         }
-        let len = usize::try_from(info.total_len).map_err(|_| too_large)?;
+        usize::try_from(info.total_len).map_err(|_| too_large)?;
         let layout = Layout::new(info.count, info.total_len)?;
-        let slot = layout.check(index, content.len())?;
+        let slot = layout.check(index, len)?;
         if layout.count == 1 {
-            // Nothing to wait for: hand the content over without holding any state.
-            let content = Bytes::copy_from_slice(content);
-            return Ok(Some(Reassembled {
-                message_id: detach(&info.message_id),
-                content_type: content_type.map(detach),
-                frames: head.map(|h| {
-                    vec![EncodedFrame {
-                        head: Bytes::copy_from_slice(h),
-                        content: content.clone(),
-                    }]
-                }),
-                content,
-            }));
+            return Ok(Place::Single);
         }
         if self.partial.len() >= self.limits.max_partial {
             return Err(ChunkError::TooManyPartial {
                 limit: self.limits.max_partial,
             });
         }
+        Ok(Place::New { layout, slot })
+    }
 
-        let mut buf = match &self.buffers {
+    /// Opens a message [`check`](Self::check) found new: reserves its buffer.
+    fn open(
+        &mut self,
+        info: &ChunkInfo,
+        content_type: Option<&ByteStr>,
+        layout: Layout,
+        keep_heads: bool,
+        now: Option<Instant>,
+    ) {
+        // Lossless: `check` converted total_len to usize.
+        let len = layout.total_len as usize;
+        let buf = match &self.buffers {
             Some(b) => Some(b.take(len)).filter(|b| b.len() == len),
             None => None,
         }
         .unwrap_or_else(|| BytesMut::zeroed(len));
-        buf[slot.start as usize..slot.end as usize].copy_from_slice(content);
-        let mut p = Partial {
+        let p = Partial {
             opened: now,
             layout,
             content_type: content_type.map(detach),
             buf,
             filled: vec![0; layout.count.div_ceil(64) as usize],
-            received: 1,
-            heads: head.map(|_| Vec::new()),
+            received: 0,
+            heads: keep_heads.then(Vec::new),
             heads_len: 0,
         };
-        p.mark_filled(index);
-        p.keep_head(index, head);
         self.reserved = self.reserved.saturating_add(layout.total_len);
-        self.heads += p.heads_len;
         self.partial.insert(detach(&info.message_id), p);
-        Ok(None)
+    }
+
+    /// Records chunk `index` of open message `message_id` as placed; returns the message
+    /// once it is complete.
+    fn placed(
+        &mut self,
+        message_id: &ByteStr,
+        index: u32,
+        head: Option<&[u8]>,
+    ) -> Option<Reassembled> {
+        let p = self.partial.get_mut(message_id)?;
+        p.mark_filled(index);
+        p.received += 1;
+        let before = p.heads_len;
+        p.keep_head(index, head);
+        self.heads = (self.heads + p.heads_len).saturating_sub(before);
+        if p.received < p.layout.count {
+            return None;
+        }
+        let (message_id, p) = self.partial.remove_entry(message_id)?;
+        self.reserved = self.reserved.saturating_sub(p.layout.total_len);
+        self.heads = self.heads.saturating_sub(p.heads_len);
+        let content = p.buf.freeze();
+        let frames = p.heads.map(|heads| {
+            heads
+                .into_iter()
+                .map(|(i, head)| {
+                    let slot = p.layout.slot(i);
+                    EncodedFrame {
+                        head,
+                        content: content.slice(slot.start as usize..slot.end as usize),
+                    }
+                })
+                .collect()
+        });
+        Some(Reassembled {
+            message_id,
+            content_type: p.content_type,
+            content,
+            frames,
+        })
     }
 
     /// Number of messages partially received.
@@ -519,6 +573,7 @@ impl Reassembler {
         self.partial = HashMap::new();
         self.reserved = 0;
         self.heads = 0;
+        self.lent = None;
     }
 }
 
@@ -646,6 +701,8 @@ impl Iterator for ChunkFrames {
 impl ExactSizeIterator for ChunkFrames {}
 
 impl FusedIterator for ChunkFrames {}
+
+mod lend;
 
 #[cfg(test)]
 mod tests;

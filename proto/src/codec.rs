@@ -242,6 +242,25 @@ pub fn verify(key: &Key, fixed: &FixedHeader, raw: Bytes) -> Result<Frame, Decod
     if crc32fast::hash(json) != fixed.header_crc {
         return Err(DecodeError::HeaderCrcMismatch);
     }
+    verify_content(key, fixed, json, content)?;
+    let header = Header::parse_within(&raw, FIXED_HEADER_LEN..json_end)?;
+    let content = raw.slice(json_end..);
+    Ok(Frame {
+        header,
+        content,
+        raw,
+    })
+}
+
+/// The checks of [`verify`] after the header CRC: the content's CRC, then the HMAC over
+/// `json || content` in constant time. For a frame whose content was received apart
+/// from its head (a chunk received into its message's buffer).
+pub(crate) fn verify_content(
+    key: &Key,
+    fixed: &FixedHeader,
+    json: &[u8],
+    content: &[u8],
+) -> Result<(), DecodeError> {
     // One pass over the content feeds both the CRC and the HMAC, block by block, so a large
     // content is read from memory once instead of twice. Both results are complete before
     // either is used, and the CRC is checked first, keeping the protocol's check order.
@@ -258,13 +277,7 @@ pub fn verify(key: &Key, fixed: &FixedHeader, raw: Bytes) -> Result<Frame, Decod
     if !tag_matches(mac, &fixed.mac) {
         return Err(DecodeError::HmacMismatch);
     }
-    let header = Header::parse_within(&raw, FIXED_HEADER_LEN..json_end)?;
-    let content = raw.slice(json_end..);
-    Ok(Frame {
-        header,
-        content,
-        raw,
-    })
+    Ok(())
 }
 
 /// Block size of the fused CRC + HMAC pass: small enough to stay in L1/L2 between the

@@ -112,6 +112,9 @@ pub(crate) struct Conn {
     /// The next receive takes one ring buffer only: a large frame was just received in
     /// place, and the next frame may be large too (`direct_recv.rs`).
     pub(crate) recv_one: Cell<bool>,
+    /// The receive into the session's own memory is into a chunk's slot in its
+    /// message's buffer, not into its receive buffer (`direct_recv.rs`).
+    pub(crate) in_slot: Cell<bool>,
     /// The session's receive buffer while the ring holds it for a receive into it, as
     /// charged to the memory budget (`direct_recv.rs`).
     pub(crate) lent_input: Cell<u32>,
@@ -154,6 +157,7 @@ impl Conn {
             send_over: Cell::new(false),
             direct_next: Cell::new(false),
             recv_one: Cell::new(false),
+            in_slot: Cell::new(false),
             lent_input: Cell::new(0),
             large_input: Cell::new(0),
             state: RefCell::new(state),

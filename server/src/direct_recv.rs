@@ -11,11 +11,19 @@
 //! takes one buffer (so a run of large frames copies at most one ring buffer each),
 //! otherwise `data_ring::RECV_LIMIT` bytes.
 //!
+//! A large `chunk` frame goes one step further: its content is received straight into
+//! its slot in the message's buffer (`ServerSession::receive_chunk_in_place`), so a
+//! chunked message is not copied from frame buffers into the message either. The
+//! session checks the chunk's head first (only a chunk it would accept is received this
+//! way) and its CRC and HMAC once the slot comes back; the part of the content that had
+//! reached ring buffers is copied into the slot (counted in `bytes_copied`).
+//!
 //! The buffer belongs to the ring while a receive is in the kernel
 //! ([`sockchat_uring::DataRing::recv_into`]); cancelling it (the session ending) hands it
 //! back with whatever it received. Meanwhile its capacity stays charged to the memory
 //! budget (`Conn::lent_input`).
 
+use std::cell::RefMut;
 use std::io;
 use std::time::Instant;
 
@@ -23,7 +31,7 @@ use bytes::BytesMut;
 use sockchat_proto::deframer::SMALL_FRAME;
 use sockchat_proto::CloseReason;
 
-use crate::conn::{Conn, ConnState, WAKE_INPUT};
+use crate::conn::{Conn, ConnState, Proto, WAKE_INPUT};
 use crate::data_ring::{self, RecvState};
 use crate::stats::CoreStats;
 use crate::worker::Worker;
@@ -81,6 +89,12 @@ pub(crate) fn start(core: &Worker, conn: &Conn) -> bool {
     let Some(len) = st.proto.pending_frame_len() else {
         return false;
     };
+    if let Proto::Frame(session) = &mut st.proto {
+        if let Some(slot) = session.receive_chunk_in_place(Instant::now()) {
+            start_slot(core, conn, st, slot);
+            return true;
+        }
+    }
     let mut b = st.proto.take_buffer();
     let need = len.saturating_sub(b.len());
     if need == 0 || b.capacity() < len {
@@ -110,10 +124,35 @@ pub(crate) fn start(core: &Worker, conn: &Conn) -> bool {
     true
 }
 
+/// Receives the rest of a chunk's content into its slot in the message's buffer (lent
+/// by the session, holding what the session had buffered of it). The session's receive
+/// buffer, now empty, goes back to the pool meanwhile.
+fn start_slot(core: &Worker, conn: &Conn, mut st: RefMut<'_, ConnState>, slot: BytesMut) {
+    // Those bytes were copied from a ring buffer already; now once more.
+    CoreStats::add(&core.stats().bytes_copied, slot.len() as u64);
+    let b = st.proto.take_buffer();
+    match conn.large_input.take() {
+        0 => core.pool.put(b),
+        size => core.pool.put_large(b, size as usize),
+    }
+    // ops hook: the message's buffer is charged as the session's reassembly bytes.
+    core.charge(conn, &st);
+    drop(st);
+    let need = slot.capacity() - slot.len();
+    conn.in_slot.set(true);
+    core.ring.recv_into(conn, slot, need);
+    conn.recv.set(RecvState::Direct);
+    conn.recv_one.set(true);
+}
+
 /// The final completion of `conn`'s receive into its buffer: `buf` (the session's
 /// buffer, with what was received appended) goes back to the session and is handled
 /// like any input; then the next receive is picked (`data_ring::after_input`).
 pub(crate) fn on_received(core: &Worker, conn: &Conn, result: io::Result<usize>, buf: BytesMut) {
+    if conn.in_slot.get() {
+        on_slot_received(core, conn, result, buf);
+        return;
+    }
     let was = conn.recv.replace(RecvState::Off);
     conn.lent_input.set(0);
     let mut st = conn.state.borrow_mut();
@@ -147,6 +186,73 @@ pub(crate) fn on_received(core: &Worker, conn: &Conn, result: io::Result<usize>,
             core.process(conn, &mut st);
             drop(st);
             conn.wake(WAKE_INPUT);
+        }
+    }
+}
+
+/// The final completion of a receive into a chunk's slot: the slot goes back to the
+/// session, which asks for the rest if some is still due (received into the slot
+/// again) or handles the frame (`ServerSession::chunk_in_place_received`).
+fn on_slot_received(core: &Worker, conn: &Conn, result: io::Result<usize>, slot: BytesMut) {
+    let was = conn.recv.replace(RecvState::Off);
+    let mut st = conn.state.borrow_mut();
+    if conn.send_over.get() {
+        // The session is ending (`data_ring::end_io` waits for this); the slot goes
+        // with its message.
+        conn.in_slot.set(false);
+        drop(st);
+        conn.wake(0);
+        return;
+    }
+    let now = Instant::now();
+    if !matches!(st.proto, Proto::Frame(_)) {
+        // Only framed sessions lend slots, and a session never changes kind after its
+        // first bytes.
+        conn.in_slot.set(false);
+        drop(st);
+        conn.wake(WAKE_INPUT);
+        return;
+    }
+    let n = match result {
+        Ok(0) => {
+            conn.in_slot.set(false);
+            conn.recv.set(RecvState::Eof);
+            if let Proto::Frame(session) = &mut st.proto {
+                session.chunk_in_place_eof(slot);
+            }
+            core.process(conn, &mut st);
+            drop(st);
+            conn.wake(WAKE_INPUT);
+            return;
+        }
+        Ok(n) => n,
+        // A receive cancelled while the session goes on keeps what it received.
+        Err(e) if e.raw_os_error() == Some(libc::ECANCELED) && was == RecvState::Cancelling => 0,
+        Err(e) => {
+            conn.in_slot.set(false);
+            st.proto.close(CloseReason::Io(e.kind()));
+            core.process(conn, &mut st);
+            drop(st);
+            conn.wake(WAKE_INPUT);
+            return;
+        }
+    };
+    st.info.bytes_in += n as u64;
+    core.count_bytes_in(n);
+    CoreStats::add(&core.stats().bytes_in_place, n as u64);
+    let more = match &mut st.proto {
+        Proto::Frame(session) => session.chunk_in_place_received(slot, now),
+        Proto::Line(_) => None,
+    };
+    match more {
+        Some((slot, missing)) => {
+            drop(st);
+            core.ring.recv_into(conn, slot, missing);
+            conn.recv.set(RecvState::Direct);
+        }
+        None => {
+            conn.in_slot.set(false);
+            data_ring::after_input(core, conn, st, now);
         }
     }
 }

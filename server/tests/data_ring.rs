@@ -2,7 +2,7 @@
 //! (multishot buffer-select receives), and an empty ring is backed off from, never lost;
 //! the rest of a large frame is received straight into the frame's buffer.
 
-use sockchat_proto::FrameType;
+use sockchat_proto::{ByteStr, FrameType};
 use sockchat_testkit::*;
 
 per_transport!(tiny_ring_backs_off_and_loses_nothing);
@@ -111,6 +111,67 @@ fn large_frames_are_received_in_place(t: Transport) {
         copied <= bound,
         "[{t:?}] {copied} of {received} received bytes were copied out of the ring \
          (bound {bound}): {totals:?}"
+    );
+}
+
+per_transport!(chunks_are_received_into_their_slots);
+
+/// Large chunks are received straight into their slots of the message's buffer: of 4
+/// messages of 1 MiB in 64 KiB chunks, only what reached ring buffers before each
+/// chunk's head was seen is copied (and copied once more into the slot), and the echo is
+/// the chunk frames exactly as sent.
+fn chunks_are_received_into_their_slots(t: Transport) {
+    const RING_BUFFER: u64 = 4096;
+    const RECV_LIMIT: u64 = 16 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    let mut server = Server::builder()
+        .cores(1)
+        .args(["--log-format", "json"])
+        .start();
+    let mut c = server.connect(t);
+    c.handshake_chunk();
+    let mut chunks = Vec::new();
+    for k in 0..4u64 {
+        let frames = sockchat_proto::split(
+            &c.key,
+            Some(ByteStr::from(c.session_id.as_str())),
+            Some(ByteStr::from(OCTET)),
+            ByteStr::from(format!("m{k}")),
+            pattern(1 << 20, k).into(),
+            CHUNK,
+        )
+        .unwrap();
+        chunks.extend(frames.map(|f| [&f.head[..], &f.content[..]].concat()));
+    }
+    assert_eq!(chunks.len(), 64);
+    let writer = c.spawn_writer(chunks.concat());
+    for f in &chunks {
+        let back = c.expect_kind(FrameType::Chunk, SHORT);
+        assert!(back.raw[..] == f[..], "[{t:?}] echo differs");
+    }
+    writer.join().unwrap().unwrap();
+    c.ping();
+    drop(c);
+    server.stop_clean();
+    let totals = hostile::parse_totals(&server.stderr()).expect("server stopped line");
+    let (copied, in_place, received) = (
+        totals.get("bytes_copied"),
+        totals.get("bytes_in_place"),
+        totals.get("bytes_in"),
+    );
+    assert!(received > 4 << 20, "[{t:?}] {totals:?}");
+    // What reached ring buffers is copied out of them (`copied`), and the content part
+    // of it once more into the slot; everything else lands in place.
+    let first_copies = received - in_place;
+    assert!(copied >= first_copies, "[{t:?}] {totals:?}");
+    // One ring buffer per chunk right after a large frame; the first chunk follows the
+    // handshake (up to the ring receive's limit); the handshake's and the ping's frames
+    // are well under 4 KiB.
+    let bound = 64 * 2 * RING_BUFFER + 2 * (RECV_LIMIT + RING_BUFFER) + 4096;
+    eprintln!("[{t:?}] {copied} bytes copied for {received} received (bound {bound})");
+    assert!(
+        copied <= bound,
+        "[{t:?}] {copied} bytes copied for {received} received (bound {bound}): {totals:?}"
     );
 }
 

@@ -27,13 +27,13 @@ pub(crate) struct FramedCommon {
     pub(crate) deframer: Deframer,
     pub(crate) outbox: Outbox,
     pub(crate) events: VecDeque<Event>,
-    reassembler: Option<Box<Reassembler>>,
+    pub(super) reassembler: Option<Box<Reassembler>>,
     next_message_id: u64,
     pub(crate) closed: bool,
     side: Side,
     /// Before the first frame: every key that may verify it (then `key` becomes the one
     /// that did). `None` with a single key.
-    ring: Option<Arc<KeyRing>>,
+    pub(super) ring: Option<Arc<KeyRing>>,
 }
 
 impl FramedCommon {

@@ -11,6 +11,7 @@ mod client;
 mod common;
 mod delivery;
 mod driver;
+mod in_place;
 mod line;
 mod outbox;
 mod reason;

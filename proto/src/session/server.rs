@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::BytesMut;
+
 use super::common::FramedCommon;
+use super::in_place::Filled;
 use super::reason::{Side, Violation};
 use super::{
     disconnect_reason, CloseReason, Event, Features, Message, SendError, Session, SessionConfig,
@@ -105,6 +108,56 @@ impl ServerSession {
     /// messages (their whole `total_len`) and a receive buffer grown for a large frame.
     pub fn held_input_bytes(&self) -> u64 {
         self.core.held_input_bytes()
+    }
+
+    /// Once the head (fixed header and header JSON) of a large `chunk` frame of this
+    /// session is buffered, but not all its content: lends the chunk's slot in its
+    /// message's buffer, so that the rest of the content is received straight into its
+    /// final place instead of into a frame buffer and then copied. Returns the slot
+    /// (an empty buffer whose capacity is the content's length) holding the part of
+    /// the content already buffered, which the deframer no longer holds; append the
+    /// rest to its spare capacity and give it back with
+    /// [`chunk_in_place_received`](Self::chunk_in_place_received), without handling
+    /// input meanwhile.
+    ///
+    /// `None`, with nothing changed, for anything else (a frame that is not such a
+    /// chunk, or one the reassembler would refuse): receive it as usual; any error in
+    /// it is found then, as before.
+    pub fn receive_chunk_in_place(&mut self, now: Instant) -> Option<BytesMut> {
+        if self.state != State::Open {
+            return None;
+        }
+        self.core.lend_chunk_slot(now)
+    }
+
+    /// Gives back the slot from [`receive_chunk_in_place`](Self::receive_chunk_in_place)
+    /// with what was received into it. `Some((slot, missing))`: `missing` more bytes
+    /// are due, receive them into it and call again. `None`: the frame was handled as
+    /// [`handle_input`](Session::handle_input) handles one (verified, placed, the message
+    /// reported when complete), or it closed the session; poll events as usual.
+    pub fn chunk_in_place_received(
+        &mut self,
+        slot: BytesMut,
+        now: Instant,
+    ) -> Option<(BytesMut, usize)> {
+        match self.core.fill_chunk_slot(slot) {
+            Filled::More(slot, missing) => Some((slot, missing)),
+            Filled::Placed(done) => {
+                self.last_seen = now;
+                if let Some((message, room)) = done {
+                    self.on_message(message, room.as_ref());
+                }
+                None
+            }
+            Filled::Closed => None,
+        }
+    }
+
+    /// End of input while a slot from
+    /// [`receive_chunk_in_place`](Self::receive_chunk_in_place) was being filled: the
+    /// frame is truncated, and the session closes.
+    pub fn chunk_in_place_eof(&mut self, slot: BytesMut) {
+        self.core.chunk_slot_eof(&slot);
     }
 
     fn on_frame(&mut self, frame: Frame, now: Instant) {
