@@ -15,8 +15,8 @@ use sockchat_proto::frame::FrameType;
 use sockchat_proto::header::{APPLICATION_JSON, OCTET_STREAM};
 use sockchat_proto::session::{disconnect_content, HandshakeFault, Violation};
 use sockchat_proto::{
-    encode_into, ByteStr, ClientSession, CloseReason, DecodeError, Decoded, Deframer, Event,
-    Features, Frame, Header, Key, Session, SessionConfig,
+    encode_into, ByteStr, ChunkError, ClientSession, CloseReason, DecodeError, Decoded, Deframer,
+    Event, Features, Frame, Header, Key, Session, SessionConfig,
 };
 use thiserror::Error;
 
@@ -62,6 +62,9 @@ pub enum SessionError {
     /// The server sent `disconnect`.
     #[error("server disconnected: {0}")]
     ServerDisconnect(String),
+    /// A chunk the reassembler refused.
+    #[error("chunk: {0}")]
+    Chunk(ChunkError),
     /// A reply that verified but does not carry what was sent.
     #[error("echo differs from what was sent")]
     EchoMismatch,
@@ -92,6 +95,7 @@ impl SessionError {
             Self::SessionIdMismatch => "session_id_mismatch",
             Self::ServerError(_) => "server_error",
             Self::ServerDisconnect(_) => "server_disconnect",
+            Self::Chunk(e) => e.kind(),
             Self::EchoMismatch => "echo_mismatch",
             Self::NoClose => "no_close",
             Self::FeatureRefused(_) => "feature_refused",

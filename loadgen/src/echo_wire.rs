@@ -17,6 +17,12 @@
 //!
 //! Reads go into the deframer's one buffer per session, which holds many frames: every
 //! frame a read brought is checked before the next read.
+//!
+//! Chunked messages ([`EchoReader::with_chunks`]) work the same way: sockchat-server
+//! echoes a chunked message as the chunk frames it received, so the reply is the bytes
+//! of every chunk frame sent, in order, and one comparison verifies them all. Only when
+//! they differ are the frames decoded, verified and reassembled, and the message
+//! compared by content.
 
 use std::sync::Arc;
 
@@ -24,7 +30,7 @@ use bytes::BytesMut;
 use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use sockchat_proto::frame::FrameType;
-use sockchat_proto::{ByteStr, Decoded, Deframer, Key, Limits};
+use sockchat_proto::{ByteStr, ChunkLimits, Decoded, Deframer, Key, Limits, Reassembler};
 
 use crate::client::{check_session, SessionError};
 
@@ -53,6 +59,8 @@ pub struct EchoReader<R> {
     key: Arc<Key>,
     sid: ByteStr,
     slow_path: u64,
+    /// Reassembles chunked replies on the slow path (`None`: chunks are unexpected).
+    reasm: Option<Reassembler>,
 }
 
 impl<R: AsyncReadRent> EchoReader<R> {
@@ -69,7 +77,14 @@ impl<R: AsyncReadRent> EchoReader<R> {
             key,
             sid,
             slow_path: 0,
+            reasm: None,
         }
+    }
+
+    /// Also takes chunked replies (messages of at most `limits.max_message_len` bytes).
+    pub fn with_chunks(mut self, limits: ChunkLimits) -> Self {
+        self.reasm = Some(Reassembler::new(limits));
+        self
     }
 
     /// Replies accepted only after a full decode (valid, but not byte-identical to the
@@ -83,46 +98,62 @@ impl<R: AsyncReadRent> EchoReader<R> {
         self.deframer.buffered()
     }
 
-    /// Checks the buffered bytes for the echo of `sent` (a frame this session encoded,
-    /// whose content is `content`).
+    /// Checks the buffered bytes for the echo of `sent` (the frames this session encoded
+    /// for one message, whose content is `content`).
     pub fn take(&mut self, sent: &[u8], content: &[u8]) -> Result<Take, SessionError> {
+        // Half a chunked reply was decoded already: the rest is decoded too.
+        let reassembling = self.reasm.as_ref().is_some_and(|r| r.partial_count() > 0);
         let avail = self.deframer.buffered_bytes();
         let n = sent.len();
-        if avail.len() >= n {
-            if avail[..n] == *sent {
-                self.deframer.skip_frame(n);
-                self.want = 0;
-                return Ok(Take::Echo);
+        if !reassembling {
+            if avail.len() >= n {
+                if avail[..n] == *sent {
+                    self.deframer.skip_frame(n);
+                    self.want = 0;
+                    return Ok(Take::Echo);
+                }
+            } else if *avail == sent[..avail.len()] {
+                // So far identical; the fixed header (and with it the length) may not be
+                // complete yet, but if it matches, the frame is `n` bytes long.
+                self.want = n;
+                return Ok(Take::Need);
             }
-        } else if *avail == sent[..avail.len()] {
-            // So far identical; the fixed header (and with it the length) may not be
-            // complete yet, but if it matches, the frame is `n` bytes long.
-            self.want = n;
-            return Ok(Take::Need);
         }
         self.decode(content)
     }
 
-    /// The slow path: decode and verify the frame at the head of the buffer.
+    /// The slow path: decode and verify the frames at the head of the buffer until a
+    /// whole message (one `message` frame, or every chunk of one) is in.
     fn decode(&mut self, content: &[u8]) -> Result<Take, SessionError> {
-        let frame = match self.deframer.decode(&self.key)? {
-            Decoded::NeedMore(more) => {
-                self.want = self.deframer.buffered() + more;
-                return Ok(Take::Need);
-            }
-            Decoded::Frame(frame) => frame,
-        };
-        self.want = 0;
-        check_session(&frame, &self.sid)?;
-        if frame.header.kind != FrameType::Message {
-            return Err(SessionError::Unexpected(frame.header.kind));
+        loop {
+            let frame = match self.deframer.decode(&self.key)? {
+                Decoded::NeedMore(more) => {
+                    self.want = self.deframer.buffered() + more;
+                    return Ok(Take::Need);
+                }
+                Decoded::Frame(frame) => frame,
+            };
+            self.want = 0;
+            check_session(&frame, &self.sid)?;
+            let h = &frame.header;
+            let got = match (h.kind, self.reasm.as_mut(), h.chunk.as_ref()) {
+                (FrameType::Message, _, _) => frame.content,
+                (FrameType::Chunk, Some(r), Some(info)) => {
+                    match r.push(info, h.content_type.as_ref(), &frame.content) {
+                        Ok(Some(m)) => m.content,
+                        Ok(None) => continue,
+                        Err(e) => return Err(SessionError::Chunk(e)),
+                    }
+                }
+                (kind, _, _) => return Err(SessionError::Unexpected(kind)),
+            };
+            self.slow_path += 1;
+            return Ok(if got[..] == *content {
+                Take::Echo
+            } else {
+                Take::Mismatch
+            });
         }
-        self.slow_path += 1;
-        Ok(if frame.content[..] == *content {
-            Take::Echo
-        } else {
-            Take::Mismatch
-        })
     }
 
     /// Reads once, appending to the buffered bytes (room is made for the frame being
@@ -237,6 +268,49 @@ mod tests {
             assert_eq!(e.kind(), "content_crc_mismatch");
             let e = r.reply(&sent, b"hello").await.unwrap_err();
             assert_eq!(e.kind(), "server_error");
+        });
+    }
+
+    fn chunk_wire(key: &Key, sid: &ByteStr, id: &str, content: &[u8]) -> Vec<u8> {
+        sockchat_proto::split(
+            key,
+            Some(sid.clone()),
+            Some(OCTET_STREAM),
+            ByteStr::from(id),
+            bytes::Bytes::copy_from_slice(content),
+            1000,
+        )
+        .unwrap()
+        .flat_map(|f| [f.head.to_vec(), f.content.to_vec()].concat())
+        .collect()
+    }
+
+    #[test]
+    fn chunked_echoes_are_compared_whole_and_reassembled_only_when_they_differ() {
+        let key = Key::reference_default();
+        let sid = ByteStr::from_static("s1");
+        let content: Vec<u8> = (0..3500u32).map(|i| (i % 251) as u8).collect();
+        let sent = chunk_wire(&key, &sid, "m1", &content);
+        // The same content under another message id: other bytes, the same message.
+        let other = chunk_wire(&key, &sid, "m2", &content);
+        let mut wrong_content = content.clone();
+        wrong_content[3000] ^= 1;
+        let wrong = chunk_wire(&key, &sid, "m1", &wrong_content);
+        let mut stream = sent.clone();
+        stream.extend_from_slice(&other);
+        stream.extend_from_slice(&wrong);
+        let chunks: Vec<Vec<u8>> = stream.chunks(700).map(<[u8]>::to_vec).collect();
+        let mut r = reader(chunks).with_chunks(ChunkLimits {
+            max_message_len: 4000,
+            max_partial: 1,
+        });
+        monoio::start::<monoio::LegacyDriver, _>(async move {
+            assert_eq!(r.reply(&sent, &content).await.unwrap(), Take::Echo);
+            assert_eq!(r.slow_path(), 0, "byte-equal: no decoding");
+            assert_eq!(r.reply(&sent, &content).await.unwrap(), Take::Echo);
+            assert_eq!(r.slow_path(), 1, "reassembled, then compared by content");
+            assert_eq!(r.reply(&sent, &content).await.unwrap(), Take::Mismatch);
+            assert_eq!(r.buffered(), 0);
         });
     }
 }

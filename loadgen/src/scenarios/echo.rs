@@ -18,13 +18,13 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use serde_json::json;
 use sockchat_proto::frame::{FrameType, MAX_CONTENT_LEN};
 use sockchat_proto::header::OCTET_STREAM;
-use sockchat_proto::{ByteStr, ChunkLimits, Reassembler};
+use sockchat_proto::{ByteStr, ChunkLimits};
 use std::os::fd::AsRawFd;
 
 use super::{establish, finish, for_each_session, load_key, pattern, run_config, say_goodbye};
 use super::{staged_config, Finished, ScenarioError};
 use crate::cli::EchoArgs;
-use crate::client::{self, check_session, Established, FrameReader, SessionError};
+use crate::client::{self, Established, SessionError};
 use crate::echo_wire::{EchoReader, Take};
 use crate::runner::{self, ThreadCtx};
 use crate::stages::Stages;
@@ -237,54 +237,6 @@ impl Flight {
     }
 }
 
-/// Reads until one whole reply arrives: a `message`, or the last chunk of a chunked one.
-/// Anything else ends the session with the returned error kind.
-async fn next_reply<R: AsyncReadRent>(
-    reader: &mut FrameReader<R>,
-    reasm: &mut Option<Reassembler>,
-    sid: &ByteStr,
-) -> Result<Bytes, &'static str> {
-    loop {
-        let frame = reader.next().await.map_err(|e| e.kind())?;
-        check_session(&frame, sid).map_err(|e| e.kind())?;
-        match (
-            frame.header.kind,
-            reasm.as_mut(),
-            frame.header.chunk.as_ref(),
-        ) {
-            (FrameType::Message, _, _) => return Ok(frame.content),
-            (FrameType::Chunk, Some(r), Some(info)) => {
-                match r.push(info, frame.header.content_type.as_ref(), &frame.content) {
-                    Ok(Some(m)) => return Ok(m.content),
-                    Ok(None) => {}
-                    Err(e) => return Err(e.kind()),
-                }
-            }
-            (other, _, _) => return Err(SessionError::Unexpected(other).kind()),
-        }
-    }
-}
-
-/// Counts a reply: a latency sample if it equals what was sent, else an error.
-fn record(ctx: &ThreadCtx, sent_content: &[u8], got: &[u8], sent: Instant, now: Instant) {
-    if got != sent_content {
-        ctx.error(SessionError::EchoMismatch.kind());
-    } else {
-        ctx.rec
-            .borrow_mut()
-            .sample(now, ns_between(sent, now), got.len() as u64);
-    }
-}
-
-/// Counts how a session's load loop ended.
-fn ended(ctx: &ThreadCtx, res: Result<Result<(), &'static str>, monoio::time::error::Elapsed>) {
-    match res {
-        Ok(Ok(())) => {}
-        Ok(Err(kind)) => ctx.error(kind),
-        Err(_) => ctx.error(SessionError::Timeout.kind()),
-    }
-}
-
 async fn session(ctx: Rc<ThreadCtx>, p: Arc<Params>, i: usize) {
     let Some(est) = establish(&ctx, i, p.features(), 1).await else {
         return;
@@ -300,9 +252,6 @@ async fn established(
     est: Established,
     close: Option<Instant>,
 ) {
-    if p.chunked {
-        return session_chunked(ctx, p, i, est, close).await;
-    }
     let sid = est.session_id.clone();
     let payloads = Rc::new(payloads(&ctx, &p, i, &sid));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
@@ -318,6 +267,12 @@ async fn established(
         ctx.key.clone(),
         sid.clone(),
     );
+    if p.chunked {
+        reader = reader.with_chunks(ChunkLimits {
+            max_message_len: p.sizes.iter().max().copied().unwrap_or(1) as u64,
+            max_partial: 1,
+        });
+    }
     let mut w = ctx.wait_go().await;
     if let Some(c) = close {
         w.end = w.end.min(c);
@@ -493,112 +448,6 @@ async fn pipelined<R: AsyncReadRent, W: AsyncWriteRent + 'static>(
     // The writer ends at once unless it is stuck in a write the server no longer reads
     // (then the deadline watch ends that write).
     monoio::time::timeout(ctx.cfg().drain, writer).await.ok()
-}
-
-/// The chunked path: replies are decoded (and reassembled), compared by content. Ends
-/// at the window's end, or at `close` if earlier (a staged session).
-async fn session_chunked(
-    ctx: Rc<ThreadCtx>,
-    p: Arc<Params>,
-    i: usize,
-    est: Established,
-    close: Option<Instant>,
-) {
-    let sid = est.session_id.clone();
-    let payloads = Rc::new(payloads(&ctx, &p, i, &sid));
-    let mut reasm = p.chunked.then(|| {
-        Reassembler::new(ChunkLimits {
-            max_message_len: p.sizes.iter().max().copied().unwrap_or(1) as u64,
-            max_partial: 1,
-        })
-    });
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
-    let mut w = ctx.wait_go().await;
-    if let Some(c) = close {
-        w.end = w.end.min(c);
-    }
-    // One timer for the whole loop (not one per read): the deadline is fixed.
-    let deadline = (w.end + ctx.cfg().drain).into();
-    let key = ctx.key.clone();
-    if p.depth == 1 {
-        // Strict ping-pong needs no second task: write and read the reply together.
-        let (conn, deframer) = est.reader.into_parts();
-        let (rd, mut wr) = conn.into_split();
-        let mut reader = FrameReader::with_deframer(rd, deframer, key.clone());
-        let res = monoio::time::timeout_at(deadline, async {
-            loop {
-                let idx = p.pick(&mut rng);
-                let sent = Instant::now();
-                let wire = payloads[idx].wire.clone();
-                // The read is submitted with the write, in one io_uring submission.
-                let (wrote, got) = join2(
-                    client::write(&mut wr, wire),
-                    next_reply(&mut reader, &mut reasm, &sid),
-                )
-                .await;
-                wrote.map_err(|e| e.kind())?;
-                let got = got?;
-                let now = Instant::now();
-                record(&ctx, &payloads[idx].content, &got, sent, now);
-                if now >= w.end {
-                    return Ok(());
-                }
-            }
-        })
-        .await;
-        ended(&ctx, res);
-        say_goodbye(&mut wr, &key, &sid).await;
-        return;
-    }
-    let (conn, deframer) = est.reader.into_parts();
-    let (rd, mut wr) = conn.into_split();
-    let mut reader = FrameReader::with_deframer(rd, deframer, key.clone());
-    let flight = Flight::new(p.depth);
-    let writer = monoio::spawn({
-        let (flight, payloads, ctx, p) = (flight.clone(), payloads.clone(), ctx.clone(), p.clone());
-        async move {
-            while flight.credits.acquire().await {
-                let idx = p.pick(&mut rng);
-                flight
-                    .inflight
-                    .borrow_mut()
-                    .push_back((Instant::now(), idx));
-                if let Err(e) = client::write(&mut wr, payloads[idx].wire.clone()).await {
-                    ctx.error(e.kind());
-                    flight.write_failed.set(true);
-                    break;
-                }
-            }
-            wr
-        }
-    });
-    let res = monoio::time::timeout_at(deadline, async {
-        loop {
-            if flight.write_failed.get()
-                || (flight.credits.is_closed() && flight.inflight.borrow().is_empty())
-            {
-                return Ok(());
-            }
-            let got = next_reply(&mut reader, &mut reasm, &sid).await?;
-            let now = Instant::now();
-            let Some((sent, idx)) = flight.inflight.borrow_mut().pop_front() else {
-                return Err("unsolicited_reply");
-            };
-            record(&ctx, &payloads[idx].content, &got, sent, now);
-            if now >= w.end {
-                flight.credits.close();
-            } else {
-                flight.credits.grant();
-            }
-        }
-    })
-    .await;
-    ended(&ctx, res);
-    flight.credits.close();
-    // The writer ends at once unless it is stuck in a write the server no longer reads.
-    if let Ok(mut wr) = monoio::time::timeout(ctx.cfg().drain, writer).await {
-        say_goodbye(&mut wr, &key, &sid).await;
-    }
 }
 
 #[cfg(test)]
