@@ -30,6 +30,12 @@ impl Worker {
         peer: Peer,
     ) {
         CoreStats::add(&self.stats.accepted, 1);
+        // A reload the control task has not applied yet is applied now: once the server
+        // said READY=1 after a SIGHUP, every new session gets the new settings and keys
+        // (the control task may not have run since the request).
+        if self.mailbox().notify.take_reload() {
+            self.apply_reload();
+        }
         let config = self.config.borrow().clone();
         let before = self.shared.sessions.fetch_add(1, Ordering::AcqRel);
         if before >= config.max_sessions {

@@ -120,7 +120,7 @@ fn start_accepting(core: &Rc<Worker>, listeners: CoreListeners) -> io::Result<()
 
 impl Worker {
     /// Takes the configuration a SIGHUP reload stored: new sessions get it.
-    fn apply_reload(&self) {
+    pub(super) fn apply_reload(&self) {
         let config = self.shared.config.load_full();
         self.budget.set_budget(config.memory_budget, config.cores);
         *self.session_config.borrow_mut() = Arc::new(super::session_config(&config, &self.pool));
