@@ -7,6 +7,9 @@
 //! signed frames: that is what lets the fuzzer past the handshake into heartbeats,
 //! messages, chunk reassembly and disconnects.
 //!
+//! Input is fed as a server feeds it: the rest of a chunk whose slot the session lends
+//! (`ServerSession::receive_chunk_in_place`) goes into that slot.
+//!
 //! Checked on every input: nothing panics; everything the server transmits decodes as
 //! valid frames with the session's key; at most one `Closed` event, and none after it; a
 //! session is never timed out before its `poll_timeout`.
@@ -111,12 +114,46 @@ struct Harness {
     client: Deframer,
     closed_events: usize,
     messages: Vec<Message>,
+    /// A chunk's slot lent by the session, with the bytes it still misses: input goes
+    /// there first, as a server receives the rest of a large chunk into it.
+    slot: Option<(BytesMut, usize)>,
 }
 
 impl Harness {
-    fn feed(&mut self, bytes: &[u8]) {
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some((mut slot, missing)) = self.slot.take() {
+            let n = missing.min(bytes.len());
+            slot.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if n < missing {
+                self.slot = Some((slot, missing - n));
+                return;
+            }
+            self.slot = self.session.chunk_in_place_received(slot, self.now);
+            self.drain();
+        }
         self.session.deframer_mut().extend_from_slice(bytes);
         self.session.handle_input(self.now);
+        self.drain();
+        // As the server does once a large frame's head is in (here whatever its size).
+        if !self.session.is_input_idle() {
+            if let Some(slot) = self.session.receive_chunk_in_place(self.now) {
+                let missing = slot.capacity() - slot.len();
+                assert!(missing > 0, "a slot is lent only for content still due");
+                assert!(
+                    self.session.is_input_idle(),
+                    "the slot took the buffered part"
+                );
+                self.slot = Some((slot, missing));
+            }
+        }
+    }
+
+    fn eof(&mut self) {
+        match self.slot.take() {
+            Some((slot, _)) => self.session.chunk_in_place_eof(slot),
+            None => self.session.handle_eof(),
+        }
         self.drain();
     }
 
@@ -179,6 +216,7 @@ fn run(ops: &[Op]) {
         client: Deframer::new(Limits::default()),
         closed_events: 0,
         messages: Vec::new(),
+        slot: None,
     };
     h.drain();
     for op in ops.iter().take(64) {
@@ -233,10 +271,7 @@ fn run(ops: &[Op]) {
                 }
                 h.drain();
             }
-            Op::Eof => {
-                h.session.handle_eof();
-                h.drain();
-            }
+            Op::Eof => h.eof(),
             Op::EchoAll => {
                 for m in std::mem::take(&mut h.messages) {
                     let _ = h.session.echo(m);
