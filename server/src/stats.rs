@@ -39,10 +39,10 @@ pub struct CoreStats {
     /// Bytes charged to this core's share of `--memory-budget` (gauge).
     pub memory_bytes: Arc<AtomicU64>,
     /// Received bytes copied in user space (from a ring buffer into a session's
-    /// receive buffer).
+    /// receive buffer, and from there into a chunk's slot).
     pub bytes_copied: AtomicU64,
-    /// Received bytes the kernel wrote straight into a large frame's own buffer (none of
-    /// them copied in user space).
+    /// Received bytes the kernel wrote straight into a large frame's own buffer or a
+    /// chunk's slot of its message (none of them copied in user space).
     pub bytes_in_place: AtomicU64,
     /// Receives that found the core's buffer ring empty (ENOBUFS), parked until buffers
     /// came back.

@@ -154,13 +154,13 @@ impl Collector for CoreCounters {
         counter(
             &mut enc,
             "bytes_copied",
-            "Bytes copied in user space from the data ring's receive buffers into sessions",
+            "Bytes copied in user space from the data ring's receive buffers into sessions (and from there into chunks' slots)",
             t.bytes_copied,
         )?;
         counter(
             &mut enc,
             "bytes_in_place",
-            "Bytes received by the kernel straight into a large frame's own buffer (not copied in user space)",
+            "Bytes received by the kernel straight into a large frame's own buffer or a chunk's slot of its message (not copied in user space)",
             t.bytes_in_place,
         )?;
         counter(
