@@ -123,6 +123,13 @@ pub enum ChunkError {
     /// `count`, `total_len` or `content_type` differ from the message's first chunk.
     #[error("chunk inconsistent with the first chunk of its message")]
     Inconsistent,
+    /// A chunk of a message one of whose slots is lent out ([`Reassembler::lend`]) and
+    /// not given back yet: a driver's mistake (it must not handle input meanwhile).
+    #[error("chunk of a message whose slot {index} is being received into")]
+    SlotLent {
+        /// Index of the lent slot.
+        index: u32,
+    },
     /// The chunk's content does not exactly fill its slot.
     #[error("chunk {index} has {got} bytes, its slot has {expected}")]
     WrongLength {
@@ -145,6 +152,7 @@ impl ChunkError {
             Self::IndexOutOfRange { .. } => "index_out_of_range",
             Self::Duplicate { .. } => "duplicate",
             Self::Inconsistent => "inconsistent",
+            Self::SlotLent { .. } => "slot_lent",
             Self::WrongLength { .. } => "wrong_length",
         }
     }
@@ -434,6 +442,10 @@ impl Reassembler {
         len: usize,
     ) -> Result<Place, ChunkError> {
         let index = info.index;
+        if let Some(lent) = self.lent_index(&info.message_id) {
+            // Its buffer is split around the lent slot until `fill`.
+            return Err(ChunkError::SlotLent { index: lent });
+        }
         if let Some(p) = self.partial.get(&info.message_id) {
             if p.layout.count != info.count
                 || p.layout.total_len != info.total_len

@@ -80,6 +80,14 @@ impl Reassembler {
         Ok(Some(slot_buf))
     }
 
+    /// The index of the slot lent out of message `message_id`, if one is.
+    pub(super) fn lent_index(&self, message_id: &ByteStr) -> Option<u32> {
+        self.lent
+            .as_ref()
+            .filter(|l| l.message_id == *message_id)
+            .map(|l| l.index)
+    }
+
     /// Bytes the lent slot `buf` still misses (0 when there is no lent slot).
     pub fn lent_missing(&self, buf: &BytesMut) -> usize {
         self.lent
