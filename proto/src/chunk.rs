@@ -402,27 +402,21 @@ impl Reassembler {
         head: Option<&[u8]>,
         now: Option<Instant>,
     ) -> Result<Option<Reassembled>, ChunkError> {
-        let slot = match self.check(info, content_type, content.len())? {
-            Place::Single => {
-                // Nothing to wait for: hand the content over without holding any state.
-                let content = Bytes::copy_from_slice(content);
-                return Ok(Some(Reassembled {
-                    message_id: detach(&info.message_id),
-                    content_type: content_type.map(detach),
-                    frames: head.map(|h| {
-                        vec![EncodedFrame {
-                            head: Bytes::copy_from_slice(h),
-                            content: content.clone(),
-                        }]
-                    }),
-                    content,
-                }));
-            }
-            Place::New { layout, slot } => {
-                self.open(info, content_type, layout, head.is_some(), now);
-                slot
-            }
-            Place::Open { slot } => slot,
+        let keep_heads = head.is_some();
+        let Some(slot) = self.place(info, content_type, content.len(), keep_heads, now)? else {
+            // Nothing to wait for: hand the content over without holding any state.
+            let content = Bytes::copy_from_slice(content);
+            return Ok(Some(Reassembled {
+                message_id: detach(&info.message_id),
+                content_type: content_type.map(detach),
+                frames: head.map(|h| {
+                    vec![EncodedFrame {
+                        head: Bytes::copy_from_slice(h),
+                        content: content.clone(),
+                    }]
+                }),
+                content,
+            }));
         };
         let p = self
             .partial
@@ -431,6 +425,26 @@ impl Reassembler {
         // Lossless: slot.end ≤ total_len = buf.len().
         p.buf[slot.start as usize..slot.end as usize].copy_from_slice(content);
         Ok(self.placed(&info.message_id, info.index, head))
+    }
+
+    /// Checks a chunk of `len` bytes and opens its message if it is new: its slot, or
+    /// `None` for a chunk that is a whole message by itself (nothing is held for it).
+    fn place(
+        &mut self,
+        info: &ChunkInfo,
+        content_type: Option<&ByteStr>,
+        len: usize,
+        keep_heads: bool,
+        now: Option<Instant>,
+    ) -> Result<Option<Range<u64>>, ChunkError> {
+        Ok(match self.check(info, content_type, len)? {
+            Place::Single => None,
+            Place::New { layout, slot } => {
+                self.open(info, content_type, layout, keep_heads, now);
+                Some(slot)
+            }
+            Place::Open { slot } => Some(slot),
+        })
     }
 
     /// Every check of a chunk before its content is placed; for a new message, in the

@@ -73,7 +73,7 @@ fn large_frames_are_received_in_place(t: Transport) {
         .cores(1)
         .args(["--log-format", "json"])
         .start();
-    let mut c = server.handshake(t);
+    let c = server.handshake(t);
     let mut frames = Vec::new();
     for k in 0..8u64 {
         frames.push(c.frame(FrameType::Message, Some(OCTET), &pattern(1 << 20, k)));
@@ -85,21 +85,8 @@ fn large_frames_are_received_in_place(t: Transport) {
         frames.push(s);
         frames.push(c.frame(FrameType::Message, Some(OCTET), &pattern(1 << 20, k + 8)));
     }
-    let writer = c.spawn_writer(frames.concat());
-    for f in &frames {
-        let back = c.expect_kind(FrameType::Message, SHORT);
-        assert!(back.raw[..] == f[..], "[{t:?}] echo differs");
-    }
-    writer.join().unwrap().unwrap();
-    c.ping();
-    drop(c);
-    server.stop_clean();
-    let totals = hostile::parse_totals(&server.stderr()).expect("server stopped line");
-    let (copied, in_place, received) = (
-        totals.get("bytes_copied"),
-        totals.get("bytes_in_place"),
-        totals.get("bytes_in"),
-    );
+    let (totals, [copied, in_place, received]) =
+        echo_and_count(&mut server, c, &frames, FrameType::Message);
     assert!(received > 16 << 20, "[{t:?}] {totals:?}");
     assert_eq!(copied + in_place, received, "[{t:?}] {totals:?}");
     // The handshake's and the ping's frames: well under 4 KiB together.
@@ -112,6 +99,30 @@ fn large_frames_are_received_in_place(t: Transport) {
         "[{t:?}] {copied} of {received} received bytes were copied out of the ring \
          (bound {bound}): {totals:?}"
     );
+}
+
+/// Sends `frames` from a writer thread and expects each back byte for byte (as frames
+/// of `kind`), then stops the server: its totals, with (bytes_copied, bytes_in_place,
+/// bytes_in).
+fn echo_and_count(
+    server: &mut Server,
+    mut c: Client,
+    frames: &[Vec<u8>],
+    kind: FrameType,
+) -> (hostile::Totals, [u64; 3]) {
+    let t = c.transport;
+    let writer = c.spawn_writer(frames.concat());
+    for f in frames {
+        let back = c.expect_kind(kind, SHORT);
+        assert!(back.raw[..] == f[..], "[{t:?}] echo differs");
+    }
+    writer.join().unwrap().unwrap();
+    c.ping();
+    drop(c);
+    server.stop_clean();
+    let totals = hostile::parse_totals(&server.stderr()).expect("server stopped line");
+    let counts = ["bytes_copied", "bytes_in_place", "bytes_in"].map(|k| totals.get(k));
+    (totals, counts)
 }
 
 per_transport!(chunks_are_received_into_their_slots);
@@ -144,21 +155,8 @@ fn chunks_are_received_into_their_slots(t: Transport) {
         chunks.extend(frames.map(|f| [&f.head[..], &f.content[..]].concat()));
     }
     assert_eq!(chunks.len(), 64);
-    let writer = c.spawn_writer(chunks.concat());
-    for f in &chunks {
-        let back = c.expect_kind(FrameType::Chunk, SHORT);
-        assert!(back.raw[..] == f[..], "[{t:?}] echo differs");
-    }
-    writer.join().unwrap().unwrap();
-    c.ping();
-    drop(c);
-    server.stop_clean();
-    let totals = hostile::parse_totals(&server.stderr()).expect("server stopped line");
-    let (copied, in_place, received) = (
-        totals.get("bytes_copied"),
-        totals.get("bytes_in_place"),
-        totals.get("bytes_in"),
-    );
+    let (totals, [copied, in_place, received]) =
+        echo_and_count(&mut server, c, &chunks, FrameType::Chunk);
     assert!(received > 4 << 20, "[{t:?}] {totals:?}");
     // What reached ring buffers is copied out of them (`copied`), and the content part
     // of it once more into the slot; everything else lands in place.

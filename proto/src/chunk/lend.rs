@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{detach, ChunkError, ChunkInfo, Place, Reassembled, Reassembler};
+use super::{detach, ChunkError, ChunkInfo, Reassembled, Reassembler};
 use crate::header::ByteStr;
 
 /// The slot lent out, and what is needed to put the chunk in place when it comes back.
@@ -53,13 +53,8 @@ impl Reassembler {
         if self.lent.is_some() {
             return Ok(None);
         }
-        let slot = match self.check(info, content_type, content_len)? {
-            Place::Single => return Ok(None),
-            Place::New { layout, slot } => {
-                self.open(info, content_type, layout, true, now);
-                slot
-            }
-            Place::Open { slot } => slot,
+        let Some(slot) = self.place(info, content_type, content_len, true, now)? else {
+            return Ok(None);
         };
         let p = self
             .partial

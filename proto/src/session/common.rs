@@ -14,7 +14,7 @@ use crate::codec::{encode_into, encode_parts, Frame, Key};
 use crate::deframer::{Decoded, Deframer, SMALL_FRAME};
 use crate::error::DecodeError;
 use crate::frame::{FrameType, MAX_CONTENT_LEN};
-use crate::header::{ByteStr, Header, OCTET_STREAM};
+use crate::header::{ByteStr, ChunkInfo, Header, OCTET_STREAM};
 use crate::keyring::KeyRing;
 
 /// The parts of a session both roles share: codec state, queues, chunking.
@@ -204,29 +204,16 @@ impl FramedCommon {
             self.close(CloseReason::ProtocolViolation(Violation::ChunkWithoutInfo));
             return None;
         };
-        let limits = self.config.chunk;
         // The memory budget: a chunk that opens a new message reserves its total_len.
-        // (One above the message limit is left to the reassembler's own error.)
-        let opens = info.count > 1
-            && info.total_len <= limits.max_message_len
-            && !self
-                .reassembler
-                .as_ref()
-                .is_some_and(|r| r.is_open(&info.message_id));
-        if opens {
+        if self.chunk_opens(info) {
             if info.total_len > self.deframer.allowance() {
                 self.close(CloseReason::MemoryBudget);
                 return None;
             }
             self.deframer.spend_allowance(info.total_len);
         }
-        let r = self.reassembler.get_or_insert_with(|| {
-            Box::new(Reassembler::with_buffers(
-                limits,
-                self.config.message_buffers.clone(),
-            ))
-        });
         let opened = self.config.message_timeout.map(|_| now);
+        let r = self.reassembler();
         let pushed = if keep_frames {
             // The content is the frame's tail: what precedes it is the head.
             let head = &frame.raw[..frame.raw.len() - frame.content.len()];
@@ -261,6 +248,25 @@ impl FramedCommon {
                 None
             }
         }
+    }
+
+    /// True when a chunk of `info` opens a new message, and so reserves its
+    /// `total_len` of the memory budget. (One above the message limit is left to the
+    /// reassembler's own error.)
+    pub(super) fn chunk_opens(&self, info: &ChunkInfo) -> bool {
+        info.count > 1
+            && info.total_len <= self.config.chunk.max_message_len
+            && !self
+                .reassembler
+                .as_ref()
+                .is_some_and(|r| r.is_open(&info.message_id))
+    }
+
+    /// The session's reassembler, made at its first chunk.
+    pub(super) fn reassembler(&mut self) -> &mut Reassembler {
+        let (limits, buffers) = (self.config.chunk, &self.config.message_buffers);
+        self.reassembler
+            .get_or_insert_with(|| Box::new(Reassembler::with_buffers(limits, buffers.clone())))
     }
 
     /// Queues an `error` frame with `text` without ending the session (an application

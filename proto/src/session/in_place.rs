@@ -15,7 +15,6 @@ use bytes::{Bytes, BytesMut};
 
 use super::common::FramedCommon;
 use super::{CloseReason, Message};
-use crate::chunk::Reassembler;
 use crate::codec::verify_content;
 use crate::error::DecodeError;
 use crate::frame::{FixedHeader, FrameType, FIXED_HEADER_LEN};
@@ -61,24 +60,15 @@ impl FramedCommon {
         }
         let info = header.chunk.as_ref()?;
         let content_len = usize::try_from(fixed.content_len).ok()?;
-        // The memory budget, as `on_chunk` applies it: a chunk that opens a new message
-        // reserves its total_len (refused ones are left to the usual path).
-        let limits = self.config.chunk;
-        let opens = info.count > 1
-            && info.total_len <= limits.max_message_len
-            && !self
-                .reassembler
-                .as_ref()
-                .is_some_and(|r| r.is_open(&info.message_id));
+        // The memory budget, as `on_chunk` applies it (a refusal is left to the usual
+        // path).
+        let opens = self.chunk_opens(info);
         if opens && info.total_len > self.deframer.allowance() {
             return None;
         }
-        let buffers = self.config.message_buffers.clone();
-        let r = self
-            .reassembler
-            .get_or_insert_with(|| Box::new(Reassembler::with_buffers(limits, buffers)));
         let opened = self.config.message_timeout.map(|_| now);
         let ct = header.content_type.as_ref();
+        let r = self.reassembler();
         let mut slot = r.lend(info, ct, content_len, head, opened).ok().flatten()?;
         if opens {
             self.deframer.spend_allowance(info.total_len);
