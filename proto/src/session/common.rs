@@ -227,9 +227,23 @@ impl FramedCommon {
                 opened,
             )
         };
-        match pushed {
+        self.chunk_placed(pushed)
+    }
+
+    /// What placing a chunk (`placed`, the reassembler's answer) means for the session:
+    /// the message when it is complete (an idle reassembler is released), `None` when
+    /// more chunks are due or the chunk was refused (the session is then closed).
+    pub(super) fn chunk_placed(
+        &mut self,
+        placed: Result<Option<chunk::Reassembled>, chunk::ChunkError>,
+    ) -> Option<Message> {
+        match placed {
             Ok(Some(m)) => {
-                if r.partial_count() == 0 {
+                if self
+                    .reassembler
+                    .as_ref()
+                    .is_some_and(|r| r.partial_count() == 0)
+                {
                     // Release the bookkeeping of an idle session.
                     self.reassembler = None;
                 }

@@ -121,28 +121,12 @@ impl FramedCommon {
             self.close(CloseReason::InvalidFrame(e));
             return Filled::Closed;
         }
-        match r.fill(slot) {
-            Ok(Some(m)) => {
-                if r.partial_count() == 0 {
-                    // Release the bookkeeping of an idle session.
-                    self.reassembler = None;
-                }
-                let message = Message {
-                    content_type: m.content_type,
-                    content: m.content,
-                    frame: None,
-                    chunks: m.frames,
-                    room: None,
-                    from: None,
-                };
-                Filled::Placed(Some((message, header.room)))
-            }
-            Ok(None) => Filled::Placed(None),
-            Err(e) => {
-                self.close(CloseReason::Chunk(e));
-                Filled::Closed
-            }
+        let placed = r.fill(slot);
+        let message = self.chunk_placed(placed);
+        if self.closed {
+            return Filled::Closed;
         }
+        Filled::Placed(message.map(|m| (m, header.room)))
     }
 
     /// End of input while a slot was lent: the frame is truncated.
