@@ -2,7 +2,7 @@
 //! double): the default suite, two `--shard` worker processes sharing a `--start-at-ms`
 //! window and their `merge`, merge refusing mismatched runs, the `--interval-log` read
 //! back by the `hdrhistogram` crate's own interval-log reader, `--find-max-rate` against
-//! a server of known capacity, and `--stages`.
+//! a server of known capacity (alone: `sockchat_testkit::timing`), and `--stages`.
 
 mod support;
 
@@ -32,6 +32,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn default_suite_runs_every_phase_with_no_scenario() {
+    let _timing = sockchat_testkit::timing::shared();
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     for t in ["tcp", "unix"] {
@@ -121,6 +122,7 @@ fn split_run(target: &Target, dir: &Path) -> (PathBuf, PathBuf) {
 
 #[test]
 fn two_shards_share_a_window_and_merge_exactly() {
+    let _timing = sockchat_testkit::timing::shared();
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = split_run(&target(&server, "unix"), dir.path());
@@ -224,6 +226,7 @@ fn two_shards_share_a_window_and_merge_exactly() {
 
 #[test]
 fn a_worker_that_misses_the_start_instant_says_so_and_fails() {
+    let _timing = sockchat_testkit::timing::shared();
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("late.json");
@@ -253,6 +256,7 @@ fn a_worker_that_misses_the_start_instant_says_so_and_fails() {
 
 #[test]
 fn merge_refuses_runs_that_are_not_one_run() {
+    let _timing = sockchat_testkit::timing::shared();
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start();
     let target = target(&server, "unix");
@@ -312,6 +316,7 @@ fn merge_refuses_runs_that_are_not_one_run() {
 
 #[test]
 fn interval_log_reads_back_with_the_reports_counts() {
+    let _timing = sockchat_testkit::timing::shared();
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     for (scenario, args) in [
@@ -345,6 +350,7 @@ fn interval_log_reads_back_with_the_reports_counts() {
 
 #[test]
 fn max_rate_search_finds_a_fixed_capacity() {
+    let _timing = sockchat_testkit::timing::alone();
     const K: f64 = 2000.0;
     let d = Double::start(
         "unix",
@@ -392,6 +398,7 @@ fn max_rate_search_finds_a_fixed_capacity() {
 
 #[test]
 fn stages_change_the_rate_and_the_session_count() {
+    let _timing = sockchat_testkit::timing::shared();
     let server = Server::start();
     let target = target(&server, "unix");
     // 100 msg/s for a second, then 400 msg/s for a second.
@@ -433,6 +440,7 @@ fn stages_change_the_rate_and_the_session_count() {
 
 #[test]
 fn echo_stages_work_with_chunked_messages() {
+    let _timing = sockchat_testkit::timing::shared();
     let server = Server::start();
     let target = target(&server, "unix");
     // 8 KiB messages in 1 KiB chunks; sessions: up to 6 over 0.5 s, held 1 s, down to 0.
@@ -467,6 +475,7 @@ fn echo_stages_work_with_chunked_messages() {
 
 #[test]
 fn sharded_fanout_merges_the_last_delivery_over_all_workers() {
+    let _timing = sockchat_testkit::timing::shared();
     let server = Server::builder().args(["--mode", "chat"]).start();
     let target = target(&server, "unix");
     let dir = tempfile::tempdir().unwrap();

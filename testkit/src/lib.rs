@@ -46,6 +46,7 @@ pub mod proxy_header;
 pub mod pty;
 pub mod rooms;
 pub mod server;
+pub mod timing;
 pub mod transport;
 
 use std::time::Duration;
