@@ -431,10 +431,16 @@ mod tests {
     }
 
     #[test]
-    fn committed_baseline_is_a_ratio_file() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results/baseline.json");
-        assert!(RatioFile::sniff(&p));
-        let f = RatioFile::read(&p).unwrap();
-        assert!(f.cases.values().all(|c| c.ratio > 0.0));
+    fn committed_baselines_are_ratio_files() {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench-results");
+        let mut files = vec![results.join("baseline.json")];
+        if let Ok(dir) = std::fs::read_dir(results.join("baselines")) {
+            files.extend(dir.map(|e| e.unwrap().path()));
+        }
+        for p in files {
+            assert!(RatioFile::sniff(&p), "{}", p.display());
+            let f = RatioFile::read(&p).unwrap();
+            assert!(f.cases.values().all(|c| c.ratio > 0.0), "{}", p.display());
+        }
     }
 }

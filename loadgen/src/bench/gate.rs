@@ -2,7 +2,7 @@
 //! [`compare_ratios`](crate::compare::compare_ratios), and re-baselining.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::cases::CaseRun;
 use super::doc::{CaseRatios, RatioFile, RATIOS_SCHEMA};
@@ -99,6 +99,42 @@ pub fn compare_files(
         }
     }
     (s, failed)
+}
+
+/// The quick check's baseline for a machine whose CPU is `cpu_model`:
+/// `RESULTS/baselines/<model>.json` when one was measured on that kind of machine, else
+/// `RESULTS/baseline.json`. Ratios to the raw servers move with the CPU (raw churn over
+/// Unix is ~1.8x faster on this project's Intel Xeon VMs than on its AMD EPYC ones, while
+/// sockchat's is not), so a check against another machine's ratios measures the machine,
+/// not the change. `--update-baseline` writes the machine's own file.
+pub fn baseline_path(results: &Path, cpu_model: &str, for_update: bool) -> PathBuf {
+    let own = results
+        .join("baselines")
+        .join(format!("{}.json", model_slug(cpu_model)));
+    if for_update || own.exists() {
+        own
+    } else {
+        results.join("baseline.json")
+    }
+}
+
+/// `cpu_model` as a file name: lower-case letters and digits, runs of anything else as
+/// one `-` ("Intel(R) Xeon(R) Processor" -> "intel-r-xeon-r-processor").
+pub fn model_slug(cpu_model: &str) -> String {
+    let mut out = String::new();
+    for c in cpu_model.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-').to_string();
+    if out.is_empty() {
+        "unknown".into()
+    } else {
+        out
+    }
 }
 
 /// Header of the check's output.
@@ -258,5 +294,24 @@ mod tests {
         let (text, failed) = compare_files(&base, &new, 30.0, 5.0, &[]);
         assert!(failed.is_empty());
         assert!(text.contains("-- e: not in the baseline, not compared"));
+    }
+
+    #[test]
+    fn each_kind_of_machine_has_its_own_baseline_when_one_was_measured() {
+        assert_eq!(
+            model_slug("Intel(R) Xeon(R) Processor"),
+            "intel-r-xeon-r-processor"
+        );
+        assert_eq!(model_slug("AMD EPYC"), "amd-epyc");
+        assert_eq!(model_slug("  "), "unknown");
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        assert_eq!(baseline_path(r, "AMD EPYC", false), r.join("baseline.json"));
+        let own = r.join("baselines/amd-epyc.json");
+        assert_eq!(baseline_path(r, "AMD EPYC", true), own);
+        std::fs::create_dir_all(own.parent().unwrap()).unwrap();
+        std::fs::write(&own, "{}").unwrap();
+        assert_eq!(baseline_path(r, "AMD EPYC", false), own);
+        assert_eq!(baseline_path(r, "Other", false), r.join("baseline.json"));
     }
 }

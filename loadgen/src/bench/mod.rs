@@ -13,7 +13,9 @@
 //!   ([`gate`]) and fails on a drop beyond the suite's limit, or on any error; a case
 //!   that fails is first run `confirm_runs` more times and judged on all its runs.
 //!   A mode's runs go case by case or round by round ([`schedule`]).
-//! * `--quick --update-baseline`: the same subset; writes `baseline.json` instead.
+//! * `--quick --update-baseline`: the same subset; writes this machine's baseline instead
+//!   (`bench-results/baselines/<cpu model>.json`, read in preference to `baseline.json`
+//!   on that kind of machine: `gate::baseline_path`).
 //! * `--render-only RUN.json`: regenerates the README from a committed run document.
 
 pub mod cases;
@@ -422,7 +424,8 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
     };
 
     if a.quick {
-        let baseline = a.results.join("baseline.json");
+        let this_machine = machine();
+        let baseline = gate::baseline_path(&a.results, &this_machine.cpu_model, a.update_baseline);
         let ratio_file = |runs: &[CaseRun]| {
             gate::ratio_file(
                 gate::case_ratios(runs, &|name| {
@@ -440,6 +443,12 @@ pub fn run(a: &BenchArgs) -> Result<bool, BenchError> {
         };
         let mut ratios = ratio_file(&runs);
         if a.update_baseline {
+            if let Some(dir) = baseline.parent() {
+                std::fs::create_dir_all(dir).map_err(|source| BenchError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
             doc::write_json(&baseline, &ratios)?;
             println!("wrote {}", baseline.display());
             return Ok(true);
