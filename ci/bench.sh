@@ -11,7 +11,8 @@
 #                                  frame-length payloads, echo depth 1 50 sessions vs
 #                                  frame-length raw, churn TCP+Unix, a small heartbeat;
 #                                  5 short runs each, in rounds (one run of every case per
-#                                  round); ratios compared with
+#                                  round); ratios compared with this machine's baseline,
+#                                  bench-results/baselines/<cpu model>.json, else
 #                                  bench-results/baseline.json (`loadgen compare` on ratio
 #                                  files); a case more than 30% worse (on a quiet machine)
 #                                  is run 4 more times after the others and fails when all
