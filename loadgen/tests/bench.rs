@@ -165,7 +165,10 @@ fn a_small_suite_runs_end_to_end_and_a_regression_fails_the_gate() {
     let out = bench(dir, &["--quick", "--update-baseline"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains("== hb"), "{}", text(&out));
-    let baseline = results.join("baseline.json");
+    // This machine's own baseline (`bench-results/baselines/<cpu model>.json`).
+    let model = loadgen::machine::Machine::detect().cpu_model;
+    let baseline = loadgen::bench::gate::baseline_path(&results, &model, true);
+    assert!(!results.join("baseline.json").exists());
     let mut ratios = RatioFile::read(&baseline).unwrap();
     assert_eq!(ratios.cases.keys().collect::<Vec<_>>(), ["echo-frame"]);
     let out = bench(dir, &["--quick", "--max-regression", "1000000"]);
