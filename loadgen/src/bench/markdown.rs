@@ -417,7 +417,7 @@ pub fn readme(
             "ci/bench.sh                 # full suite (~{} min here), writes this report",
             (doc.duration_s / 60.0).round()
         ),
-        "ci/bench.sh --quick         # CI check: short runs, ratios compared with baseline.json"
+        "ci/bench.sh --quick         # CI check: short runs, ratios compared with this machine's baseline"
             .into(),
         "BASE_REV=<git rev> ci/bench.sh   # also measures that revision's server, interleaved"
             .into(),

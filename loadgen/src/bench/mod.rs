@@ -125,7 +125,7 @@ pub struct BenchArgs {
     /// The suite: cases, baselines, targets.
     #[arg(long, default_value = "ci/bench-suite.toml", value_name = "FILE")]
     pub suite: PathBuf,
-    /// Where reports, charts and baseline.json live.
+    /// Where reports, charts and the quick check's baselines (baseline.json, baselines/) live.
     #[arg(long, default_value = "bench-results", value_name = "DIR")]
     pub results: PathBuf,
     /// The CI subset; compares its ratios with baseline.json.
@@ -135,7 +135,7 @@ pub struct BenchArgs {
     /// the run document to RESULTS/runtime/DATE-COMMIT.json.
     #[arg(long, conflicts_with = "quick")]
     pub runtime: bool,
-    /// With --quick: write baseline.json instead of comparing.
+    /// With --quick: write this machine's baseline (RESULTS/baselines/<cpu model>.json) instead of comparing.
     #[arg(long, requires = "quick")]
     pub update_baseline: bool,
     /// Runs per side (default: the suite's for the mode).
