@@ -330,8 +330,14 @@ pub struct RawChurnArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// Prove each connection was accepted: one byte out, the same byte back.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "handshake")]
     pub verify: bool,
+    /// Move the bytes of a `churn` cycle against `raw-server --handshake` with the same
+    /// value: read INIT bytes, write ACK bytes, write DISCONNECT bytes, wait for the
+    /// server's close (the like-for-like baseline of `churn`). `sockchat`: the lengths
+    /// sockchat-proto's own sessions produce.
+    #[arg(long, value_name = "sockchat|INIT,ACK,DISCONNECT")]
+    pub handshake: Option<crate::scenarios::churn::HandshakeWire>,
 }
 
 /// `raw-server` options.
@@ -358,6 +364,16 @@ pub struct RawServerArgs {
     /// `--engine ring` and one worker (--threads 1, the default with --fanout).
     #[arg(long)]
     pub fanout: bool,
+    /// Play sockchat-server's side of a `churn` cycle instead of echoing, bytes only:
+    /// send INIT bytes on accept, read ACK + DISCONNECT bytes, close (monoio engine; for
+    /// `raw-churn --handshake` with the same value; `sockchat`: the lengths sockchat-proto's
+    /// own sessions produce).
+    #[arg(
+        long,
+        value_name = "sockchat|INIT,ACK,DISCONNECT",
+        conflicts_with = "fanout"
+    )]
+    pub handshake: Option<crate::scenarios::churn::HandshakeWire>,
 }
 
 /// `report` options.

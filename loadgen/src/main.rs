@@ -32,10 +32,22 @@ fn run() -> Result<ExitCode> {
             {
                 anyhow::bail!("--fanout needs --engine ring, one thread and at most one CPU");
             }
+            if a.handshake.is_some() && a.engine != raw_server::Engine::Monoio {
+                anyhow::bail!("--handshake needs --engine monoio");
+            }
             let signals = block_signals();
             let server = if a.fanout {
                 raw_server::RawServer::start_fanout(&target, a.cpus.first().copied(), a.ring)
                     .context("starting the raw fan-out server")?
+            } else if let Some(wire) = a.handshake {
+                raw_server::RawServer::start_handshake(
+                    &target,
+                    a.threads.unwrap_or(cores),
+                    &a.cpus,
+                    a.ring,
+                    wire,
+                )
+                .context("starting the raw handshake server")?
             } else {
                 raw_server::RawServer::start_engine(
                     &target,

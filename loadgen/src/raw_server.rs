@@ -2,7 +2,9 @@
 //! same bytes out), so `raw-echo` / `raw-churn` can measure what the machine and runtime
 //! cost without any protocol, next to sockchat-server. With `--fanout` (ring engine, one
 //! worker) it forwards each connection's bytes to every other connection instead: the
-//! raw floor of a chat room's fan-out, which `fanout --raw` measures.
+//! raw floor of a chat room's fan-out, which `fanout --raw` measures. With `--handshake`
+//! (monoio engine) it plays sockchat-server's side of a churn cycle instead, bytes only:
+//! the like-for-like baseline of `churn` (see [`HandshakeWire`]).
 //!
 //! TCP: one listener per thread with SO_REUSEPORT (the kernel balances connections).
 //! Unix: AF_UNIX rejects SO_REUSEPORT on current kernels, so one std listener is bound
@@ -25,6 +27,7 @@ use thiserror::Error;
 
 use crate::conn::{read_append, Conn, Target};
 use crate::runner::RingMode;
+use crate::scenarios::churn::HandshakeWire;
 
 /// Why the server could not start.
 #[derive(Debug, Error)]
@@ -76,11 +79,35 @@ impl RawServer {
         ring: RingMode,
         engine: Engine,
     ) -> Result<Self, ServerError> {
+        if engine != Engine::Monoio {
+            let stop = Arc::new(AtomicBool::new(false));
+            return start_uring(target, threads.max(1), cpus, ring, engine, false, stop);
+        }
+        Self::start_monoio(target, threads, cpus, ring, Behaviour::Echo)
+    }
+
+    /// The monoio server playing sockchat-server's side of a churn cycle on every
+    /// connection instead of echoing: `wire.init` bytes out as soon as it is accepted,
+    /// then read until the client's `ack` and `disconnect` bytes are in, then close.
+    pub fn start_handshake(
+        target: &Target,
+        threads: usize,
+        cpus: &[usize],
+        ring: RingMode,
+        wire: HandshakeWire,
+    ) -> Result<Self, ServerError> {
+        Self::start_monoio(target, threads, cpus, ring, Behaviour::Handshake(wire))
+    }
+
+    fn start_monoio(
+        target: &Target,
+        threads: usize,
+        cpus: &[usize],
+        ring: RingMode,
+        behaviour: Behaviour,
+    ) -> Result<Self, ServerError> {
         let threads = threads.max(1);
         let stop = Arc::new(AtomicBool::new(false));
-        if engine != Engine::Monoio {
-            return start_uring(target, threads, cpus, ring, engine, false, stop);
-        }
         let (ready_tx, ready_rx) = mpsc::channel::<Result<SocketAddr, String>>();
         let mut handles = Vec::new();
         let bound = match target {
@@ -90,7 +117,7 @@ impl RawServer {
                 for idx in 0..threads {
                     let tx = ready_tx.clone();
                     let cpu = (!cpus.is_empty()).then(|| cpus[idx % cpus.len()]);
-                    handles.push(spawn(idx, cpu, ring, stop.clone(), move || {
+                    handles.push(spawn(idx, cpu, ring, behaviour, stop.clone(), move || {
                         let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
                         match TcpListener::bind_with_config(addr, &opts) {
                             Ok(l) => {
@@ -120,7 +147,7 @@ impl RawServer {
                         .try_clone()
                         .map_err(|e| ServerError::Bind(path.display().to_string(), e))?;
                     let cpu = (!cpus.is_empty()).then(|| cpus[idx % cpus.len()]);
-                    handles.push(spawn(idx, cpu, ring, stop.clone(), move || {
+                    handles.push(spawn(idx, cpu, ring, behaviour, stop.clone(), move || {
                         l.set_nonblocking(true).ok();
                         match UnixListener::from_std(l) {
                             Ok(l) => Listener::Unix(l),
@@ -317,6 +344,13 @@ fn run_ring_worker(
     drop(l);
 }
 
+/// What the monoio server does with a connection.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    Echo,
+    Handshake(HandshakeWire),
+}
+
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -327,6 +361,7 @@ fn spawn(
     idx: usize,
     cpu: Option<usize>,
     ring: RingMode,
+    behaviour: Behaviour,
     stop: Arc<AtomicBool>,
     make: impl FnOnce() -> Listener + Send + 'static,
 ) -> Result<JoinHandle<()>, ServerError> {
@@ -372,9 +407,14 @@ fn spawn(
                         c = accept => c,
                     };
                     match conn {
-                        Ok(c) => {
-                            monoio::spawn(echo(c));
-                        }
+                        Ok(c) => match behaviour {
+                            Behaviour::Echo => {
+                                monoio::spawn(echo(c));
+                            }
+                            Behaviour::Handshake(wire) => {
+                                monoio::spawn(handshake(c, wire));
+                            }
+                        },
                         // EMFILE and the like: back off instead of spinning.
                         Err(_) => monoio::time::sleep(Duration::from_millis(5)).await,
                     }
@@ -400,4 +440,25 @@ async fn echo(mut c: Conn) {
         }
         buf = b;
     }
+}
+
+/// sockchat-server's side of a churn cycle, bytes only: `init` bytes out, read until the
+/// client's `ack` and `disconnect` bytes are in, close. The buffer is the echo's, so the
+/// two baselines cost the same per connection.
+async fn handshake(mut c: Conn, wire: HandshakeWire) {
+    let (res, _) = c.write_all(vec![0u8; wire.init]).await;
+    if res.is_err() {
+        return;
+    }
+    let want = wire.ack + wire.disconnect;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    while buf.len() < want {
+        let (res, b) = read_append(&mut c, buf).await;
+        match res {
+            Ok(n) if n > 0 => buf = b,
+            _ => return,
+        }
+    }
+    // Dropping the connection closes it: the server closes first, as sockchat-server
+    // does after `disconnect`.
 }

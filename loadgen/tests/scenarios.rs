@@ -2,7 +2,8 @@
 //! `sockchat-server` (started per test, in its own temp dir, stopped with SIGTERM), with
 //! assertions on the report; a corrupting double is caught; valid echoes in other bytes
 //! are accepted; raw scenarios against `loadgen raw-server`; `fanout --rooms` on one
-//! node and on two nodes clustered through a real NATS broker (`--targets`).
+//! node and on two nodes clustered through a real NATS broker (`--targets`); the raw
+//! handshake churn moves the bytes the real server's churn cycle moves.
 
 mod support;
 
@@ -10,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use loadgen::conn::Target;
 use loadgen::raw_server::RawServer;
+use loadgen::runner::RingMode;
+use loadgen::scenarios::churn::HandshakeWire;
 use serde_json::json;
 use sockchat_testkit::nats::Nats;
 use sockchat_testkit::Server;
@@ -219,6 +222,79 @@ fn raw_scenarios_against_the_raw_server() {
         if let Target::Unix(p) = &target {
             assert!(!p.exists());
         }
+    }
+}
+
+/// The value of `name=N` in the server's `server stopped totals=...` log line.
+fn total(log: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("server stopped"))
+        .unwrap_or_else(|| panic!("no totals line in:\n{log}"));
+    let at = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"));
+    line[at + name.len() + 2..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not a number in {line}"))
+}
+
+#[test]
+fn handshake_wire_is_what_a_churn_cycle_moves() {
+    // The lengths computed with proto's sessions are, byte for byte, what the real
+    // server receives and sends per churn cycle (it counts both).
+    let wire = HandshakeWire::of_sockchat();
+    assert_eq!(
+        wire.to_string().parse::<HandshakeWire>(),
+        Ok(wire),
+        "INIT,ACK,DISCONNECT round-trips"
+    );
+    let mut server = Server::start();
+    for t in TRANSPORTS {
+        assert_clean(&run("churn", &target(&server, t), &["--sessions", "2"]));
+    }
+    server.stop_clean();
+    let log = server.stderr();
+    let accepted = total(&log, "accepted");
+    assert!(accepted > 0, "{log}");
+    assert_eq!(
+        total(&log, "bytes_in"),
+        accepted * (wire.ack + wire.disconnect) as u64
+    );
+    assert_eq!(total(&log, "bytes_out"), accepted * wire.init as u64);
+
+    // The raw pair moves the same bytes with no protocol; a client expecting other
+    // lengths notices.
+    for t in TRANSPORTS {
+        let dir = tempfile::tempdir().unwrap();
+        let want = match t {
+            "tcp" => Target::Tcp("127.0.0.1:0".parse().unwrap()),
+            _ => Target::Unix(dir.path().join("raw.sock")),
+        };
+        let raw = RawServer::start_handshake(&want, 1, &[], RingMode::Plain, wire)
+            .expect("raw server starts");
+        let r = run(
+            "raw-churn",
+            &raw.target,
+            &["--sessions", "4", "--handshake", "sockchat"],
+        );
+        assert_clean(&r);
+        assert_eq!(r.results.latency_name, "handshake");
+        let short = format!("{},{},{}", wire.init - 1, wire.ack, wire.disconnect);
+        let r = run(
+            "raw-churn",
+            &raw.target,
+            &["--sessions", "1", "--handshake", &short],
+        );
+        assert_eq!(r.results.messages, 0, "{}", r.summary());
+        assert!(
+            r.results.errors.contains_key("unexpected_bytes"),
+            "{}",
+            r.summary()
+        );
+        raw.stop();
     }
 }
 

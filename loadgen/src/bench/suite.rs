@@ -585,6 +585,8 @@ target = { kind = "cpu_ratio", op = "<=", value = 1.3 }
             "echo64-d1-unix",
             "echo1m-unix",
             "echo1m-chunked-unix",
+            "churn-tcp-wire",
+            "churn-unix-wire",
             "heartbeat-5k",
             "idle-memory-5k",
             "fanout-1000",

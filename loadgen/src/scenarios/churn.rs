@@ -4,13 +4,25 @@
 //! accepted the ack has arrived). After `disconnect` the loop waits for the server to
 //! close (bounded), so a server that ignores `disconnect` shows up as `no_close` errors,
 //! and the server, not loadgen, holds the TCP TIME_WAIT.
+//!
+//! [`HandshakeWire`] is what one cycle puts on the wire, frame by frame, so that
+//! `raw-churn --handshake` against `raw-server --handshake` can move the same bytes with
+//! no protocol (the like-for-like baseline of this scenario).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::rc::Rc;
+use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use serde::Serialize;
 use serde_json::json;
 use sockchat_proto::frame::FrameType;
+use sockchat_proto::{
+    ByteStr, ClientSession, Features, Key, ServerSession, Session, SessionConfig,
+};
 
 use super::{finish, load_key, run_config, Finished, ScenarioError};
 use crate::cli::ChurnArgs;
@@ -19,6 +31,90 @@ use crate::runner::{self, ThreadCtx};
 use crate::stats::ns_between;
 
 const HISTS: &[&str] = &["handshake", "cycle"];
+
+/// The bytes of one churn cycle, frame by frame: the server's `session_init` (sent as
+/// soon as it accepts), then the client's `session_ack` and `disconnect` (two writes),
+/// after which the server closes without sending more. Written `INIT,ACK,DISCONNECT`, or
+/// `sockchat` for [`of_sockchat`](Self::of_sockchat).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HandshakeWire {
+    /// Length of the server's `session_init` frame.
+    pub init: usize,
+    /// Length of the client's `session_ack` frame.
+    pub ack: usize,
+    /// Length of the client's `disconnect` frame.
+    pub disconnect: usize,
+}
+
+impl HandshakeWire {
+    /// The lengths sockchat's own sessions produce: a [`ServerSession`] (with a hyphenated
+    /// UUID session id, as sockchat-server issues) and a [`ClientSession`] run against
+    /// each other in memory, and the `disconnect` this scenario sends. Computed, not
+    /// written down, so the baseline follows any change of the encoder or the handshake.
+    pub fn of_sockchat() -> Self {
+        let key = Arc::new(Key::reference_default());
+        let config = Arc::new(SessionConfig::default());
+        let now = Instant::now();
+        let sid = ByteStr::from("00000000-0000-4000-8000-000000000000");
+        let mut server = ServerSession::new(sid.clone(), key.clone(), config.clone(), now);
+        let mut out = Vec::new();
+        server.poll_transmit(&mut out);
+        let init = out.iter().map(Bytes::len).sum();
+        // `churn` asks for no features: its ack is the plain one.
+        let plain = Arc::new(SessionConfig {
+            features: Features::NONE,
+            ..SessionConfig::default()
+        });
+        let mut session = ClientSession::new(key.clone(), plain, now);
+        for b in out.drain(..) {
+            session.deframer_mut().extend_from_slice(&b);
+        }
+        session.handle_input(now);
+        assert!(
+            session.is_established(),
+            "session_init establishes the client"
+        );
+        session.poll_transmit(&mut out);
+        let ack = out.iter().map(Bytes::len).sum();
+        let disconnect = client::disconnect(&key, &sid).len();
+        Self {
+            init,
+            ack,
+            disconnect,
+        }
+    }
+}
+
+impl fmt::Display for HandshakeWire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},{},{}", self.init, self.ack, self.disconnect)
+    }
+}
+
+impl FromStr for HandshakeWire {
+    type Err = String;
+
+    /// `sockchat` ([`HandshakeWire::of_sockchat`]) or `INIT,ACK,DISCONNECT`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "sockchat" {
+            return Ok(Self::of_sockchat());
+        }
+        let parts: Vec<usize> = s
+            .split(',')
+            .map(|p| p.trim().parse::<usize>().map_err(|e| format!("{p:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        match parts[..] {
+            [init, ack, disconnect] if init > 0 && ack > 0 && disconnect > 0 => Ok(Self {
+                init,
+                ack,
+                disconnect,
+            }),
+            _ => Err(format!(
+                "{s:?}: want sockchat or INIT,ACK,DISCONNECT (three byte counts above 0)"
+            )),
+        }
+    }
+}
 
 /// Runs the scenario.
 pub fn run(a: &ChurnArgs) -> Result<Finished, ScenarioError> {

@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use monoio::io::{AsyncWriteRentExt, Splitable};
 use serde_json::json;
 
-use super::churn::{finish_churn, run_loop};
+use super::churn::{finish_churn, run_loop, HandshakeWire};
 use super::{finish, for_each_session, pattern, run_config, Finished, ScenarioError};
 use crate::cli::{RawChurnArgs, RawEchoArgs};
 use crate::conn::{read_append, Conn};
@@ -22,6 +22,8 @@ use crate::sync::Credits;
 
 const ECHO_HISTS: &[&str] = &["latency", "setup_connect"];
 const CHURN_HISTS: &[&str] = &["connect", "cycle"];
+/// With `--handshake`: the handshake time, as `churn` reports it.
+const HANDSHAKE_HISTS: &[&str] = &["handshake", "cycle"];
 
 /// Runs `raw-echo`.
 pub fn run_echo(a: &RawEchoArgs) -> Result<Finished, ScenarioError> {
@@ -162,27 +164,38 @@ async fn echo_session(ctx: Rc<ThreadCtx>, depth: usize, size: usize, i: usize) {
 
 /// Runs `raw-churn`.
 pub fn run_churn(a: &RawChurnArgs) -> Result<Finished, ScenarioError> {
-    let cfg = run_config(&a.common, "raw-churn", CHURN_HISTS, false)?;
-    let verify = a.verify;
+    let (verify, wire) = (a.verify, a.handshake);
+    let hists = if wire.is_some() {
+        HANDSHAKE_HISTS
+    } else {
+        CHURN_HISTS
+    };
+    let cfg = run_config(&a.common, "raw-churn", hists, false)?;
     let outcome = runner::run(cfg, sockchat_proto::Key::reference_default(), move |ctx| {
-        churn_thread(ctx, verify)
+        churn_thread(ctx, verify, wire)
     })?;
     Ok(finish_churn(
         "raw-churn",
         outcome,
-        CHURN_HISTS,
+        hists,
         verify,
         a.common.duration,
     ))
 }
 
-async fn churn_thread(ctx: Rc<ThreadCtx>, verify: bool) {
+async fn churn_thread(ctx: Rc<ThreadCtx>, verify: bool, wire: Option<HandshakeWire>) {
     let c = ctx.clone();
-    for_each_session(&ctx, move |i| churn_loop(c.clone(), i, verify)).await;
+    for_each_session(&ctx, move |i| churn_loop(c.clone(), i, verify, wire)).await;
 }
 
-async fn churn_loop(ctx: Rc<ThreadCtx>, i: usize, verify: bool) {
-    run_loop(&ctx, i, |_| raw_cycle(&ctx, verify)).await;
+async fn churn_loop(ctx: Rc<ThreadCtx>, i: usize, verify: bool, wire: Option<HandshakeWire>) {
+    run_loop(&ctx, i, |_| async {
+        match wire {
+            Some(w) => handshake_cycle(&ctx, w).await,
+            None => raw_cycle(&ctx, verify).await,
+        }
+    })
+    .await;
 }
 
 /// Connect, optionally one byte there and back, close. Returns the connect (or verified
@@ -204,4 +217,45 @@ async fn raw_cycle(ctx: &ThreadCtx, verify: bool) -> Result<u64, &'static str> {
         }
     }
     Ok(ns_between(t0, Instant::now()))
+}
+
+/// The bytes of a `churn` cycle against `raw-server --handshake`: connect, read `init`
+/// bytes, write `ack`, write `disconnect`, wait for the server's close. Returns the
+/// handshake time (connect start until the ack is written), as `churn` does.
+async fn handshake_cycle(ctx: &ThreadCtx, wire: HandshakeWire) -> Result<u64, &'static str> {
+    let t0 = Instant::now();
+    let mut conn = Conn::connect(&ctx.cfg().target)
+        .await
+        .map_err(|_| "connect")?;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    while buf.len() < wire.init {
+        let (res, b) = read_append(&mut conn, buf).await;
+        buf = b;
+        match res {
+            Ok(0) => return Err("eof"),
+            Ok(_) => {}
+            Err(_) => return Err("read"),
+        }
+    }
+    if buf.len() > wire.init {
+        return Err("unexpected_bytes");
+    }
+    let (res, _) = conn.write_all(vec![0u8; wire.ack]).await;
+    res.map_err(|_| "write")?;
+    let hs = ns_between(t0, Instant::now());
+    let (res, _) = conn.write_all(vec![0u8; wire.disconnect]).await;
+    res.map_err(|_| "write")?;
+    buf.clear();
+    // The server closes once both frames' bytes are in: the next read is the end.
+    let closed = monoio::time::timeout(std::time::Duration::from_secs(2), async {
+        match read_append(&mut conn, buf).await.0 {
+            Ok(0) | Err(_) => Ok(()),
+            Ok(_) => Err("unexpected_bytes"),
+        }
+    })
+    .await;
+    match closed {
+        Ok(r) => r.map(|_| hs),
+        Err(_) => Err("no_close"),
+    }
 }
