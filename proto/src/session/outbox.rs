@@ -20,6 +20,12 @@ pub struct Outbox {
 /// queued by reference (a copy of a few KiB costs less than another iovec entry).
 pub(crate) const COALESCE_MAX: usize = 4096;
 
+/// Capacity an empty coalescing buffer starts with when a frame is copied in: room for a
+/// pipelined batch of small frames (16 echoes of a 240-byte frame), where growing by
+/// doubling from the first frame's size reallocated and copied four times per batch
+/// (the buffer is freed whenever the session goes idle, see [`Outbox::shrink_idle`]).
+const TAIL_START: usize = 4096;
+
 impl Outbox {
     /// The buffer small frames are encoded into, after everything already queued.
     pub(crate) fn tail_mut(&mut self) -> &mut BytesMut {
@@ -29,6 +35,9 @@ impl Outbox {
     /// Queues bytes (e.g. a verified frame) without copying them if they are large.
     pub fn push(&mut self, bytes: Bytes) {
         if bytes.len() <= COALESCE_MAX {
+            if self.tail.is_empty() && self.tail.capacity() < bytes.len() {
+                self.tail.reserve(TAIL_START);
+            }
             self.tail.extend_from_slice(&bytes);
         } else {
             self.flush_tail();
@@ -123,5 +132,26 @@ mod tests {
         assert_eq!(out[1].as_ptr(), big.as_ptr(), "large parts are not copied");
         assert_eq!(&out[2][..], b"ef");
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_batch_of_small_frames_fills_one_allocation() {
+        let mut o = Outbox::default();
+        let frame = Bytes::from(vec![1u8; 240]);
+        o.push(frame.clone());
+        // Room for the whole batch from the first frame on: no growing by doubling.
+        let cap = o.tail.capacity();
+        assert!(cap >= 16 * 240, "capacity {cap}");
+        for _ in 1..16 {
+            o.push(frame.clone());
+        }
+        assert_eq!(o.tail.capacity(), cap, "the buffer did not grow");
+        let mut out = Vec::new();
+        o.drain_into(&mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), 16 * 240);
+        // Idle again: nothing kept.
+        o.shrink_idle();
+        assert_eq!(o.tail.capacity(), 0);
     }
 }
