@@ -297,23 +297,32 @@ fn parse_canonical(buf: &Bytes, range: Range<usize>) -> Option<Header> {
     if kind == FrameType::Chunk {
         return None;
     }
-    let (content_type, next) = opt_field(buf, start, json, t + 1, b", \"content_type\": ")?;
-    let (session_id, next) = opt_field(buf, start, json, next, b", \"session_id\": ")?;
+    let (content_type, next) = opt_field(json, t + 1, b", \"content_type\": ")?;
+    let content_type = content_type.map(|r| {
+        interned(&json[r.clone()])
+            .unwrap_or_else(|| ByteStr(buf.slice(start + r.start..start + r.end)))
+    });
+    let (session_id, next) = opt_field(json, next, b", \"session_id\": ")?;
+    let session_id = session_id.map(|r| ByteStr(buf.slice(start + r.start..start + r.end)));
     if &json[next..] != b"}" {
         return None;
     }
     Some(Header::new(kind, content_type, session_id))
 }
 
-/// `key` then `null` or a string; the value (sharing `buf`) and the index after it. The
-/// caller has checked that `json` is plain printable ASCII without backslashes.
-fn opt_field(
-    buf: &Bytes,
-    base: usize,
-    json: &[u8],
-    at: usize,
-    key: &[u8],
-) -> Option<(Option<ByteStr>, usize)> {
+/// The protocol's own content types as static strings: sharing them costs no reference
+/// count (a shared `Bytes` slice of the frame buffer costs an atomic increment and
+/// decrement per frame, with the frame buffer kept alive as long as the header is).
+fn interned(content_type: &[u8]) -> Option<ByteStr> {
+    [OCTET_STREAM, APPLICATION_JSON, TEXT_UTF8]
+        .into_iter()
+        .find(|known| &known.as_bytes()[..] == content_type)
+}
+
+/// `key` then `null` or a string; where the string's value is in `json`, and the index
+/// after it. The caller has checked that `json` is plain printable ASCII without
+/// backslashes.
+fn opt_field(json: &[u8], at: usize, key: &[u8]) -> Option<(Option<Range<usize>>, usize)> {
     if json.get(at..at + key.len())? != key {
         return None;
     }
@@ -322,7 +331,7 @@ fn opt_field(
         b'n' if json.get(at..at + 4)? == b"null" => Some((None, at + 4)),
         b'"' => {
             let end = at + 1 + memchr::memchr(b'"', &json[at + 1..])?;
-            Some((Some(ByteStr(buf.slice(base + at + 1..base + end))), end + 1))
+            Some((Some(at + 1..end), end + 1))
         }
         _ => None,
     }
@@ -539,6 +548,28 @@ mod tests {
                     panic!("case {i}: fast path accepted what serde_json refuses: {e}")
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_protocols_content_types_are_not_shared_with_the_frame_buffer() {
+        for (ct, known) in [
+            ("application/octet-stream", true),
+            ("application/json", true),
+            ("text/plain; charset=utf-8", true),
+            ("image/png", false),
+        ] {
+            let json = Bytes::from(format!(
+                r#"{{"type": "message", "content_type": "{ct}", "session_id": "abc"}}"#
+            ));
+            let h = parse_canonical(&json, 0..json.len()).expect("canonical");
+            let got = h.content_type.expect("a content type");
+            assert_eq!(got.as_str(), ct);
+            let inside = json.as_ptr_range().contains(&got.as_bytes().as_ptr());
+            assert_eq!(inside, !known, "{ct}");
+            // The session id always shares the buffer.
+            let sid = h.session_id.expect("a session id");
+            assert!(json.as_ptr_range().contains(&sid.as_bytes().as_ptr()));
         }
     }
 
