@@ -15,7 +15,7 @@ use loadgen::runner::RingMode;
 use loadgen::scenarios::churn::HandshakeWire;
 use serde_json::json;
 use sockchat_testkit::nats::Nats;
-use sockchat_testkit::Server;
+use sockchat_testkit::{hostile, Server};
 use support::double::{Double, DoubleOpts};
 use support::{assert_clean, run, target};
 
@@ -225,22 +225,6 @@ fn raw_scenarios_against_the_raw_server() {
     }
 }
 
-/// The value of `name=N` in the server's `server stopped totals=...` log line.
-fn total(log: &str, name: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("server stopped"))
-        .unwrap_or_else(|| panic!("no totals line in:\n{log}"));
-    let at = line
-        .find(&format!(" {name}="))
-        .unwrap_or_else(|| panic!("no {name} in {line}"));
-    line[at + name.len() + 2..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{name} is not a number in {line}"))
-}
-
 #[test]
 fn handshake_wire_is_what_a_churn_cycle_moves() {
     // The lengths computed with proto's sessions are, byte for byte, what the real
@@ -251,19 +235,20 @@ fn handshake_wire_is_what_a_churn_cycle_moves() {
         Ok(wire),
         "INIT,ACK,DISCONNECT round-trips"
     );
-    let mut server = Server::start();
+    let mut server = Server::builder().args(["--log-format", "json"]).start();
     for t in TRANSPORTS {
         assert_clean(&run("churn", &target(&server, t), &["--sessions", "2"]));
     }
     server.stop_clean();
     let log = server.stderr();
-    let accepted = total(&log, "accepted");
+    let totals = hostile::parse_totals(&log).expect("server stopped line");
+    let accepted = totals.get("accepted");
     assert!(accepted > 0, "{log}");
     assert_eq!(
-        total(&log, "bytes_in"),
+        totals.get("bytes_in"),
         accepted * (wire.ack + wire.disconnect) as u64
     );
-    assert_eq!(total(&log, "bytes_out"), accepted * wire.init as u64);
+    assert_eq!(totals.get("bytes_out"), accepted * wire.init as u64);
 
     // The raw pair moves the same bytes with no protocol; a client expecting other
     // lengths notices.
